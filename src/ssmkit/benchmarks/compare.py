@@ -44,7 +44,7 @@ from ..training import TrainConfig, fit
 from . import speed
 from .presets import get_preset
 from .published import published_for
-from .run_config import RunConfig, apply_overrides, check_run
+from .run_config import RunConfig, apply_overrides, build_run_model, check_run
 from .timing import best_time
 
 FORMAT, VERSION = "ssmkit-compare", 1
@@ -210,7 +210,7 @@ def run_one(run: RunConfig, task: Task, seed: int, log: Callable[[str], None]) -
     """Train one (mixer, seed) and measure it; returns its results.json record."""
     cfg = dataclasses.replace(run.train, seed=seed)
     torch.manual_seed(seed)  # the model's initialization
-    model = task.build_model(run.model, pool=run.pool)
+    model = build_run_model(task, run)
     n_params = sum(p.numel() for p in model.parameters())
     wall, cpu = time.perf_counter(), time.process_time()
     result = fit(task, model, cfg, log=log)

@@ -8,7 +8,10 @@ value parsed to its field's annotated type:
   it), or ``mixer.mode`` (a computation mode such as ``chunked``);
 - a ``BackboneConfig`` field (``d_model``, ``n_layers``, ``mixer``, ``ffn_mult``, ``dropout``, ...);
 - a ``TrainConfig`` field (``steps``, ``lr``, ``batch_size``, ``weight_decay``, ...);
-- ``pool``: how a classify head reads the sequence (``mean`` or ``last``).
+- ``pool``: how a classify head reads the sequence (``mean`` or ``last``);
+- ``arch``: the model architecture around the mixer stack (``ssmkit.models.list_archs()``:
+  ``sequence`` by default), and ``arch.<field>`` a field of that architecture's Config
+  (``arch=vision arch.scan=cross arch.patch=4``).
 
 An unknown key is a ``TypeError`` that lists every valid key; an ill-typed or out-of-range value
 is a ``ValueError`` naming the field. Everything is checked before any data is built or trained.
@@ -22,6 +25,7 @@ from typing import Any
 
 from ..layers.registry import get_mixer_class
 from ..models import BackboneConfig
+from ..models.registry import arch_config, arch_config_class, list_archs
 from ..models.sequence_model import POOLS
 from ..tasks import create_task, list_tasks
 from ..training import TrainConfig, config_from_overrides
@@ -38,6 +42,8 @@ class RunConfig:
     task_cfg: dict[str, Any] = dataclasses.field(default_factory=dict)  # the task's config fields
     pool: str = "mean"  # classify heads: mean of the real tokens or the last one (models.SequenceModel)
     source: str = ""  # where the settings come from (a preset's paper and file), for the record
+    arch: str = "sequence"  # the model architecture (ssmkit.models.list_archs())
+    arch_cfg: dict[str, Any] = dataclasses.field(default_factory=dict)  # fields of the architecture's Config
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -48,7 +54,8 @@ class RunConfig:
         try:
             return cls(task=data["task"], model=_from_dict(BackboneConfig, data["model"]),
                        train=_from_dict(TrainConfig, data["train"]), task_cfg=dict(data.get("task_cfg", {})),
-                       pool=data.get("pool", "mean"), source=data.get("source", ""))
+                       pool=data.get("pool", "mean"), source=data.get("source", ""),
+                       arch=data.get("arch", "sequence"), arch_cfg=dict(data.get("arch_cfg", {})))
         except KeyError as e:
             raise ValueError(f"run config is missing the entry {e} (expected task, model, train)") from None
 
@@ -102,20 +109,24 @@ def valid_keys(run: RunConfig, task_class: type | None = None) -> str:
     mixers = sorted(set(run.model.layer_names()))
     mixer_fields = sorted({f.name for m in mixers for f in dataclasses.fields(get_mixer_class(m).Config)} | {"mode"})
     task_fields = [f.name for f in dataclasses.fields(task_class)] if task_class else ["(see the task's config)"]
-    return (f"model: {list(MODEL_KEYS) + ['pool']}; training: {list(TRAIN_KEYS)}; "
+    arch_fields = [f.name for f in dataclasses.fields(arch_config_class(run.arch))] if run.arch in list_archs() else []
+    return (f"model: {list(MODEL_KEYS) + ['pool', 'arch']}; arch.<field> for {run.arch}: {arch_fields}; "
+            f"training: {list(TRAIN_KEYS)}; "
             f"task.<field> for {run.task}: {task_fields}; mixer.<field> for {','.join(mixers)}: {mixer_fields}")
 
 
 def apply_overrides(run: RunConfig, overrides: list[str]) -> RunConfig:
     """A new ``RunConfig`` with ``key=value`` overrides applied (see the module docstring)."""
-    groups: dict[str, list[tuple[str, str]]] = {"model": [], "train": [], "task": [], "mixer": []}
-    pool = run.pool
+    groups: dict[str, list[tuple[str, str]]] = {"model": [], "train": [], "task": [], "mixer": [], "arch": []}
+    pool, arch = run.pool, run.arch
     for item in overrides:
         key, value = split_override(item)
         prefix, dot, field = key.partition(".")
         if key == "pool":
             pool = value.strip()
-        elif dot and prefix in ("task", "mixer") and field:
+        elif key == "arch":
+            arch = value.strip()
+        elif dot and prefix in ("task", "mixer", "arch") and field:
             groups[prefix].append((field, value))
         elif key in MODEL_KEYS:
             groups["model"].append((key, value))
@@ -127,7 +138,11 @@ def apply_overrides(run: RunConfig, overrides: list[str]) -> RunConfig:
     model = config_from_overrides(BackboneConfig, [f"{k}={v}" for k, v in groups["model"]], base=run.model)
     train = config_from_overrides(TrainConfig, [f"{k}={v}" for k, v in groups["train"]], base=run.train)
     model = dataclasses.replace(model, mixer_cfg={**model.mixer_cfg, **_mixer_values(model, groups["mixer"])})
-    run = dataclasses.replace(run, model=model, train=train, pool=pool,
+    if arch not in list_archs():
+        raise ValueError(f"invalid config value for 'arch': {arch!r}; expected one of {list_archs()}")
+    arch_cfg = {} if arch != run.arch else dict(run.arch_cfg)  # another architecture starts from its defaults
+    arch_cfg.update(_arch_values(arch, groups["arch"]))
+    run = dataclasses.replace(run, model=model, train=train, pool=pool, arch=arch, arch_cfg=arch_cfg,
                               task_cfg={**run.task_cfg, **_task_values(run, groups["task"])})
     check_run(run)
     return run
@@ -146,6 +161,18 @@ def _mixer_values(model: BackboneConfig, items: list[tuple[str, str]]) -> dict[s
                 raise TypeError(f"unknown config key 'mixer.{field}': mixer {cls.mixer_name!r} has no field "
                                 f"{field!r}; valid mixer keys: {names + ['mode']}")
         out[field] = _field_value(classes[0].Config, "mixer", field, text)
+    return out
+
+
+def _arch_values(arch: str, items: list[tuple[str, str]]) -> dict[str, Any]:
+    config_class = arch_config_class(arch)
+    names = [f.name for f in dataclasses.fields(config_class)]
+    out = {}
+    for field, text in items:
+        if field not in names:
+            raise TypeError(f"unknown config key 'arch.{field}': architecture {arch!r} has no field {field!r}; "
+                            f"valid arch keys: {names}")
+        out[field] = _field_value(config_class, "arch", field, text)
     return out
 
 
@@ -172,6 +199,9 @@ def check_run(run: RunConfig) -> None:
         raise KeyError(f"unknown task {run.task!r}; registered tasks: {list_tasks()}")
     if run.pool not in POOLS:
         raise ValueError(f"invalid config value for 'pool': must be one of {POOLS}, got {run.pool!r}")
+    if run.arch not in list_archs():
+        raise ValueError(f"invalid config value for 'arch': {run.arch!r}; expected one of {list_archs()}")
+    arch_config(run.arch, run.arch_cfg)
     cfg = dict(run.model.mixer_cfg)
     mode = cfg.pop("mode", "auto")
     for name in sorted(set(run.model.layer_names())):
@@ -185,3 +215,8 @@ def check_run(run: RunConfig) -> None:
         if mode != "auto" and mode not in cls.modes:
             raise ValueError(f"invalid config value for 'mixer.mode': {mode!r} is not a mode of {name!r}; "
                              f"expected auto or one of {list(cls.modes)}")
+
+
+def build_run_model(task: Any, run: RunConfig) -> Any:
+    """The model of ``run`` for ``task``: its architecture around its backbone (Task.build_model)."""
+    return task.build_model(run.model, pool=run.pool, arch=run.arch, **run.arch_cfg)

@@ -115,6 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import json
 
     from ssmkit.benchmarks.compare import atomic_write, chance_accuracy
+    from ssmkit.benchmarks.run_config import build_run_model
     from ssmkit.tasks import create_task
     from ssmkit.training import fit
 
@@ -126,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("--resume needs a checkpoint folder: give --out DIR (or --set checkpoint_dir=DIR)")
     task = create_task(run.task, **run.task_cfg)
     torch.manual_seed(run.train.seed)
-    model = task.build_model(run.model, pool=run.pool)
+    model = build_run_model(task, run)
     info = task.info
     print(f"task {info.name} (L={info.length}; {info.notes}); mixer {run.model.mixer}; "
           f"{sum(p.numel() for p in model.parameters())} parameters" + (f"; {run.source}" if run.source else ""))
@@ -165,7 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
     from ssmkit.benchmarks.compare import chance_accuracy
-    from ssmkit.benchmarks.run_config import RunConfig, apply_overrides
+    from ssmkit.benchmarks.run_config import RunConfig, apply_overrides, build_run_model
     from ssmkit.tasks import create_task
     from ssmkit.training import evaluate, read_checkpoint
     from ssmkit.training.checkpoint import BEST, MODEL
@@ -185,7 +186,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"{step} is a checkpoint of task {meta.get('task')!r}, not {run.task!r}")
     name = BEST if args.weights == "best" and BEST in files else MODEL
     task = create_task(run.task, **run.task_cfg)
-    model = task.build_model(run.model, pool=run.pool)
+    model = build_run_model(task, run)
     try:
         model.load_state_dict(files[name])
     except RuntimeError as e:

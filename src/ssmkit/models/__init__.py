@@ -1,7 +1,11 @@
 """Backbones built from any registered mixer, and the models on top of them."""
 from .backbone import Backbone, BackboneConfig
 from .lm import CausalLM
+from .registry import DataSpec, create_model, list_archs, register_arch
 from .pretrained import load_pretrained, save_pretrained
 from .sequence_model import SequenceModel
 
-__all__ = ["Backbone", "BackboneConfig", "CausalLM", "SequenceModel", "load_pretrained", "save_pretrained"]
+__all__ = [
+    "Backbone", "BackboneConfig", "CausalLM", "DataSpec", "SequenceModel", "create_model", "list_archs",
+    "load_pretrained", "register_arch", "save_pretrained",
+]

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..layers.base import check
 from .backbone import Backbone, BackboneConfig
+from .registry import DataSpec, NoConfig, register_arch
 
 KINDS = ("classify", "tag", "lm", "forecast", "regress")
 POOLS = ("mean", "last")
@@ -63,3 +64,9 @@ class SequenceModel(nn.Module):
             pooled = (h * w).sum(1) / w.sum(1).clamp_min(1)
         out = self.head(pooled)
         return out.unflatten(-1, (self.horizon, self.d_input)) if self.kind == "forecast" else out
+
+
+@register_arch("sequence")
+def build_sequence_model(backbone: BackboneConfig, spec: DataSpec, pool: str, cfg: NoConfig) -> SequenceModel:
+    """The default architecture: encoder -> Backbone -> head (any task kind)."""
+    return SequenceModel(backbone, spec.kind, spec.n_out, spec.vocab_size, spec.d_input, spec.horizon, pool)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..layers.base import check
 from ..models.sequence_model import KINDS
-from ..models import BackboneConfig, SequenceModel
+from ..models import BackboneConfig, DataSpec, create_model
 
 IGNORE = -100
 SPLITS = ("train", "val", "test")
@@ -43,9 +43,18 @@ class TaskInfo:
     d_input: int = 1  # feature inputs otherwise
     horizon: int = 0  # forecast steps
     notes: str = ""
+    image_shape: tuple[int, int, int] | None = None  # (H, W, C): inputs are images flattened row-major
 
     def __post_init__(self) -> None:
         check(self.kind in KINDS, "kind", f"must be one of {KINDS}, got {self.kind!r}")
+        if self.image_shape is not None:
+            H, W, C = self.image_shape
+            check(H * W == self.length and C == self.d_input, "image_shape",
+                  f"{self.image_shape} does not match length {self.length} and d_input {self.d_input}")
+
+    def data_spec(self) -> DataSpec:
+        """What a model architecture needs to know of these inputs and outputs."""
+        return DataSpec(self.kind, self.n_classes, self.vocab_size, self.d_input, self.horizon, self.image_shape)
 
 
 @dataclasses.dataclass
@@ -71,10 +80,10 @@ class Task:
     def batches(self, split: str, batch_size: int, seed: int = 0, epoch: int = 0) -> Iterator[Batch]:
         raise NotImplementedError
 
-    def build_model(self, backbone: BackboneConfig, pool: str = "mean") -> SequenceModel:
-        """Encoder, backbone and head shaped by this task's inputs and kind."""
-        i = self.info
-        return SequenceModel(backbone, i.kind, i.n_classes, i.vocab_size, i.d_input, i.horizon, pool)
+    def build_model(self, backbone: BackboneConfig, pool: str = "mean", arch: str = "sequence", **arch_cfg: Any):
+        """The model architecture ``arch`` (``ssmkit.models.list_archs()``) shaped by this task's data;
+        the default ``sequence`` is encoder -> backbone -> head (``SequenceModel``)."""
+        return create_model(arch, backbone, self.info.data_spec(), pool, **arch_cfg)
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
         if self.info.kind in ("forecast", "regress"):

@@ -1,0 +1,71 @@
+"""Model architectures by name: what sits around the mixer stack for a kind of data.
+
+``sequence`` (``SequenceModel``) is the default: encoder -> Backbone -> head, for every task.
+Others (``vision``, ``forecaster``, ``ts_classifier``, ``graph``, ...) register themselves with a
+typed ``Config`` whose fields the command line sets as ``arch.<field>=value``. A builder receives
+the backbone config, the task's ``DataSpec`` (what the data looks like), the classify pool and its
+validated Config, and returns an ``nn.Module`` called as ``model(inputs, mask=mask)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from torch import nn
+
+from ..layers.base import build_config
+from .backbone import BackboneConfig
+
+
+@dataclasses.dataclass
+class DataSpec:
+    """What a model needs to know of its task's data (``TaskInfo.data_spec()``)."""
+
+    kind: str  # classify | tag | lm | forecast | regress
+    n_out: int  # classes (classify/tag/lm) or values (regress)
+    vocab_size: int | None = None  # token inputs (B, L) when set
+    d_input: int = 1  # C: features per position otherwise (B, L, C)
+    horizon: int = 0  # forecast steps
+    image_shape: tuple[int, int, int] | None = None  # (H, W, C) when inputs are images flattened row-major to (B, H*W, C)
+
+
+@dataclasses.dataclass
+class NoConfig:
+    """An architecture without settings of its own."""
+
+
+Builder = Callable[[BackboneConfig, DataSpec, str, Any], nn.Module]
+_ARCHS: dict[str, tuple[Builder, type]] = {}
+
+
+def register_arch(name: str, config_class: type = NoConfig) -> Callable[[Builder], Builder]:
+    """``@register_arch("vision", VisionConfig)`` on ``build(backbone, spec, pool, cfg) -> nn.Module``."""
+
+    def decorator(builder: Builder) -> Builder:
+        if name in _ARCHS:
+            raise ValueError(f"architecture name '{name}' is already registered")
+        _ARCHS[name] = (builder, config_class)
+        return builder
+
+    return decorator
+
+
+def list_archs() -> list[str]:
+    return sorted(_ARCHS)
+
+
+def arch_config_class(name: str) -> type:
+    if name not in _ARCHS:
+        raise KeyError(f"unknown architecture {name!r}; registered: {list_archs()}")
+    return _ARCHS[name][1]
+
+
+def arch_config(name: str, cfg: dict[str, Any]) -> Any:
+    """The validated Config of architecture ``name`` (unknown keys rejected with the valid ones)."""
+    return build_config(arch_config_class(name), cfg)
+
+
+def create_model(arch: str, backbone: BackboneConfig, spec: DataSpec, pool: str = "mean", **cfg: Any) -> nn.Module:
+    """Build architecture ``arch`` around a ``backbone`` stack for data described by ``spec``."""
+    config = arch_config(arch, cfg)
+    return _ARCHS[arch][0](backbone, spec, pool, config)
