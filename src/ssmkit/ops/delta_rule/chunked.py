@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ssd.segsum import segsum
+from ...core.segsum import segsum
 
 
 # The sequence is processed in segments of whole chunks, the state carried from one to the next,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..ssd.segsum import segsum
+from ...core.segsum import segsum
 
 
 def linear_attention_parallel(

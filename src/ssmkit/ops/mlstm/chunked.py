@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ssd.segsum import segsum
+from ...core.segsum import segsum
 
 
 def _heads_first(t: Tensor, nc: int, T: int) -> Tensor:

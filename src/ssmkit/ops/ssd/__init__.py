@@ -14,7 +14,7 @@ from torch import Tensor
 from .chunked import ssd_chunked
 from .quadratic import ssd_quadratic
 from .reference import ssd_reference
-from .segsum import segsum
+from ...core.segsum import segsum
 
 MODES = ("reference", "quadratic", "chunked")
 

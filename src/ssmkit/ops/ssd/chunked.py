@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .segsum import segsum
+from ...core.segsum import segsum
 
 
 def ssd_chunked(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .segsum import segsum
+from ...core.segsum import segsum
 
 
 def ssd_quadratic(
