@@ -246,7 +246,7 @@ def _bad(**changes):
 BAD = {
     "q_rank": (_bad(q=torch.zeros(2, 7, 12, dtype=f64)), ValueError, "q must have shape (B, L, H, K)"),
     "empty": (_bad(q=torch.zeros(2, 0, H, K, dtype=f64)), ValueError, "empty sequence"),
-    "k_shape": (_bad(k=torch.zeros(2, 7, H, K + 1, dtype=f64)), ValueError, "k must have the shape of q"),
+    "k_shape": (_bad(k=torch.zeros(2, 7, H, K + 1, dtype=f64)), ValueError, "k must have shape (B, L, H, K) like q"),
     "v_shape": (_bad(v=torch.zeros(2, 6, H, V, dtype=f64)), ValueError, "v must have shape (B, L, H, V)"),
     "decay_shape": (_bad(log_decay=torch.zeros(2, 7, dtype=f64)), ValueError, "log_decay must be None or have shape"),
     "state_shape": (_bad(initial_state=torch.zeros(2, H, V, K, dtype=f64)), ValueError, "initial_state must have shape (B, H, K, V)"),

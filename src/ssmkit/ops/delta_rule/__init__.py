@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
+
 from .chunked import delta_rule_chunked
 from .reference import delta_rule_reference
 
@@ -54,44 +56,18 @@ def _validate(
     q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_alpha: Tensor | None,
     initial_state: Tensor | None, chunk_size: int,
 ) -> None:
-    named = {"q": q, "k": k, "v": v, "beta": beta, "log_alpha": log_alpha,
-             "initial_state": initial_state}
-    for name, t in named.items():
-        if t is None and name in ("log_alpha", "initial_state"):
-            continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"delta_rule: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"delta_rule: {name} must be a real floating-point tensor, got {t.dtype}")
-        if t.dtype != k.dtype or t.device != k.device:
-            raise TypeError(
-                f"delta_rule: {name} is {t.dtype} on {t.device}, expected k's {k.dtype} on {k.device}"
-            )
-    if k.ndim != 4:
-        raise ValueError(f"delta_rule: k must have shape (B, L, H, K), got {tuple(k.shape)}")
-    batch, L, H, K = k.shape
-    if L == 0:
-        raise ValueError("delta_rule: k is an empty sequence (L = 0); expected at least one time step")
-
-    def expect(name: str, t: Tensor, shape: tuple[int, ...], legend: str) -> None:
-        if tuple(t.shape) != shape:
-            raise ValueError(
-                f"delta_rule: {name} must have shape {legend} = {shape}, got {tuple(t.shape)}"
-            )
-
-    expect("q", q, (batch, L, H, K), "(B, L, H, K) like k")
-    if v.ndim != 4 or tuple(v.shape[:3]) != (batch, L, H):
-        raise ValueError(
-            f"delta_rule: v must have shape (B, L, H, V) with (B, L, H) = {(batch, L, H)}, "
-            f"got {tuple(v.shape)}"
-        )
-    expect("beta", beta, (batch, L, H), "(B, L, H)")
+    op = "delta_rule"
+    named = {"q": q, "k": k, "v": v, "beta": beta, "log_alpha": log_alpha, "initial_state": initial_state}
+    check_tensors(op, named, "k", optional=("log_alpha", "initial_state"))
+    batch, L, H, K = check_sequence(op, "k", k, "(B, L, H, K)")
+    expect_shape(op, "q", q, (batch, L, H, K), "(B, L, H, K) like k")
+    V = check_values(op, v, batch, L, H)
+    expect_shape(op, "beta", beta, (batch, L, H), "(B, L, H)")
     if log_alpha is not None:
-        expect("log_alpha", log_alpha, (batch, L, H), "(B, L, H)")
+        expect_shape(op, "log_alpha", log_alpha, (batch, L, H), "(B, L, H)")
     if initial_state is not None:
-        expect("initial_state", initial_state, (batch, H, K, v.shape[-1]), "(B, H, K, V)")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"delta_rule: chunk_size must be a positive int, got {chunk_size!r}")
+        expect_shape(op, "initial_state", initial_state, (batch, H, K, V), "(B, H, K, V)")
+    check_chunk_size(op, chunk_size)
 
 
 __all__ = ["delta_rule", "delta_rule_reference", "delta_rule_chunked", "MODES"]

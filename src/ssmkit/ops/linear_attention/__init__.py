@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
+
 from .chunked import dyadic_scores, linear_attention_chunked
 from .parallel import linear_attention_parallel
 from .reference import linear_attention_reference
@@ -57,50 +59,23 @@ def _validate(
     q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, initial_state: Tensor | None,
     scale: float, chunk_size: int,
 ) -> None:
+    op = "linear_attention"
     named = {"q": q, "k": k, "v": v, "log_decay": log_decay, "initial_state": initial_state}
-    for name, t in named.items():
-        if t is None and name in ("log_decay", "initial_state"):
-            continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"linear_attention: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"linear_attention: {name} must be a real floating-point tensor, got {t.dtype}")
-        if t.dtype != q.dtype or t.device != q.device:
-            raise TypeError(
-                f"linear_attention: {name} is {t.dtype} on {t.device}, expected q's {q.dtype} on {q.device}"
-            )
-    if q.ndim != 4:
-        raise ValueError(f"linear_attention: q must have shape (B, L, H, K), got {tuple(q.shape)}")
-    batch, L, H, K = q.shape
-    if L == 0:
-        raise ValueError("linear_attention: q is an empty sequence (L = 0); expected at least one step")
-    if tuple(k.shape) != tuple(q.shape):
-        raise ValueError(
-            f"linear_attention: k must have the shape of q (B, L, H, K) = {tuple(q.shape)}, got {tuple(k.shape)}"
-        )
-    if v.ndim != 4 or tuple(v.shape[:3]) != (batch, L, H):
-        raise ValueError(
-            f"linear_attention: v must have shape (B, L, H, V) with (B, L, H) = {(batch, L, H)}, "
-            f"got {tuple(v.shape)}"
-        )
+    check_tensors(op, named, "q", optional=("log_decay", "initial_state"))
+    batch, L, H, K = check_sequence(op, "q", q, "(B, L, H, K)")
+    expect_shape(op, "k", k, (batch, L, H, K), "(B, L, H, K) like q")
+    V = check_values(op, v, batch, L, H)
     allowed = {(H,), (batch, L, H), (batch, L, H, K)}
     if log_decay is not None and tuple(log_decay.shape) not in allowed:
         raise ValueError(
-            f"linear_attention: log_decay must be None or have shape (H,) = {(H,)}, (B, L, H) = "
+            f"{op}: log_decay must be None or have shape (H,) = {(H,)}, (B, L, H) = "
             f"{(batch, L, H)} or (B, L, H, K) = {(batch, L, H, K)}, got {tuple(log_decay.shape)}"
         )
-    state_shape = (batch, H, K, v.shape[-1])
-    if initial_state is not None and tuple(initial_state.shape) != state_shape:
-        raise ValueError(
-            f"linear_attention: initial_state must have shape (B, H, K, V) = {state_shape}, "
-            f"got {tuple(initial_state.shape)}"
-        )
+    if initial_state is not None:
+        expect_shape(op, "initial_state", initial_state, (batch, H, K, V), "(B, H, K, V)")
     if not isinstance(scale, (int, float)) or isinstance(scale, bool):
-        raise TypeError(f"linear_attention: scale must be a float, got {type(scale).__name__}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1 or (
-        chunk_size & (chunk_size - 1)
-    ):
-        raise ValueError(f"linear_attention: chunk_size must be a power of two >= 1, got {chunk_size!r}")
+        raise TypeError(f"{op}: scale must be a float, got {type(scale).__name__}")
+    check_chunk_size(op, chunk_size, power_of_two=True)
 
 
 __all__ = [

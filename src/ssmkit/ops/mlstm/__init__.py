@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
+
 from .chunked import mlstm_chunked
 from .reference import mlstm_reference
 
@@ -44,31 +46,22 @@ def _validate(
     q: Tensor, k: Tensor, v: Tensor, log_i: Tensor, log_f: Tensor,
     initial_state: tuple[Tensor, Tensor, Tensor] | None, chunk_size: int,
 ) -> None:
+    op = "mlstm"
     named = {"q": q, "k": k, "v": v, "log_i": log_i, "log_f": log_f}
     if initial_state is not None:
         if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 3:
-            raise TypeError("mlstm: initial_state must be a tuple (C, n, m) of tensors")
+            raise TypeError(f"{op}: initial_state must be a tuple (C, n, m) of tensors")
         named.update(zip(("C", "n", "m"), initial_state))
-    for name, t in named.items():
-        if not isinstance(t, Tensor):
-            raise TypeError(f"mlstm: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point() or t.dtype != q.dtype or t.device != q.device:
-            raise TypeError(f"mlstm: {name} is {t.dtype} on {t.device}, expected q's real {q.dtype} on {q.device}")
-    if q.ndim != 4:
-        raise ValueError(f"mlstm: q must have shape (B, L, H, K), got {tuple(q.shape)}")
-    batch, L, H, K = q.shape
-    if L == 0:
-        raise ValueError("mlstm: q is an empty sequence (L = 0); expected at least one time step")
-    V = v.shape[-1] if v.ndim == 4 else -1
-    expected = {"k": (batch, L, H, K), "v": (batch, L, H, V), "log_i": (batch, L, H), "log_f": (batch, L, H),
-                "C": (batch, H, K, V), "n": (batch, H, K), "m": (batch, H)}
-    legend = {"k": "(B, L, H, K)", "v": "(B, L, H, V)", "log_i": "(B, L, H)", "log_f": "(B, L, H)",
-              "C": "(B, H, K, V)", "n": "(B, H, K)", "m": "(B, H)"}
-    for name, t in named.items():
-        if name != "q" and tuple(t.shape) != expected[name]:
-            raise ValueError(f"mlstm: {name} must have shape {legend[name]} = {expected[name]}, got {tuple(t.shape)}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"mlstm: chunk_size must be a positive int, got {chunk_size!r}")
+    check_tensors(op, named, "q")
+    batch, L, H, K = check_sequence(op, "q", q, "(B, L, H, K)")
+    expect_shape(op, "k", k, (batch, L, H, K), "(B, L, H, K)")
+    V = check_values(op, v, batch, L, H)
+    for name, shape, legend in (("log_i", (batch, L, H), "(B, L, H)"), ("log_f", (batch, L, H), "(B, L, H)"),
+                                ("C", (batch, H, K, V), "(B, H, K, V)"), ("n", (batch, H, K), "(B, H, K)"),
+                                ("m", (batch, H), "(B, H)")):
+        if name in named:
+            expect_shape(op, name, named[name], shape, legend)
+    check_chunk_size(op, chunk_size)
 
 
 __all__ = ["mlstm", "mlstm_reference", "mlstm_chunked", "MODES"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
+
 from .chunked import exclusive_dyadic_scores, rwkv6_chunked
 from .reference import rwkv6_reference
 
@@ -51,40 +53,17 @@ def _validate(
     r: Tensor, k: Tensor, v: Tensor, log_w: Tensor, u: Tensor, initial_state: Tensor | None,
     chunk_size: int,
 ) -> None:
+    op = "rwkv6"
     named = {"r": r, "k": k, "v": v, "log_w": log_w, "u": u, "initial_state": initial_state}
-    for name, t in named.items():
-        if t is None and name == "initial_state":
-            continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"rwkv6: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"rwkv6: {name} must be a real floating-point tensor, got {t.dtype}")
-        if t.dtype != k.dtype or t.device != k.device:
-            raise TypeError(
-                f"rwkv6: {name} is {t.dtype} on {t.device}, expected k's {k.dtype} on {k.device}"
-            )
-    if k.ndim != 4:
-        raise ValueError(f"rwkv6: k must have shape (B, L, H, K), got {tuple(k.shape)}")
-    batch, L, H, K = k.shape
-    if L == 0:
-        raise ValueError("rwkv6: k is an empty sequence (L = 0); expected at least one time step")
-
-    def expect(name: str, t: Tensor, shape: tuple[int, ...], legend: str) -> None:
-        if tuple(t.shape) != shape:
-            raise ValueError(f"rwkv6: {name} must have shape {legend} = {shape}, got {tuple(t.shape)}")
-
-    expect("r", r, (batch, L, H, K), "(B, L, H, K) like k")
-    expect("log_w", log_w, (batch, L, H, K), "(B, L, H, K) like k")
-    if v.ndim != 4 or tuple(v.shape[:3]) != (batch, L, H):
-        raise ValueError(
-            f"rwkv6: v must have shape (B, L, H, V) with (B, L, H) = {(batch, L, H)}, "
-            f"got {tuple(v.shape)}"
-        )
-    expect("u", u, (H, K), "(H, K)")
+    check_tensors(op, named, "k", optional=("initial_state",))
+    batch, L, H, K = check_sequence(op, "k", k, "(B, L, H, K)")
+    expect_shape(op, "r", r, (batch, L, H, K), "(B, L, H, K) like k")
+    expect_shape(op, "log_w", log_w, (batch, L, H, K), "(B, L, H, K) like k")
+    V = check_values(op, v, batch, L, H)
+    expect_shape(op, "u", u, (H, K), "(H, K)")
     if initial_state is not None:
-        expect("initial_state", initial_state, (batch, H, K, v.shape[-1]), "(B, H, K, V)")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"rwkv6: chunk_size must be a positive int, got {chunk_size!r}")
+        expect_shape(op, "initial_state", initial_state, (batch, H, K, V), "(B, H, K, V)")
+    check_chunk_size(op, chunk_size)
 
 
 __all__ = ["rwkv6", "rwkv6_reference", "rwkv6_chunked", "exclusive_dyadic_scores", "MODES"]

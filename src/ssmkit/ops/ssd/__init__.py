@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._validate import check_chunk_size, check_sequence, check_tensors, expect_shape
+
 from .chunked import ssd_chunked
 from .quadratic import ssd_quadratic
 from .reference import ssd_reference
@@ -57,50 +59,23 @@ def _validate(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
     D: Tensor | None, initial_state: Tensor | None, chunk_size: int,
 ) -> None:
+    op = "ssd"
     named = {"x": x, "dt": dt, "A": A, "B": B, "C": C, "D": D, "initial_state": initial_state}
-    for name, t in named.items():
-        if t is None and name in ("D", "initial_state"):
-            continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"ssd: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"ssd: {name} must be a real floating-point tensor, got {t.dtype}")
-        if t.dtype != x.dtype or t.device != x.device:
-            raise TypeError(
-                f"ssd: {name} is {t.dtype} on {t.device}, expected x's {x.dtype} on {x.device}"
-            )
-    if x.ndim != 4:
-        raise ValueError(f"ssd: x must have shape (B, L, H, P), got {tuple(x.shape)}")
-    batch, L, H, P = x.shape
-    if L == 0:
-        raise ValueError("ssd: x is an empty sequence (L = 0); expected at least one time step")
-
-    def expect(name: str, t: Tensor, shape: tuple[int, ...], legend: str) -> None:
-        if tuple(t.shape) != shape:
-            raise ValueError(
-                f"ssd: {name} must have shape {legend} = {shape}, got {tuple(t.shape)}"
-            )
-
-    expect("dt", dt, (batch, L, H), "(B, L, H)")
-    expect("A", A, (H,), "(H,)")
+    check_tensors(op, named, "x", optional=("D", "initial_state"))
+    batch, L, H, P = check_sequence(op, "x", x, "(B, L, H, P)")
+    expect_shape(op, "dt", dt, (batch, L, H), "(B, L, H)")
+    expect_shape(op, "A", A, (H,), "(H,)")
     if B.ndim != 4 or tuple(B.shape[:2]) != (batch, L):
-        raise ValueError(
-            f"ssd: B must have shape (B, L, G, N) with B={batch}, L={L}, got {tuple(B.shape)}"
-        )
+        raise ValueError(f"{op}: B must have shape (B, L, G, N) with B={batch}, L={L}, got {tuple(B.shape)}")
     G, N = B.shape[2], B.shape[3]
     if G == 0 or H % G != 0:
-        raise ValueError(
-            f"ssd: the number of groups G={G} of B must divide the number of heads H={H}"
-        )
-    expect("C", C, (batch, L, G, N), "(B, L, G, N) like B")
+        raise ValueError(f"{op}: the number of groups G={G} of B must divide the number of heads H={H}")
+    expect_shape(op, "C", C, (batch, L, G, N), "(B, L, G, N) like B")
     if D is not None and tuple(D.shape) not in ((H,), (H, P)):
-        raise ValueError(
-            f"ssd: D must have shape (H,) = {(H,)} or (H, P) = {(H, P)}, got {tuple(D.shape)}"
-        )
+        raise ValueError(f"{op}: D must have shape (H,) = {(H,)} or (H, P) = {(H, P)}, got {tuple(D.shape)}")
     if initial_state is not None:
-        expect("initial_state", initial_state, (batch, H, P, N), "(B, H, P, N)")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"ssd: chunk_size must be a positive int, got {chunk_size!r}")
+        expect_shape(op, "initial_state", initial_state, (batch, H, P, N), "(B, H, P, N)")
+    check_chunk_size(op, chunk_size)
 
 
 __all__ = ["ssd", "ssd_reference", "ssd_quadratic", "ssd_chunked", "segsum", "MODES"]
