@@ -50,10 +50,13 @@ def make_norm(cfg: BackboneConfig) -> nn.Module:
 
 
 class Block(nn.Module):
-    def __init__(self, name: str, cfg: BackboneConfig) -> None:
+    """x <- x + mixer(norm(x)) [+ ffn]. ``mixer`` replaces the registered mixer ``name`` (e.g. the
+    multi-direction scans of ``models.scans``); it is called as ``mixer(x, state, mask, return_state=True)``."""
+
+    def __init__(self, name: str, cfg: BackboneConfig, mixer: nn.Module | None = None) -> None:
         super().__init__()
         self.norm = make_norm(cfg)
-        self.mixer = create_mixer(name, cfg.d_model, **cfg.mixer_cfg)
+        self.mixer = mixer if mixer is not None else create_mixer(name, cfg.d_model, **cfg.mixer_cfg)
         self.drop = nn.Dropout(cfg.dropout)
         self.ffn = None
         if cfg.ffn_mult:
