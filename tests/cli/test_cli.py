@@ -40,3 +40,17 @@ def test_bench_prints_ratio_table(capsys):
     assert main(["bench", "--mixers", name, "--lengths", "64", "--d-model", "8", "--d-state", "4", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "fwd / fft" in out and f"| {name} | 64 |" in out
+
+
+def test_bench_plot_writes_a_png(tmp_path, capsys):
+    png = tmp_path / "sub" / "bench.png"
+    args = ["bench", "--suite", "mixers", "--mixers", "s4d", "--lengths", "32,64", "--d-model", "8",
+            "--repeats", "1", "--plot", str(png)]
+    assert main(args) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot: {png}" in capsys.readouterr().out
+
+
+def test_bench_plot_of_an_unplotted_suite_is_refused(capsys):
+    assert main(["bench", "--suite", "decode", "--plot", "x.png"]) == 2
+    assert "--plot draws the lti and mixers suites" in capsys.readouterr().err

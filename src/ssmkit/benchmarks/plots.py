@@ -77,3 +77,31 @@ def speed_memory(results: dict[str, Any], path: Path) -> None:
         ax.tick_params(axis="x", which="minor", labelbottom=False)  # log-axis minor labels collide
         ax.legend(fontsize="small")
     fig.savefig(path, format="png", dpi=120)
+
+
+def bench_curves(rows: list[Any], baseline: str, path: Path, title: str) -> None:
+    """``ssmkit bench --plot``: seconds vs length per mixer (log-log), the baseline dashed, and the
+    ratio to the baseline beside it (below 1 = faster than the baseline; a curve crossing 1 is the
+    crossover length). ``rows`` are ``speed.BenchRow``; fwd+bwd when measured, else forward."""
+    fig, (t_ax, r_ax) = _figure(9.0, 3.6, ncols=2)
+    timed = [r for r in rows if r.forward_s is not None]
+    backward = all(r.backward_s is not None for r in timed)
+    seconds = {(r.name, r.length): r.backward_s if backward else r.forward_s for r in timed}
+    lengths = sorted({r.length for r in timed})
+    for name in dict.fromkeys(r.name for r in timed):
+        mine = [L for L in lengths if (name, L) in seconds]
+        style = {"linestyle": "--", "color": "black"} if name == baseline else {}
+        t_ax.plot(mine, [seconds[name, L] for L in mine], marker="o", label=name, **style)
+        if name != baseline:
+            both = [L for L in mine if (baseline, L) in seconds]
+            r_ax.plot(both, [seconds[name, L] / seconds[baseline, L] for L in both], marker="o", label=name)
+    r_ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
+    what = "forward + backward" if backward else "forward"
+    t_ax.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel=f"seconds ({what})", title=title)
+    r_ax.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel=f"time / {baseline}",
+             title=f"ratio to {baseline} (same run)")
+    for ax in (t_ax, r_ax):
+        ax.set_xticks(lengths, [str(L) for L in lengths])
+        ax.tick_params(axis="x", which="minor", labelbottom=False)
+        ax.legend(fontsize="small")
+    fig.savefig(path, format="png", dpi=120)

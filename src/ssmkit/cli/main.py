@@ -54,10 +54,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     mixers = args.mixers.split(",") if args.mixers else None
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, B={args.batch}, "
           f"D={args.d_model}; suite {args.suite}")
+    if args.plot:
+        if args.suite not in ("lti", "mixers"):
+            raise ValueError(f"--plot draws the lti and mixers suites, not {args.suite!r}")
+        from ssmkit.benchmarks.plots import require_matplotlib
+
+        require_matplotlib()  # before the measurements, not after them
     if args.suite == "lti":
         rows = speed.bench_lti(mixers or LTI_DEFAULT, lengths, args.batch, args.d_model, args.d_state,
                                backward=not args.forward_only, repeats=args.repeats)
         print(speed.format_rows(rows, "fft_conv (bare)"))
+        _bench_plot(args, rows, "fft_conv (bare)")
     elif args.suite == "mixers":
         names = mixers or [m for m in ssmkit.list_mixers() if m != "attention"]
         rows = speed.bench_mixers(names, lengths, args.batch, args.d_model,
@@ -65,6 +72,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(speed.format_rows(rows, "attention"))
         for n in names:
             print(f"{n}: faster than attention from L = {speed.crossover(rows, n, 'attention', not args.forward_only)}")
+        _bench_plot(args, rows, "attention")
     elif args.suite == "selective":
         from ssmkit.benchmarks.selective_scan import bench_selective_scan, format_rows
 
@@ -80,6 +88,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"| {r.name} | {r.length} | {1e3 * r.forward_s:.3f} | {r.state_size} |")
     return 0
+
+
+def _bench_plot(args: argparse.Namespace, rows: list, baseline: str) -> None:
+    if not args.plot:
+        return
+    from pathlib import Path
+
+    from ssmkit.benchmarks.plots import bench_curves
+
+    path = Path(args.plot)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bench_curves(rows, baseline, path, f"suite {args.suite}, B = {args.batch}, D = {args.d_model}")
+    print(f"plot: {path}")
 
 
 def _run_config(args: argparse.Namespace, legacy: list[str]):
@@ -273,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--d-state", type=int, default=64, help="N (lti suite); the selective suite uses 16")
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--forward-only", action="store_true")
+    s.add_argument("--plot", default="", metavar="PNG",
+                   help="lti / mixers suites: draw seconds and the ratio to the baseline vs length to this PNG")
     s.set_defaults(fn=cmd_bench)
 
     def add_run_options(s: argparse.ArgumentParser) -> None:
