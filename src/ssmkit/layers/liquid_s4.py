@@ -50,6 +50,7 @@ class LiquidS4(S4D):
     Config = LiquidS4Config
     config: LiquidS4Config
     modes = ("fft", "reference")
+    accepts_dt = False  # the liquid product terms have no continuous-time step to rescale
 
     def liquid_coefficients(self, s: DiagonalSystem) -> Tensor:
         """kappa (P-1, H): kappa_p = Re(sum_n C_n dB_n^p) for p = 2..P."""
