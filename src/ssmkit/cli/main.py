@@ -20,11 +20,16 @@ def _csv_ints(text: str) -> list[int]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    print(f"{'mixer':<12} {'modes':<28} {'state floats (D=' + str(args.d_model) + ')':>22} {'params':>10}")
+    rows = []
     for name in ssmkit.list_mixers():
         m = ssmkit.create_mixer(name, args.d_model)
-        params = sum(p.numel() for p in m.parameters())
-        print(f"{name:<12} {','.join(m.modes):<28} {m.state_size:>22} {params:>10}")
+        rows.append((name, ",".join(m.modes), m.state_size, sum(p.numel() for p in m.parameters())))
+    w_name = max(len("mixer"), *(len(r[0]) for r in rows))
+    w_modes = max(len("modes"), *(len(r[1]) for r in rows))
+    state = f"state floats (D={args.d_model})"
+    print(f"{'mixer':<{w_name}}  {'modes':<{w_modes}}  {state:>{len(state)}}  {'params':>10}")
+    for name, modes, size, params in rows:
+        print(f"{name:<{w_name}}  {modes:<{w_modes}}  {size:>{len(state)}}  {params:>10}")
     return 0
 
 
