@@ -4,7 +4,7 @@ import torch
 from ssmkit.models import BackboneConfig
 from ssmkit.tasks import IGNORE, create_task, list_tasks
 from ssmkit.tasks.synthetic import AddingConfig, CopyMemoryConfig, adding_batch, copy_memory_batch
-from ssmkit.training import LoopConfig, evaluate, fit
+from ssmkit.training import TrainConfig, evaluate, fit
 
 from .data_helpers import one_training_step
 
@@ -42,7 +42,7 @@ def test_learns_copy_memory_with_s4d():
     torch.manual_seed(0)
     model = task.build_model(BackboneConfig(d_model=32, n_layers=1, mixer="s4d"))
     before = evaluate(task, model, "test")["accuracy"]
-    result = fit(task, model, LoopConfig(steps=60, batch_size=32, lr=1e-2, log_every=1000), log=lambda s: None)
+    result = fit(task, model, TrainConfig(steps=60, batch_size=32, lr=1e-2, log_every=1000), log=lambda s: None)
     assert result["test_accuracy"] > 0.9 > before + 0.3
 
 
@@ -96,7 +96,7 @@ def test_learns_adding_with_s4d():
     task = create_task("adding", length=10, n_eval=256)
     torch.manual_seed(0)
     model = task.build_model(BackboneConfig(d_model=16, n_layers=2, mixer="s4d"))
-    result = fit(task, model, LoopConfig(steps=200, batch_size=32, lr=2e-2, log_every=1000), log=lambda s: None)
+    result = fit(task, model, TrainConfig(steps=200, batch_size=32, lr=2e-2, log_every=1000), log=lambda s: None)
     assert result["test_mse"] < 0.03 < 1 / 6  # the mean predictor scores 1/6
 
 

@@ -9,9 +9,7 @@ from .loop import evaluate, fit
 from .optim import param_groups
 from .schedule import warmup_cosine
 
-LoopConfig = TrainConfig  # the earlier name, kept for existing callers
-
 __all__ = [
-    "CheckpointError", "LoopConfig", "TrainConfig", "config_from_overrides", "evaluate", "fit",
+    "CheckpointError", "TrainConfig", "config_from_overrides", "evaluate", "fit",
     "latest_checkpoint", "param_groups", "read_checkpoint", "warmup_cosine",
 ]
