@@ -27,7 +27,7 @@ class DataSpec:
     d_input: int = 1  # C: features per position otherwise (B, L, C)
     horizon: int = 0  # forecast steps
     image_shape: tuple[int, int, int] | None = None  # (H, W, C) when inputs are images flattened row-major to (B, H*W, C)
-    graph: Any = None  # models.graph_structure.Graph: the fixed graph of a graph task (Task.build_model sets it)
+    graph: Any = None  # models.graph_structure.GraphSpec (fixed graph, snapshots per input) of a graph task's build_model
 
 
 @dataclasses.dataclass
