@@ -159,12 +159,15 @@ def build_forecaster(backbone: BackboneConfig, spec: DataSpec, pool: str, cfg: F
 
 @dataclasses.dataclass
 class TsClassifierConfig:
-    pool: str | None = None  # mean | max | last; None: the run's `pool` setting (mean by default)
+    # mean | max | last; None: the run's `pool` setting (mean by default; it knows no max). Not
+    # named `pool`: build_model(backbone, pool, **arch_cfg) already takes the run's pool by that name
+    pooling: str | None = None
     instance_norm: str = "none"  # affine | plain | none: per-instance standardization of the inputs
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        check(self.pool is None or self.pool in TS_POOLS, "pool", f"must be one of {TS_POOLS}, got {self.pool!r}")
+        check(self.pooling is None or self.pooling in TS_POOLS, "pooling",
+              f"must be one of {TS_POOLS}, got {self.pooling!r}")
         check(self.instance_norm in NORMS, "instance_norm", f"must be one of {NORMS}, got {self.instance_norm!r}")
         check(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
 
@@ -200,4 +203,4 @@ def build_ts_classifier(backbone: BackboneConfig, spec: DataSpec, pool: str, cfg
     if spec.kind != "classify" or spec.vocab_size is not None:
         raise ValueError(f"architecture 'ts_classifier' needs a classify task with feature inputs, got kind "
                          f"{spec.kind!r}" + (" with token inputs" if spec.vocab_size is not None else ""))
-    return TsClassifier(backbone, spec.d_input, spec.n_out, cfg.pool or pool, cfg.instance_norm, cfg.eps)
+    return TsClassifier(backbone, spec.d_input, spec.n_out, cfg.pooling or pool, cfg.instance_norm, cfg.eps)
