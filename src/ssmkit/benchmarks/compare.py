@@ -19,6 +19,9 @@ measured the same way, for the speed / memory plot.
 ``results.json`` holds every number with the versions and settings; the Markdown table shows the
 mean ± sample std over seeds, the chance level (always answering the most frequent test answer)
 and published numbers where the task's setting matches a paper's (``published.py``).
+Forecasting tasks also get the seasonal naive forecast's test MSE / MAE (``naive_baseline``),
+scored like the models: the task's own ``metrics`` over the same test batches, in the same
+standardized units; the table shows MAE beside MSE and the baseline as a row.
 Every file is written atomically (a temporary file in the same folder, then renamed).
 """
 from __future__ import annotations
@@ -40,6 +43,7 @@ import torch
 from .. import __version__
 from ..models import BackboneConfig
 from ..tasks import IGNORE, Task, create_task
+from ..tasks.forecast import seasonal_naive
 from ..training import TrainConfig, fit
 from . import speed
 from .presets import get_preset
@@ -122,6 +126,27 @@ def chance_accuracy(task: Task) -> float | None:
         counts += torch.bincount(t.flatten(), minlength=task.info.n_classes)[: task.info.n_classes]
     total = int(counts.sum())
     return float(counts.max()) / total if total else None
+
+
+def naive_baseline(task: Task, batch_size: int = 1024) -> dict[str, Any] | None:
+    """The seasonal naive forecast on the test split of a forecasting task (None for other tasks).
+
+    Scored exactly as ``training.evaluate`` scores a model: ``task.metrics`` summed over
+    ``task.batches("test")``, so the windows, the standardized units and the averaging are the
+    models' own.
+    """
+    season = getattr(task, "season", None)
+    if task.info.kind != "forecast" or season is None:
+        return None
+    totals: dict[str, list[float]] = {}
+    for batch in task.batches("test", batch_size):
+        pred = seasonal_naive(batch.inputs, task.info.horizon, season)
+        for name, (total, count) in task.metrics(pred, batch).items():
+            acc = totals.setdefault(name, [0.0, 0])
+            acc[0] += total
+            acc[1] += count
+    return {"name": f"seasonal naive (m={season})", "season": season,
+            "metrics": {f"test_{n}": t / max(c, 1) for n, (t, c) in sorted(totals.items())}}
 
 
 def state_floats(model: torch.nn.Module, length: int) -> int:
@@ -238,6 +263,7 @@ def compare(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = pri
     info = task.info
     metric = PRIMARY[info.kind]
     chance = chance_accuracy(task) if metric == "accuracy" else None
+    baseline = naive_baseline(task)
     started = time.perf_counter()
     records = []
     for mixer, run in runs.items():
@@ -258,6 +284,7 @@ def compare(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = pri
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "task": info.name, "task_cfg": task_cfg, "task_info": dataclasses.asdict(info),
         "metric": f"test_{metric}", "higher_is_better": metric in HIGHER_IS_BETTER, "chance": chance,
+        "baseline": baseline,
         "mixers": list(runs), "seeds": list(spec.seeds), "preset": spec.preset or (DEFAULT_PRESET if spec.task is None else None),
         "overrides": list(spec.overrides), "budget_steps": spec.budget,
         "configs": {m: r.to_json() for m, r in runs.items()},
@@ -321,6 +348,11 @@ def load_results(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- table
 
 
+def secondary_metrics(results: dict[str, Any]) -> list[str]:
+    """Test metrics shown beside the primary one: MAE beside MSE."""
+    return ["test_mae"] if results["metric"] == "test_mse" else []
+
+
 def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Per mixer: mean and sample std over seeds of the metric and every measurement."""
     out = []
@@ -328,6 +360,8 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
         recs = [r for r in results["runs"] if r["mixer"] == mixer]
         row: dict[str, Any] = {"mixer": mixer, "n": len(recs)}
         values = {"metric": [r["metrics"].get(results["metric"], math.nan) for r in recs]}
+        for name in secondary_metrics(results):
+            values[name] = [r["metrics"].get(name, math.nan) for r in recs]
         for key in ("parameters", "state_size", "train_tokens_per_s", "inference_tokens_per_s", "activation_mb",
                     "peak_memory_mb", "wall_seconds"):
             values[key] = [r[key] for r in recs]
@@ -370,11 +404,22 @@ def markdown_table(results: dict[str, Any]) -> str:
     ]
     if results["chance"] is not None:
         lines[0] += f" Chance: {100 * results['chance']:.1f} % (always the most frequent answer)."
-    header = ["mixer", f"test {metric}{unit}"] + (["published"] if published else []) + [
+    baseline = results.get("baseline")  # absent from files written before baselines existed
+    if baseline is not None:
+        lines[0] += (f" Baseline: {baseline['name']}, the last season of the lookback repeated, on the same "
+                     "test windows in the same standardized units.")
+    extra = secondary_metrics(results)
+    header = ["mixer", f"test {metric}{unit}"] + [f"test {m.removeprefix('test_')}" for m in extra] + (
+        ["published"] if published else []) + [
         "params", f"state floats (L={L})", "train tok/s", "infer tok/s", "act. MB", "peak MB", "wall s"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    if baseline is not None:
+        values = [baseline["metrics"].get(m, math.nan) for m in [results["metric"], *extra]]
+        cells = [baseline["name"], *(_metric_text(results, v, 0.0, 1) for v in values)]
+        lines.append("| " + " | ".join(cells + ["-"] * (len(header) - len(cells))) + " |")
     for row in summarize(results):
         cells = [f"`{row['mixer']}`", _metric_text(results, row["metric"], row["metric_std"], row["n"])]
+        cells += [_metric_text(results, row[m], row[m + "_std"], row["n"]) for m in extra]
         if published:
             cells.append("; ".join(
                 ("fail" if p["accuracy"] is None else f"{p['accuracy']:g}") + f" ({p['model']})"

@@ -29,7 +29,7 @@ def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, list[Any]
 
 
 def metric_bars(results: dict[str, Any], path: Path) -> None:
-    """Bars of the test metric per mixer (mean, std over seeds as error bars), chance and published marks."""
+    """Bars of the test metric per mixer (mean, std over seeds as error bars), chance, baseline and published marks."""
     from .compare import summarize
 
     rows = summarize(results)
@@ -47,6 +47,10 @@ def metric_bars(results: dict[str, Any], path: Path) -> None:
     if results["chance"] is not None:
         ax.axhline(scale * results["chance"], color="grey", linestyle="--",
                    label=f"chance ({scale * results['chance']:.3g}{' %' if scale == 100.0 else ''})")
+    baseline = results.get("baseline")
+    if baseline is not None and results["metric"] in baseline["metrics"]:
+        value = baseline["metrics"][results["metric"]]
+        ax.axhline(value, color="tab:orange", linestyle=":", label=f"{baseline['name']} ({value:.3g})")
     ax.set_xticks(x, [r["mixer"] for r in rows])
     ax.set_ylabel(f"test {metric}" + (" (%)" if scale == 100.0 else ""))
     ax.set_title(f"{results['task']} (L = {results['task_info']['length']})")
