@@ -4,6 +4,7 @@ from .lm import CausalLM
 from .registry import DataSpec, create_model, list_archs, register_arch
 from .pretrained import load_pretrained, save_pretrained
 from .sequence_model import SequenceModel
+from . import graph  # noqa: F401,E402  (registers the 'graph' architecture)
 from . import vision  # noqa: F401  (registers arch "vision")
 from . import timeseries  # registers the forecaster and ts_classifier architectures
 
