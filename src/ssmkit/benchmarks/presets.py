@@ -217,3 +217,20 @@ def fashion_vision(mixer: str | None = None) -> RunConfig:
     return _vision("sfashion", mixer, "cross", "ssmkit: VMamba's SS2D cross-scan (Liu et al. 2024) on Fashion-MNIST "
                    "patches, scaled down (VMamba: 4x4 patches of 224x224 ImageNet images, hierarchical stages)",
                    steps=1000)
+
+
+# ---------------------------------------------------------------- time series (arch=forecaster, docs/timeseries.md)
+
+
+@register_preset("forecast_small")
+def forecast_small(mixer: str | None = None) -> RunConfig:
+    """ssmkit's forecasting demo: El Nino SST, 48 months -> 12, RevIN + direct head, 2 layers x 32, 300 steps."""
+    # Sized so that three mixers finish in a few minutes on 2 CPU cores; val every 50 steps picks
+    # the weights scored on test (454 training windows: the model overfits after a few hundred steps).
+    return RunConfig(
+        task="forecast", task_cfg={"series": "elnino"},
+        model=BackboneConfig(d_model=32, n_layers=2, mixer=mixer or "s4d"),
+        train=TrainConfig(steps=300, batch_size=32, lr=3e-3, eval_every=50, log_every=100),
+        arch="forecaster", arch_cfg={"head": "last", "revin": "affine"},
+        source="ssmkit demo (no paper): statsmodels elnino, seasonal naive baseline m=12",
+    )
