@@ -291,7 +291,9 @@ def compare(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = pri
         "runs": records,
         "speed_vs_length": rows,
         "speed_settings": {"batch": SPEED_BATCH, "d_model": first.model.d_model, "lengths": list(spec.lengths)},
-        "published": [dataclasses.asdict(p) for p in published_for(info.name, task_cfg, list(runs))],
+        # the papers' numbers are for the task's own sequence (e.g. 784 pixels), not another architecture's view of it
+        "published": [dataclasses.asdict(p) for p in published_for(info.name, task_cfg, list(runs))]
+        if first.arch == "sequence" else [],
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
@@ -399,7 +401,9 @@ def markdown_table(results: dict[str, Any]) -> str:
     L = info["length"]
     lines = [
         f"Task `{info['name']}` ({info['kind']}, L = {L}; {info['notes']}); "
-        f"{'/'.join(str(s) for s in sorted(steps))} steps per run; "
+        + "".join(f"arch `{c['arch']}` {json.dumps(c['arch_cfg'], sort_keys=True)}; "
+                  for c in list(results["configs"].values())[:1] if c.get("arch", "sequence") != "sequence")
+        + f"{'/'.join(str(s) for s in sorted(steps))} steps per run; "
         + (f"seeds {', '.join(map(str, seeds))} (mean ± std)." if len(seeds) > 1 else f"seed {seeds[0]}.")
     ]
     if results["chance"] is not None:
