@@ -1,11 +1,13 @@
-"""Registry-wide contract: every registered mixer, every check of ``ssmkit check``, bad input."""
+"""Registry-wide contract: every registered mixer, every check of ``ssmkit check``, bad input;
+for the families that accept per-token time deltas dt, the same equivalences with dt."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 import ssmkit
-from ssmkit.benchmarks.equivalence import check_mixer
+from ssmkit.benchmarks.equivalence import _state_err, check_mixer
+from ssmkit.core.compare import rel_err
 from ssmkit.layers import Bidirectional
 
 MIXERS = ssmkit.list_mixers()
@@ -97,3 +99,104 @@ def test_bidirectional_backward_is_mixer_on_reversed(name):
     assert torch.allclose(yb[1:, mask[1]], bi.bwd(row.flip(1)).flip(1), atol=1e-12)
     y = bi(x)
     assert torch.allclose(y, bi.fwd(x) + expected, atol=1e-12)
+
+
+# ----------------------------------------------------------------- irregular sampling (dt)
+DT_MIXERS = [n for n in MIXERS if ssmkit.layers.get_mixer_class(n).accepts_dt]
+
+
+def test_dt_families():
+    assert {"s4d", "dss", "s5", "lru", "mamba", "mamba2"} <= set(DT_MIXERS), DT_MIXERS
+
+
+def _dt_setup(name: str, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    m = ssmkit.create_mixer(name, 8).double().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    x = torch.randn(2, 11, 8, generator=gen, dtype=torch.float64)
+    dt = torch.exp(torch.randn(2, 11, generator=gen, dtype=torch.float64))  # gaps ~ 0.2 .. 5
+    with torch.no_grad():
+        s0 = m(torch.randn(2, 4, 8, generator=gen, dtype=torch.float64), return_state=True, mode=_ref(m))[1]
+    return m, x, dt, s0, gen
+
+
+def _ref(m) -> str:
+    return "reference" if "reference" in m.modes else m.modes[0]
+
+
+def _dt_modes(m, x) -> list[str]:
+    return [k for k in m.available_modes(x) if m.dt_modes is None or k in m.dt_modes]
+
+
+@pytest.mark.parametrize("name", DT_MIXERS)
+def test_dt_ones_is_the_regular_layer(name):
+    m, x, _, s0, _ = _dt_setup(name)
+    ones = torch.ones(x.shape[:2], dtype=x.dtype)
+    for mode in _dt_modes(m, x):
+        y, s = m(x, s0, return_state=True, mode=mode)
+        y1, s1 = m(x, s0, dt=ones, return_state=True, mode=mode)
+        err = max(rel_err(y1, y), _state_err(s1, s))
+        assert err < 1e-13, f"{mode}: {err:.2e}"
+        y_t, s_t = m.step(x[:, 0], s0)
+        y1_t, s1_t = m.step(x[:, 0], s0, dt=ones[:, 0])
+        assert max(rel_err(y1_t, y_t), _state_err(s1_t, s_t)) < 1e-13
+    # auto with dt may run another mode than without (the fft cannot take dt): equal to rounding
+    assert rel_err(m(x, s0, dt=ones), m(x, s0)) < 1e-10
+
+
+@pytest.mark.parametrize("name", DT_MIXERS)
+def test_dt_forward_equals_step_split_and_unpadded(name):
+    m, x, dt, s0, gen = _dt_setup(name)
+    ref = _ref(m)
+    y_ref, s_ref = m(x, s0, dt=dt, return_state=True, mode=ref)
+    assert rel_err(y_ref, m(x, s0, return_state=True, mode=ref)[0]) > 1e-3, "dt had no effect"
+    state, ys = s0, []
+    for t in range(x.shape[1]):
+        y_t, state = m.step(x[:, t], state, dt=dt[:, t])
+        ys.append(y_t)
+    assert max(rel_err(torch.stack(ys, 1), y_ref), _state_err(state, s_ref)) < 1e-10, "step"
+    mask = torch.ones(2, 15, dtype=torch.bool)
+    mask[0, :2] = mask[0, 7:9] = False
+    mask[1, -3:] = mask[1, 3] = False
+    xp = torch.randn(2, 15, 8, generator=gen, dtype=x.dtype)
+    dtp = torch.exp(torch.randn(2, 15, generator=gen, dtype=x.dtype))
+    dtp[~mask] = -1.0  # padded entries are never read (nor validated)
+    for mode in _dt_modes(m, x):
+        y, s = m(x, s0, dt=dt, return_state=True, mode=mode)
+        assert max(rel_err(y, y_ref), _state_err(s, s_ref)) < 1e-10, f"mode {mode}"
+        y1, s1 = m(x[:, :4], s0, dt=dt[:, :4], return_state=True, mode=mode)
+        y2, s2 = m(x[:, 4:], s1, dt=dt[:, 4:], return_state=True, mode=mode)
+        err = max(rel_err(torch.cat([y1, y2], 1), y_ref), _state_err(s2, s_ref))
+        assert err < 1e-10, f"split {mode}: {err:.2e}"
+        y, s = m(xp, s0, mask=mask, dt=dtp, return_state=True, mode=mode)
+        for b in range(2):
+            yb, sb = m(xp[b:b + 1, mask[b]], ssmkit.layers.index_state(s0, slice(b, b + 1)), dt=dtp[b:b + 1, mask[b]],
+                       return_state=True, mode=mode)
+            err = max(rel_err(y[b:b + 1, mask[b]], yb), _state_err(ssmkit.layers.index_state(s, slice(b, b + 1)), sb))
+            assert err < 1e-10 and not y[b, ~mask[b]].any(), f"mask {mode} row {b}: {err:.2e}"
+
+
+@pytest.mark.parametrize("name", DT_MIXERS)
+def test_dt_gradients(name):
+    """d/d(dt) (and x, parameters) of every dt mode equals the reference mode's; gradcheck on dt."""
+    m, x, dt, s0, gen = _dt_setup(name)
+    w = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+
+    def grads(mode):
+        d = dt.detach().requires_grad_(True)
+        xx = x.detach().requires_grad_(True)
+        y, s = m(xx, s0, dt=d, return_state=True, mode=mode)
+        loss = (y * w).sum() + sum(t.real.sum() for t in ssmkit.layers.base._leaves(s))
+        return torch.autograd.grad(loss, [d, xx, *m.parameters()], allow_unused=True)
+
+    g_ref = grads(_ref(m))
+    assert torch.isfinite(g_ref[0]).all() and g_ref[0].abs().sum() > 0
+    for mode in _dt_modes(m, x):
+        for a, b in zip(grads(mode), g_ref):
+            if b is not None:
+                assert rel_err(a, b) < 1e-9, mode
+    small = dt[:1, :5].detach().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda d: m(x[:1, :5], dt=d, mode=_ref(m)), (small,))

@@ -17,6 +17,11 @@ and this base runs it in every mode (docs/math/s4d.md):
 - ``reference``: the recurrence through ``linear_scan`` mode ``reference`` over the whole sequence.
 
 Then y -> Linear(D, 2D) -> GLU of dropout(GELU(y)), the S4D paper's standalone layer.
+
+Irregular sampling (docs/irregular.md): a family that also gives its ``continuous_system``
+(A, B, C, learned step, rule) accepts per-token time deltas dt (B, L): token t is discretized
+with the step dt_t · Δ, so the system is no longer LTI and only the scan / reference modes run it
+(``dt_modes``). C stays the learned-step readout.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..core.discretize import discretize_diag
 from ..core.vandermonde import (
     initial_state_output,
     vandermonde_contract,
@@ -67,9 +73,27 @@ class DiagonalSystem(NamedTuple):
     C: Tensor
 
 
+class ContinuousSystem(NamedTuple):
+    """The continuous diagonal system behind ``DiagonalSystem``: A, B, C (H, N) complex, the learned
+    step (H, 1) and the discretization rule ("zoh" | "bilinear") that maps them to (dA, dB)."""
+
+    A: Tensor
+    B: Tensor
+    C: Tensor
+    step: Tensor
+    method: str
+
+
 def real_to_complex(p: Tensor) -> Tensor:
     """A complex parameter stored as real (..., 2) (so that ``module.double()`` converts it)."""
     return torch.view_as_complex(p.contiguous())
+
+
+def _discretize(c: ContinuousSystem, step: Tensor) -> DiagonalSystem:
+    dA, dB = discretize_diag(c.A, c.B, step, c.method)
+    # zoh: log dA = step A exactly; bilinear: dA = (1 + sA/2)/(1 - sA/2) is never 0 for Re A < 0.
+    log_dA = step * c.A if c.method == "zoh" else torch.log(dA)
+    return DiagonalSystem(dA, log_dA, dB, c.C)
 
 
 class DiagonalLTI(SequenceMixer):
@@ -87,8 +111,25 @@ class DiagonalLTI(SequenceMixer):
         self.dropout = nn.Dropout(self.config.dropout)
         self.output_linear = nn.Linear(H, 2 * H)
 
+    dt_modes = ("scan", "reference")  # fft needs one step for every token (an LTI kernel)
+
+    def continuous_system(self) -> ContinuousSystem:
+        """(A, B, C, learned step, rule); a family gives this (and gets ``discrete_system`` from it)
+        or overrides ``discrete_system`` alone, in which case it takes no dt."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither continuous_system() nor discrete_system()")
+
     def discrete_system(self) -> DiagonalSystem:
-        raise NotImplementedError
+        """The discrete system at the learned step, every field (H, N)."""
+        c = self.continuous_system()
+        return _discretize(c, c.step)
+
+    def discrete_system_at(self, dt: Tensor) -> DiagonalSystem:
+        """The system discretized with step dt · Δ: dt (...) -> dA, log_dA, dB (..., H, N); C (H, N).
+
+        dt = 1 gives ``discrete_system()``'s values (1 · Δ is Δ exactly, then the same rule).
+        """
+        c = self.continuous_system()
+        return _discretize(c, dt[..., None, None] * c.step)  # step (..., H, 1)
 
     # ----------------------------------------------------------------- interface
     def init_state(
@@ -106,16 +147,21 @@ class DiagonalLTI(SequenceMixer):
         y = self.dropout(self.activation(y + self.D * u))
         return nn.functional.glu(self.output_linear(y), dim=-1)
 
-    def _step(self, x_t: Tensor, state: tuple[Tensor]) -> tuple[Tensor, tuple[Tensor]]:
-        s = self.discrete_system()
+    def _step(self, x_t: Tensor, state: tuple[Tensor], dt: Tensor | None = None) -> tuple[Tensor, tuple[Tensor]]:
+        s = self.discrete_system() if dt is None else self.discrete_system_at(dt)  # (H, N) or (B, H, N)
         h = s.dA * state[0] + s.dB * x_t[..., None]  # (B, H, N)
         return self._post((s.C * h).real.sum(-1), x_t), (h,)
 
     def _forward(
-        self, x: Tensor, state: tuple[Tensor] | None, lengths: Tensor | None, mode: str, need_state: bool
+        self, x: Tensor, state: tuple[Tensor] | None, lengths: Tensor | None, mode: str, need_state: bool,
+        dt: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor] | None]:
-        s = self.discrete_system()
         h0 = None if state is None else state[0]
+        if dt is not None:  # the base allows only dt_modes here
+            chunk = self.config.scan_chunk if mode == "scan" else x.shape[1]
+            y, h = self._forward_scan(x, h0, lengths, None, chunk, mode, dt)
+            return self._post(y, x), (h,) if need_state else None
+        s = self.discrete_system()
         if mode == "fft":
             y, h = self._forward_fft(x, h0, lengths, s, need_state)
         else:
@@ -152,19 +198,24 @@ class DiagonalLTI(SequenceMixer):
         return y, h
 
     def _forward_scan(
-        self, x: Tensor, h0: Tensor | None, lengths: Tensor | None, s: DiagonalSystem, chunk: int, mode: str
+        self, x: Tensor, h0: Tensor | None, lengths: Tensor | None, s: DiagonalSystem | None, chunk: int,
+        mode: str, dt: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
+        """The recurrence C tokens at a time; with dt (B, L) the system of each chunk is discretized
+        per token (B, C, H, N), so the time-varying decays never exist for the whole length."""
         scan_mode = "chunked" if mode == "scan" else "reference"
         B, L, H = x.shape
         mask = None if lengths is None else lengths_mask(lengths, L)
         h, ys = h0, []
         for t0 in range(0, L, chunk):
             u = x[:, t0:t0 + chunk, :, None]  # (B, C, H, 1)
-            a, b = s.dA, s.dB * u  # (H, N), (B, C, H, N)
+            if dt is not None:
+                s = self.discrete_system_at(dt[:, t0:t0 + chunk])  # dA, dB (B, C, H, N)
+            a, b = s.dA, s.dB * u  # (H, N) or (B, C, H, N); (B, C, H, N)
             if mask is not None:
                 # Padded steps are the identity: decay 1, input 0.
                 m = mask[:, t0:t0 + chunk, None, None]
-                a = torch.where(m, s.dA, torch.ones_like(s.dA))
+                a = torch.where(m, a, torch.ones_like(a))
                 b = b * m
             hs, h = linear_scan_op.linear_scan(a, b, h, mode=scan_mode)
             ys.append((s.C * hs).real.sum(-1))  # (B, C, H)

@@ -13,6 +13,13 @@ the front (a stable gather), so ``_forward`` only ever sees right-padded input p
 that the final state is the state after ``lengths[b]`` tokens; outputs at padded positions are
 set to zero by the base class. Masked positions therefore never change the state or the outputs
 of real positions, wherever they sit (left, right or in the middle).
+
+Irregular sampling (docs/irregular.md): a family with ``accepts_dt = True`` takes per-token time
+deltas ``dt`` (B, L) (``step``: (B,)) that multiply its learned step, Δ_t = dt_t · Δ. The base
+validates dt, compacts it together with x under a mask (padded slots get dt = 1, never read), and
+hands it to ``_forward`` / ``_step`` as the keyword ``dt`` only when given. Modes that cannot take a
+time-varying step are left out of ``dt_modes``: ``auto`` then falls back (logged once) and an
+explicit request raises. Every other family rejects dt with an error naming it.
 """
 from __future__ import annotations
 
@@ -89,6 +96,13 @@ def compact(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return xc, lengths, order
 
 
+def compact_dt(dt: Tensor, order: Tensor, lengths: Tensor) -> Tensor:
+    """dt (B, L) gathered like ``compact`` gathers x; 1 after each row's length (a padded slot's
+    step is never read: families make padded steps the identity)."""
+    dtc = dt.gather(1, order)
+    return torch.where(lengths_mask(lengths, dt.shape[1]), dtc, torch.ones_like(dtc))
+
+
 def uncompact(y: Tensor, mask: Tensor, order: Tensor) -> Tensor:
     """Inverse of ``compact`` for outputs: back to the original positions, zero where padded."""
     out = torch.zeros_like(y)
@@ -109,6 +123,11 @@ class SequenceMixer(nn.Module):
     # True when the final state costs extra work that a family can skip: its ``_forward`` then
     # takes ``need_state`` and may return None for the state when the caller did not ask for it.
     final_state_optional: ClassVar[bool] = False
+    # True when the family's discretization has a step that per-token time deltas can scale:
+    # ``_forward`` / ``_step`` then take the keyword ``dt`` (docs/irregular.md).
+    accepts_dt: ClassVar[bool] = False
+    # The modes that can run with dt (None: every mode); e.g. an FFT convolution needs one fixed step.
+    dt_modes: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg: Any) -> None:
         super().__init__()
@@ -126,42 +145,56 @@ class SequenceMixer(nn.Module):
         state: State | None = None,
         mask: Tensor | None = None,
         *,
+        dt: Tensor | None = None,
         return_state: bool = False,
         mode: str | None = None,
     ) -> Tensor | tuple[Tensor, State]:
         """x: (B, L, D) -> y: (B, L, D); with ``return_state`` also the final state.
 
         ``state`` continues a sequence where an earlier call left it; ``mask`` (B, L) bool marks
-        real tokens (True). ``mode`` overrides the layer's default mode for this call.
+        real tokens (True). ``dt`` (B, L) float > 0: the time elapsed before each token (irregular
+        sampling; families with ``accepts_dt``), scaling the learned step. ``mode`` overrides the
+        layer's default mode for this call.
         """
         self._check_input(x, "x", rank=3)
         B, L, _ = x.shape
         if L == 0:
             raise ValueError("empty sequence: x has length 0 (expected L >= 1)")
-        mode = self.resolve_mode(self.mode if mode is None else mode, x)
-        if state is not None:
-            self._check_state(state, B)
-        kw = {"need_state": return_state} if self.final_state_optional else {}
-        if mask is None:
-            y, final = self._forward(x, state, None, mode, **kw)
-            return (y, final) if return_state else y
-        if mask.shape != (B, L) or mask.dtype != torch.bool:
+        if mask is not None and (mask.shape != (B, L) or mask.dtype != torch.bool):
             raise ValueError(
                 f"mask must be a bool tensor of shape (B, L) = {(B, L)}, "
                 f"got {mask.dtype} {tuple(mask.shape)}"
             )
+        if dt is not None:
+            dt = self._check_dt(dt, (B, L), x, mask, "(B, L)")
+        mode = self.resolve_mode(self.mode if mode is None else mode, x, with_dt=dt is not None)
+        if state is not None:
+            self._check_state(state, B)
+        kw: dict[str, Any] = {"need_state": return_state} if self.final_state_optional else {}
+        if mask is None:
+            if dt is not None:
+                kw["dt"] = dt
+            y, final = self._forward(x, state, None, mode, **kw)
+            return (y, final) if return_state else y
         xc, lengths, order = compact(x, mask)
+        if dt is not None:
+            kw["dt"] = compact_dt(dt, order, lengths)
         yc, final = self._forward(xc, state, lengths, mode, **kw)
         y = uncompact(yc, mask, order)
         return (y, final) if return_state else y
 
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """One token: x_t (B, D) -> (y_t (B, D), new_state). Pure: ``state`` is not modified."""
+    def step(self, x_t: Tensor, state: State, dt: Tensor | None = None) -> tuple[Tensor, State]:
+        """One token: x_t (B, D) -> (y_t (B, D), new_state). Pure: ``state`` is not modified.
+
+        ``dt`` (B,) float > 0: the time elapsed since the previous token (families with ``accepts_dt``).
+        """
         if not self.causal:
             raise NotImplementedError(f"{type(self).__name__} is not causal and has no step()")
         self._check_input(x_t, "x_t", rank=2)
         self._check_state(state, x_t.shape[0])
-        return self._step(x_t, state)
+        if dt is None:
+            return self._step(x_t, state)
+        return self._step(x_t, state, dt=self._check_dt(dt, (x_t.shape[0],), x_t, None, "(B,)"))
 
     def init_state(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -194,10 +227,23 @@ class SequenceMixer(nn.Module):
         """The fastest available mode for ``x``; the first of ``modes`` by default."""
         return self.available_modes(x)[0]
 
-    def resolve_mode(self, mode: str, x: Tensor) -> str:
+    def resolve_mode(self, mode: str, x: Tensor, *, with_dt: bool = False) -> str:
+        """The mode to run: ``auto`` resolved for ``x``; with ``with_dt`` only a mode in ``dt_modes``."""
         self._check_mode_name(mode)
+        dt_ok = self.dt_modes
         if mode == "auto":
-            return self.auto_mode(x)
+            chosen = self.auto_mode(x)
+            if with_dt and dt_ok is not None and chosen not in dt_ok:
+                usable = [m for m in self.available_modes(x) if m in dt_ok]
+                if not usable:
+                    raise RuntimeError(f"{type(self).__name__}: no available mode takes dt; dt modes: {list(dt_ok)}")
+                log_once(f"{self._label()}: mode '{chosen}' cannot take per-token dt (a time-varying "
+                         f"step); auto uses '{usable[0]}' when dt is given")
+                chosen = usable[0]
+            return chosen
+        if with_dt and dt_ok is not None and mode not in dt_ok:
+            raise ValueError(f"{self._label()}: mode '{mode}' cannot take per-token dt (a time-varying "
+                             f"step); modes that can: {['auto', *dt_ok]}")
         reason = self.mode_unavailable_reason(mode, x)
         if reason is not None:
             raise RuntimeError(f"{type(self).__name__}: mode '{mode}' cannot run here: {reason}")
@@ -217,6 +263,7 @@ class SequenceMixer(nn.Module):
         raise NotImplementedError
 
     def _step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """One token; families with ``accepts_dt`` also take the keyword ``dt`` (B,)."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- validation
@@ -235,6 +282,32 @@ class SequenceMixer(nn.Module):
             raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
         if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
+
+    def _label(self) -> str:
+        return f"{type(self).__name__} (mixer '{self.mixer_name}')" if self.mixer_name else type(self).__name__
+
+    def _check_dt(self, dt: Any, shape: tuple[int, ...], x: Tensor, mask: Tensor | None, legend: str) -> Tensor:
+        """Validate per-token time deltas; returns them in x's precision (at least float32)."""
+        if not self.accepts_dt:
+            from .registry import list_mixers, get_mixer_class  # the registry imports this module
+
+            takers = [n for n in list_mixers() if get_mixer_class(n).accepts_dt]
+            raise ValueError(f"{self._label()} does not take per-token time deltas dt; irregular "
+                             f"sampling is implemented for the mixers {takers} (docs/irregular.md)")
+        if not isinstance(dt, Tensor):
+            raise TypeError(f"dt must be a torch.Tensor of shape {legend} = {shape}, got {type(dt).__name__}")
+        if tuple(dt.shape) != shape:
+            raise ValueError(f"dt must have shape {legend} = {shape} (one time delta per token), "
+                             f"got {tuple(dt.shape)}")
+        if not dt.is_floating_point():
+            raise TypeError(f"dt must be a floating-point tensor, got {dt.dtype}")
+        if not torch.compiler.is_compiling():
+            real = dt if mask is None else dt[mask]
+            if not bool(torch.isfinite(real).all()):
+                raise ValueError("dt contains NaN or Inf values at real positions")
+            if not bool((real > 0).all()):
+                raise ValueError(f"dt must be > 0 at real positions (time deltas), got min {real.min().item():.3g}")
+        return dt.to(torch.promote_types(x.dtype, torch.float32))
 
     def _check_state(self, state: State, batch_size: int) -> None:
         tensors = [t for t in _leaves(state)]

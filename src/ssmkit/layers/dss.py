@@ -22,10 +22,10 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..core.init import dt_init, s4d_init
-from ._diagonal_lti import DiagonalLTI, DiagonalLTIConfig, DiagonalSystem, real_to_complex
+from ._diagonal_lti import ContinuousSystem, DiagonalLTI, DiagonalLTIConfig, DiagonalSystem, real_to_complex
 from .base import check, tag_ssm_param
 from .registry import register_mixer
 
@@ -50,6 +50,7 @@ class DSS(DiagonalLTI):
 
     Config = DSSConfig
     config: DSSConfig
+    accepts_dt = True  # its recurrence is the zoh of (Lambda, 1) (docs/irregular.md)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -63,15 +64,23 @@ class DSS(DiagonalLTI):
         # w ~ N(0, 1) in real and imaginary parts, as in the DSS code.
         self.W = tag_ssm_param(nn.Parameter(torch.randn(H, Nh, 2, dtype=dtype)))
 
-    def discrete_system(self) -> DiagonalSystem:
+    def _parts(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(dt Lambda (H, N), Lambda (N,), ones, C (H, N), dt (H, 1))."""
         dt = torch.exp(self.log_dt)[:, None]  # (H, 1)
         Lam = torch.complex(-torch.exp(self.Lambda_log_neg_re), self.Lambda_im)  # (N,)
         dtL = dt * Lam  # (H, N)
-        dA = torch.exp(dtL)
-        dB = torch.expm1(dtL) / Lam
         C = real_to_complex(self.W)
         if self.config.variant == "softmax":
             # 1 / sum_{k < l_max} e^{Lambda dt k} = (e^{Lambda dt} - 1) / (e^{Lambda dt l_max} - 1);
             # the numerator is already in dB.
             C = C / torch.expm1(dtL * self.config.l_max)
-        return DiagonalSystem(dA, dtL, dB, C)
+        return dtL, Lam, torch.ones_like(Lam), C, dt
+
+    def discrete_system(self) -> DiagonalSystem:
+        dtL, Lam, _, C, _ = self._parts()
+        return DiagonalSystem(torch.exp(dtL), dtL, torch.expm1(dtL) / Lam, C)
+
+    def continuous_system(self) -> ContinuousSystem:
+        """(Lambda, B = 1, C, dt, zoh): per-token steps dt_t · dt rediscretize (Lambda, 1) while C
+        (the softmax normalization included) stays the learned-step readout."""
+        return ContinuousSystem(*self._parts()[1:], "zoh")

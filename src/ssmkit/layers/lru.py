@@ -13,6 +13,13 @@ The last line is the paper's block output (its Fig. 1: a position-wise GLU after
 GELU then GLU as in the minimal-LRU reproduction). Normalization, dropout and the residual belong
 to the model's block. The recurrence
 runs through ``ops.linear_scan``: "scan" is its chunked (parallel) mode, "reference" its loop.
+
+Irregular sampling (docs/irregular.md): the LRU has no step, so per-token time deltas dt (B, L)
+read lambda as the one-unit-of-time propagator of the continuous system h' = log(lambda) h + ...:
+
+    h_t = lambda^{dt_t} h_{t-1} + r(dt_t) gamma (B x_t),   r(dt) = (lambda^{dt} - 1) / (lambda - 1)
+
+the zero-order hold of that system (r(1) = 1: dt = 1 is the plain LRU).
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.discretize import discretize_diag
 from ..core.init import lru_init
 from ..ops.linear_scan import linear_scan
 from ._complex_io import complex_dtype, project_in, real_readout
@@ -69,6 +77,7 @@ class LRU(SequenceMixer):
 
     Config = LRUConfig
     modes = ("scan", "reference")
+    accepts_dt = True  # lambda^{dt_t} with the zero-order-hold input scaling (module doc)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -93,9 +102,25 @@ class LRU(SequenceMixer):
         self.out2 = nn.Linear(D, D)
 
     # ----------------------------------------------------------------- the recurrence
+    def log_eigenvalues(self) -> Tensor:
+        """log(lambda) (N,) complex = -exp(nu_log) + i exp(theta_log): the continuous-time eigenvalues."""
+        return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
+
     def eigenvalues(self) -> Tensor:
         """lambda (N,) complex = exp(-exp(nu_log) + i exp(theta_log))."""
-        return torch.exp(torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log)))
+        return torch.exp(self.log_eigenvalues())
+
+    def eigenvalues_at(self, dt: Tensor) -> tuple[Tensor, Tensor]:
+        """(lambda^{dt}, r(dt) = (lambda^{dt} - 1) / (lambda - 1)), both (..., N), for dt (...).
+
+        Both through the zoh rule on log(lambda): lambda^dt = exp(dt z) and r = dt phi(dt z) / phi(z)
+        with phi(z) = (e^z - 1) / z, smooth where lambda -> 1; dt = 1 gives (lambda, 1) exactly.
+        """
+        z = self.log_eigenvalues()
+        one = torch.ones_like(z)
+        decay, num = discretize_diag(z, one, dt[..., None], "zoh")
+        _, den = discretize_diag(z, one, 1.0, "zoh")
+        return decay, num / den
 
     def input_matrix(self) -> Tensor:
         """gamma * B (N, D) complex: the normalized input matrix."""
@@ -107,9 +132,13 @@ class LRU(SequenceMixer):
         return self.out1(g) * torch.sigmoid(self.out2(g))
 
     # ----------------------------------------------------------------- mixer interface
-    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str):
-        lam = self.eigenvalues()
+    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str, dt: Tensor | None = None):
         bu = project_in(x, self.input_matrix())  # (B, L, N)
+        if dt is None:
+            lam = self.eigenvalues()
+        else:
+            lam, r = self.eigenvalues_at(dt)  # (B, L, N) each
+            bu = r * bu
         a = lam
         if lengths is not None:
             # Past each row's length the step is the identity: decay 1, input 0.
@@ -120,8 +149,13 @@ class LRU(SequenceMixer):
         h, h_last = linear_scan(a, bu, h0, mode=_SCAN_MODE[mode])
         return self._readout(h, x), (h_last,)
 
-    def _step(self, x_t: Tensor, state):
-        h = self.eigenvalues() * state[0] + project_in(x_t, self.input_matrix())
+    def _step(self, x_t: Tensor, state, dt: Tensor | None = None):
+        bu = project_in(x_t, self.input_matrix())  # (B, N)
+        if dt is None:
+            h = self.eigenvalues() * state[0] + bu
+        else:
+            lam, r = self.eigenvalues_at(dt)  # (B, N) each
+            h = lam * state[0] + r * bu
         return self._readout(h, x_t), (h,)
 
     def init_state(self, batch_size: int, device=None, dtype=None):

@@ -11,6 +11,11 @@ Parameter names follow mamba_ssm / Hugging Face (in_proj, conv1d, x_proj, dt_pro
 out_proj) so checkpoints map one to one. Padding: a step with Δ = 0 is the identity on the scan
 state, so padded steps get Δ = 0; the conv state is gathered at each row's length.
 The state is (conv_state (B, d_conv-1, E), ssm_state (B, E, N)).
+
+Irregular sampling (docs/irregular.md): per-token time deltas dt (B, L) scale the selective step,
+Δ_t = dt_t · softplus(dt_proj(δ_t)), in every mode. The decay exp(Δ_t A) is then the exact
+propagator over the elapsed time; the input term Δ_t B_t x_t is the paper's Euler-like rule
+(exact for an impulse of weight Δ_t B_t x_t at the sample time, not for a held input).
 """
 from __future__ import annotations
 
@@ -72,6 +77,7 @@ class Mamba(SequenceMixer):
 
     Config = MambaConfig
     modes = ("cpp", "chunked", "reference")
+    accepts_dt = True  # Δ_t = dt_t · softplus(...)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -113,16 +119,19 @@ class Mamba(SequenceMixer):
         dt, B, C = self.x_proj(xc).split([self.dt_rank, N, N], dim=-1)
         return F.linear(dt, self.dt_proj.weight), B, C
 
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x, state, lengths, mode, dt=None):
         L = x.shape[1]
         K = self.config.d_conv
         xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
+        time_delta = dt  # (B, L) or None; the name dt is the low-rank step projection below
         conv_state, ssm_state = (None, None) if state is None else state
         w = self.conv1d.weight[:, 0, :]  # (E, K)
         xc, conv_final = short_conv(xi, w, self.conv1d.bias, conv_state)
         xc = F.silu(xc)
         dt, B, C = self._split(xc)
         delta = F.softplus(dt + self.dt_proj.bias)
+        if time_delta is not None:
+            delta = delta * time_delta[..., None]  # (B, L, E)
         if lengths is not None:
             delta = delta * lengths_mask(lengths, L)[..., None].to(delta.dtype)
             conv_final = conv_state_at(xi, conv_state, lengths, K)
@@ -130,13 +139,16 @@ class Mamba(SequenceMixer):
         y, ssm_final = selective_scan(xc, delta, A, B, C, self.D, z, initial_state=ssm_state, mode=mode)
         return self.out_proj(y), (conv_final, ssm_final)
 
-    def _step(self, x_t, state):
+    def _step(self, x_t, state, dt=None):
+        time_delta = dt  # (B,) or None
         conv_state, h = state
         xi, z = self.in_proj(x_t).chunk(2, dim=-1)  # (B, E)
         xc, conv_state = short_conv_step(xi, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
         xc = F.silu(xc)
         dt, B, C = self._split(xc)
         delta = F.softplus(dt + self.dt_proj.bias)  # (B, E)
+        if time_delta is not None:
+            delta = delta * time_delta[:, None]
         A = -torch.exp(self.A_log)  # (E, N)
         h = torch.exp(delta[..., None] * A) * h + (delta * xc)[..., None] * B[:, None, :]
         y = (h * C[:, None, :]).sum(-1) + self.D * xc

@@ -10,6 +10,9 @@
 E = expand·D = H·P heads of size P (head_dim). Parameter names follow mamba_ssm / Hugging Face
 (in_proj, conv1d, dt_bias, A_log, D, norm.weight, out_proj). Padded steps get Δ = 0, the
 identity on the state. The state is (conv_state (B, d_conv-1, E + 2GN), ssm_state (B, H, P, N)).
+
+Irregular sampling (docs/irregular.md): per-token time deltas dt (B, L) scale the step after the
+clamp, Δ_t = dt_t · clamp(softplus(...)), in every mode (the same rule as Mamba's).
 """
 from __future__ import annotations
 
@@ -60,6 +63,7 @@ class Mamba2(SequenceMixer):
 
     Config = Mamba2Config
     modes = ("chunked", "quadratic", "reference")
+    accepts_dt = True  # Δ_t = dt_t · clamp(softplus(...))
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -103,12 +107,15 @@ class Mamba2(SequenceMixer):
         delta = F.softplus(dt + self.dt_bias).clamp(*c.dt_limit)
         return x, B, C, delta
 
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x, state, lengths, mode, dt=None):
         L = x.shape[1]
+        time_delta = dt  # (B, L) or None; dt below is the projected step
         z, xbc, dt = self._project(x)
         conv_state, ssm_state = (None, None) if state is None else state
         xc, conv_final = short_conv(xbc, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
         xs, B, C, delta = self._ssm_inputs(F.silu(xc), dt)
+        if time_delta is not None:
+            delta = delta * time_delta[..., None]  # (B, L, H)
         if lengths is not None:
             delta = delta * lengths_mask(lengths, L)[..., None].to(delta.dtype)
             conv_final = conv_state_at(xbc, conv_state, lengths, self.config.d_conv)
@@ -118,11 +125,14 @@ class Mamba2(SequenceMixer):
         y = self._gated_norm(y.flatten(-2), z)
         return self.out_proj(y), (conv_final, ssm_final)
 
-    def _step(self, x_t, state):
+    def _step(self, x_t, state, dt=None):
+        time_delta = dt  # (B,) or None
         conv_state, h = state  # h (B, H, P, N)
         z, xbc, dt = self._project(x_t)
         xc, conv_state = short_conv_step(xbc, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
         xs, B, C, delta = self._ssm_inputs(F.silu(xc), dt)  # xs (B, H, P), B/C (B, G, N), delta (B, H)
+        if time_delta is not None:
+            delta = delta * time_delta[:, None]
         rep = self.n_heads // self.config.n_groups
         B, C = B.repeat_interleave(rep, dim=1), C.repeat_interleave(rep, dim=1)  # (B, H, N)
         A = -torch.exp(self.A_log)

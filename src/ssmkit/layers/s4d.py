@@ -7,7 +7,8 @@ Per channel h (H = D channels), N/2 complex modes with their implicit conjugates
     h_t = dA h_{t-1} + dB u_t,   y_t = 2 Re(C h_t) + D u_t      (K_l = 2 Re(sum_n C_n dB_n dA_n^l))
 
 followed by GELU, dropout and Linear(D, 2D) + GLU. The modes (fft / scan / reference) and state
-handling live in ``_diagonal_lti``; the derivations in docs/math/s4d.md.
+handling live in ``_diagonal_lti``; the derivations in docs/math/s4d.md. Per-token time deltas
+dt (B, L) scale the step (irregular sampling, scan / reference modes; docs/irregular.md).
 """
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..core.discretize import discretize_diag
 from ..core.init import S4D_KINDS, dt_init, s4d_init
-from ._diagonal_lti import DiagonalLTI, DiagonalLTIConfig, DiagonalSystem, real_to_complex
+from ._diagonal_lti import ContinuousSystem, DiagonalLTI, DiagonalLTIConfig, real_to_complex
 from .base import check, tag_ssm_param
 from .registry import register_mixer
 
@@ -44,6 +44,7 @@ class S4D(DiagonalLTI):
 
     Config = S4DConfig
     config: S4DConfig
+    accepts_dt = True  # token t uses the step dt_t · exp(log_dt) (docs/irregular.md)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -62,12 +63,9 @@ class S4D(DiagonalLTI):
         # C ~ CN(0, 1) as in the S4D code; no weight decay, the model's own learning rate.
         self.C = tag_ssm_param(nn.Parameter(torch.view_as_real(torch.randn(H, Nh, dtype=torch.complex64)).to(dtype)))
 
-    def discrete_system(self) -> DiagonalSystem:
+    def continuous_system(self) -> ContinuousSystem:
         dt = torch.exp(self.log_dt)[:, None]  # (H, 1)
         A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)  # (H, N)
         B = torch.ones_like(A) if self.B is None else real_to_complex(self.B)
-        dA, dB = discretize_diag(A, B, dt, self.config.discretization)
-        # zoh: log dA = dt A exactly; bilinear: dA = (1 + dtA/2)/(1 - dtA/2) is never 0 for Re A < 0.
-        log_dA = dt * A if self.config.discretization == "zoh" else torch.log(dA)
         # The conjugate modes are implicit: their sum with the kept ones is 2 Re(...).
-        return DiagonalSystem(dA, log_dA, dB, 2 * real_to_complex(self.C))
+        return ContinuousSystem(A, B, 2 * real_to_complex(self.C), dt, self.config.discretization)

@@ -14,6 +14,9 @@ B~ = V^{-1} B and C~ = C V are the input / output matrices in the eigenbasis V o
 diagonal HiPPO-N matrix (``core.init.s5_init``); they are trained directly, stored as real and
 imaginary parts. The recurrence runs through ``ops.linear_scan``: "scan" is its chunked
 (parallel) mode, "reference" its sequential loop.
+
+Irregular sampling (docs/irregular.md): per-token time deltas dt (B, L) discretize token t with
+the steps dt_t · dt (every mode), so dLambda and dB vary over time.
 """
 from __future__ import annotations
 
@@ -93,6 +96,7 @@ class S5(SequenceMixer):
 
     Config = S5Config
     modes = ("scan", "reference")
+    accepts_dt = True  # token t uses the steps dt_t · exp(log_dt)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -126,13 +130,24 @@ class S5(SequenceMixer):
         self.out2 = nn.Linear(D, D) if c.activation in ("half_glu", "full_glu") else None
 
     # ----------------------------------------------------------------- the SSM
+    def eigenvalues(self) -> Tensor:
+        """Lambda (P',) complex, the continuous-time eigenvalues (clamped when ``clip_eigs``)."""
+        Lam_re = self.Lambda_re.clamp(max=-1e-4) if self.config.clip_eigs else self.Lambda_re
+        return torch.complex(Lam_re, self.Lambda_im)
+
     def discrete(self) -> tuple[Tensor, Tensor]:
         """(dLambda (P',), dB (P', D)) complex: the discretized diagonal system."""
-        Lam_re = self.Lambda_re.clamp(max=-1e-4) if self.config.clip_eigs else self.Lambda_re
-        Lam = torch.complex(Lam_re, self.Lambda_im)
-        dt = torch.exp(self.log_dt)
-        dA, scale = discretize_diag(Lam, torch.ones_like(Lam), dt, self.config.discretization)
+        dA, scale = self.discrete_at(None)
         return dA, scale[:, None] * torch.complex(self.B_re, self.B_im)
+
+    def discrete_at(self, dt: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(dLambda, s) (..., P') complex with dB = s[..., None] * B~, for steps dt (...) · exp(log_dt)
+        (dt None: the learned steps, shape (P',))."""
+        Lam = self.eigenvalues()
+        step = torch.exp(self.log_dt)
+        if dt is not None:
+            step = dt[..., None] * step
+        return discretize_diag(Lam, torch.ones_like(Lam), step, self.config.discretization)
 
     def _readout(self, h: Tensor, x: Tensor) -> Tensor:
         """c Re(C~ h) + D x: h (..., P') complex, x (..., D) -> (..., D)."""
@@ -148,9 +163,13 @@ class S5(SequenceMixer):
         return g
 
     # ----------------------------------------------------------------- mixer interface
-    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str):
-        dA, dB = self.discrete()
-        bu = project_in(x, dB)  # (B, L, P')
+    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str, dt: Tensor | None = None):
+        if dt is None:
+            dA, dB = self.discrete()
+            bu = project_in(x, dB)  # (B, L, P')
+        else:
+            dA, scale = self.discrete_at(dt)  # (B, L, P') each
+            bu = scale * project_in(x, torch.complex(self.B_re, self.B_im))
         a = dA
         if lengths is not None:
             # Past each row's length the step is the identity: decay 1, input 0.
@@ -161,9 +180,13 @@ class S5(SequenceMixer):
         h, h_last = linear_scan(a, bu, h0, mode=_SCAN_MODE[mode])
         return self._activate(self._readout(h, x)), (h_last,)
 
-    def _step(self, x_t: Tensor, state):
-        dA, dB = self.discrete()
-        h = dA * state[0] + project_in(x_t, dB)
+    def _step(self, x_t: Tensor, state, dt: Tensor | None = None):
+        if dt is None:
+            dA, dB = self.discrete()
+            h = dA * state[0] + project_in(x_t, dB)
+        else:
+            dA, scale = self.discrete_at(dt)  # (B, P') each
+            h = dA * state[0] + scale * project_in(x_t, torch.complex(self.B_re, self.B_im))
         return self._activate(self._readout(h, x_t)), (h,)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
