@@ -24,6 +24,8 @@ def test_shard_gives_each_rank_its_slice_of_the_global_batch():
     parts = [shard(b, Dist(rank=r, world=2)) for r in range(2)]
     assert [p.inputs[:, 0].tolist() for p in parts] == [[0, 1, 2], [3, 4]]
     assert torch.equal(torch.cat([p.targets for p in parts]), b.targets)
+    b = Batch(b.inputs, b.targets, b.mask, dt=torch.arange(5.0)[:, None] + 1)
+    assert [shard(b, Dist(rank=r, world=2)).dt[:, 0].tolist() for r in range(2)] == [[1, 2, 3], [4, 5]]
 
 
 def test_two_processes_equal_one(tmp_path):

@@ -93,3 +93,20 @@ def test_without_tqdm_progress_falls_back_to_lines_and_tensorboard_names_its_ins
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(ImportError, match="pip install tensorboard"):
         fit(task, tiny_model(task), TrainConfig(steps=1, log_dir=str(tmp_path), tensorboard=True, **QUIET), **quiet)
+
+
+def test_batches_with_dt_reach_the_model_in_fit_and_evaluate():
+    """A task whose batches carry time deltas: evaluate scores model(x, mask, dt=dt), which differs
+    from ignoring dt; fit trains through it; a model that cannot take dt fails with a clear error."""
+    task = TinyTask("classify", n=12, with_dt=True)
+    model = tiny_model(task, d_model=16).double()
+    got = evaluate(task, model, "val", batch_size=5)
+    with torch.no_grad():
+        out = model(task.x, dt=task.dt.double())
+        plain = model(task.x)
+    assert got["accuracy"] == pytest.approx(float((out.argmax(-1) == task.y).double().mean()))
+    assert (out - plain).abs().max() > 1e-3
+    result = fit(task, model, TrainConfig(steps=30, batch_size=12, lr=3e-2, weight_decay=0.0, **QUIET), **quiet)
+    assert result["test_accuracy"] > got["accuracy"]
+    with pytest.raises(ValueError, match=r"layer 0 \(retnet\) cannot take it"):
+        evaluate(task, tiny_model(task, mixer="retnet"), "val")

@@ -65,3 +65,17 @@ def test_fit_with_tbptt_learns_and_rejects_pooled_tasks():
     with pytest.raises(ValueError, match="'tbptt'.*per-position"):
         fit(TinyTask("classify"), tiny_model(TinyTask("classify")), TrainConfig(steps=1, tbptt=3, **QUIET),
             log=lambda s: None)
+
+
+@pytest.mark.parametrize("mixer", ["s4d", "lru"])
+def test_chunks_cut_the_time_deltas_with_the_inputs(lm, mixer):
+    task, batch = lm
+    dt = torch.exp(torch.randn(batch.inputs.shape, generator=torch.Generator().manual_seed(1)))
+    batch = Batch(batch.inputs, batch.targets, batch.mask, dt.double())
+    model = tiny_model(task, mixer=mixer).double()
+    full = model(batch.inputs, mask=batch.mask, dt=batch.dt).detach()
+    assert (full - model(batch.inputs, mask=batch.mask).detach())[batch.mask].abs().max() > 1e-3
+    _, kept = forward_backward(task, model, batch, chunk=4, scale=1.0, keep_outputs=True)
+    assert [part.dt.shape[1] for part, _ in kept] == [4, 4, 3]
+    outputs = torch.cat([out for _, out in kept], dim=1)
+    assert_close_rel(outputs[batch.mask], full[batch.mask], 1e-12, "chunked forward with dt")

@@ -18,9 +18,11 @@ class TinyTask(Task):
     """
 
     def __init__(self, kind: str = "classify", n: int = 12, length: int = 8, vocab: int = 6, n_classes: int = 3,
-                 seed: int = 0) -> None:
+                 seed: int = 0, with_dt: bool = False) -> None:
         g = torch.Generator().manual_seed(seed)
         self.n = n
+        # irregular sampling: fixed random time gaps per example, carried in Batch.dt
+        self.dt = torch.exp(torch.randn(n, length, generator=g)) if with_dt else None
         if kind == "classify":
             self.x = torch.randint(1, vocab, (n, length), generator=g)
             self.y = torch.randint(0, n_classes, (n,), generator=g)
@@ -38,7 +40,7 @@ class TinyTask(Task):
                  else torch.arange(self.n))
         for i in range(0, self.n, batch_size):
             idx = order[i : i + batch_size]
-            yield Batch(self.x[idx], self.y[idx])
+            yield Batch(self.x[idx], self.y[idx], dt=None if self.dt is None else self.dt[idx])
 
 
 def tiny_model(task: Task, d_model: int = 8, seed: int = 0, mixer: str = "s4d", dropout: float = 0.0):

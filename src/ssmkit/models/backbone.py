@@ -3,6 +3,7 @@
 A layer pattern names the mixer of each layer, e.g. ``"s4d"`` (every layer) or a hybrid
 ``"s4d,s4d,s5"`` (one name per layer). The stack keeps the SequenceMixer contract: ``forward`` with
 state and mask, pure ``step``, ``init_state``; its state is the tuple of its layers' states.
+Per-token time deltas ``dt`` (irregular sampling, docs/irregular.md) go to every layer's mixer.
 """
 from __future__ import annotations
 
@@ -67,12 +68,12 @@ class Block(nn.Module):
     def _ffn(self, x: Tensor) -> Tensor:
         return x if self.ffn is None else x + self.drop(self.ffn(self.ffn_norm(x)))
 
-    def forward(self, x: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State]:
-        y, state = self.mixer(self.norm(x), state, mask, return_state=True)
+    def forward(self, x: Tensor, state: State, mask: Tensor | None, dt: Tensor | None = None) -> tuple[Tensor, State]:
+        y, state = self.mixer(self.norm(x), state, mask, dt=dt, return_state=True)
         return self._ffn(x + self.drop(y)), state
 
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        y, state = self.mixer.step(self.norm(x_t), state)
+    def step(self, x_t: Tensor, state: State, dt: Tensor | None = None) -> tuple[Tensor, State]:
+        y, state = self.mixer.step(self.norm(x_t), state, dt=dt)
         return self._ffn(x_t + y), state
 
 
@@ -86,20 +87,38 @@ class Backbone(nn.Module):
         self.norm = make_norm(cfg)
 
     def forward(
-        self, x: Tensor, state: tuple | None = None, mask: Tensor | None = None, *, return_state: bool = False
+        self, x: Tensor, state: tuple | None = None, mask: Tensor | None = None, *,
+        dt: Tensor | None = None, return_state: bool = False,
     ) -> Tensor | tuple[Tensor, tuple]:
+        """x (B, L, D); ``dt`` (B, L) time deltas for every layer (each must accept them)."""
+        if dt is not None:
+            self.check_accepts_dt()
         states = state if state is not None else (None,) * len(self.blocks)
         new = []
         for block, s in zip(self.blocks, states):
-            x, s = block(x, s, mask)
+            x, s = block(x, s, mask, dt)
             new.append(s)
         x = self.norm(x)
         return (x, tuple(new)) if return_state else x
 
-    def step(self, x_t: Tensor, state: tuple) -> tuple[Tensor, tuple]:
+    def check_accepts_dt(self) -> None:
+        """Raise, naming the layers, unless every mixer of the stack takes per-token time deltas."""
+        bad = [f"layer {i} ({b.mixer.mixer_name or type(b.mixer).__name__})"
+               for i, b in enumerate(self.blocks) if not b.mixer.accepts_dt]
+        if bad:
+            from ..layers import get_mixer_class, list_mixers
+
+            takers = [n for n in list_mixers() if get_mixer_class(n).accepts_dt]
+            raise ValueError(f"dt (per-token time deltas) was given but {', '.join(bad)} cannot take it; "
+                             f"mixers that can: {takers} (docs/irregular.md)")
+
+    def step(self, x_t: Tensor, state: tuple, dt: Tensor | None = None) -> tuple[Tensor, tuple]:
+        """One token x_t (B, D); ``dt`` (B,) the time since the previous token."""
+        if dt is not None:
+            self.check_accepts_dt()
         new = []
         for block, s in zip(self.blocks, state):
-            x_t, s = block.step(x_t, s)
+            x_t, s = block.step(x_t, s, dt)
             new.append(s)
         return self.norm(x_t), tuple(new)
 

@@ -5,6 +5,7 @@
 - ``forecast``: the last real position -> (B, horizon, d_input) values;
 - ``regress``: the last real position -> (B, n_out) values (e.g. the adding problem's sum).
 Inputs are token ids (B, L) when ``vocab_size`` is set, else features (B, L, d_input).
+``dt`` (B, L), the time elapsed before each token (irregular sampling), goes to every mixer.
 """
 from __future__ import annotations
 
@@ -41,11 +42,13 @@ class SequenceModel(nn.Module):
         self.head = nn.Linear(D, horizon * d_input if kind == "forecast" else n_out)
 
     def forward(
-        self, inputs: Tensor, mask: Tensor | None = None, state: tuple | None = None, *, return_state: bool = False
+        self, inputs: Tensor, mask: Tensor | None = None, state: tuple | None = None, *,
+        dt: Tensor | None = None, return_state: bool = False,
     ) -> Tensor | tuple[Tensor, tuple]:
         """``state`` continues the sequences where an earlier call with ``return_state=True`` left
-        them (truncated BPTT over long streams); the head reads this call's positions only."""
-        h = self.backbone(self.encoder(inputs), state, mask, return_state=return_state)  # (B, L, D)
+        them (truncated BPTT over long streams); the head reads this call's positions only.
+        ``dt`` (B, L): per-token time deltas for every mixer (docs/irregular.md)."""
+        h = self.backbone(self.encoder(inputs), state, mask, dt=dt, return_state=return_state)  # (B, L, D)
         if return_state:
             h, state = h
             return self._head(h, mask), state

@@ -8,7 +8,9 @@ Kinds of output (``TaskInfo.kind``):
 - ``regress``: ``n_classes`` real values read at the last real token; targets (B, n_classes) float.
 
 Inputs are token ids (B, L) long when ``TaskInfo.vocab_size`` is set, else features (B, L, C)
-float with C = ``TaskInfo.d_input``. ``mask`` (B, L) bool marks real tokens (None: all real).
+float with C = ``TaskInfo.d_input``. ``mask`` (B, L) bool marks real tokens (None: all real);
+``dt`` (B, L) float, when set, is the time elapsed before each token (irregularly sampled data,
+docs/irregular.md): the loop passes it to the model as ``model(inputs, mask=mask, dt=dt)``.
 Every batch stream is a pure function of (split, batch_size, seed, epoch): runs are reproducible
 and resumable from a position.
 """
@@ -62,10 +64,17 @@ class Batch:
     inputs: Tensor  # (B, L) long or (B, L, C) float
     targets: Tensor  # (B,), (B, L), (B, horizon, C) or (B, n_classes)
     mask: Tensor | None = None  # (B, L) bool, True = real token
+    dt: Tensor | None = None  # (B, L) float > 0 at real tokens: time since the previous token
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(self.inputs.to(device), self.targets.to(device),
-                     None if self.mask is None else self.mask.to(device))
+                     None if self.mask is None else self.mask.to(device),
+                     None if self.dt is None else self.dt.to(device))
+
+    def model_kwargs(self) -> dict[str, Tensor | None]:
+        """Keyword arguments of the model call besides the inputs: ``mask``, and ``dt`` when set
+        (so architectures that never see irregular data need not take it)."""
+        return {"mask": self.mask} if self.dt is None else {"mask": self.mask, "dt": self.dt}
 
 
 class Task:

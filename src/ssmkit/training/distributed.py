@@ -87,7 +87,7 @@ def shard(batch: Batch, d: Dist) -> Batch:
     def part(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.tensor_split(d.world)[d.rank]
 
-    return Batch(part(batch.inputs), part(batch.targets), part(batch.mask))
+    return Batch(part(batch.inputs), part(batch.targets), part(batch.mask), part(batch.dt))
 
 
 def all_sum(values: list[float], d: Dist) -> list[float]:

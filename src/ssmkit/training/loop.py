@@ -98,7 +98,7 @@ def evaluate(task: Task, model: nn.Module, split: str, batch_size: int = 256, *,
             continue
         part = part.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            outputs = model(part.inputs, mask=part.mask)
+            outputs = model(part.inputs, **part.model_kwargs())  # mask, and dt when the batch has it
         for name, (total, count) in task.metrics(outputs.float(), part).items():
             acc = totals.setdefault(name, [0.0, 0])
             acc[0] += total

@@ -1,9 +1,10 @@
 """Forward and backward of one batch, whole or by truncated BPTT over chunks of its length.
 
 Truncated BPTT (for ``tag`` / ``lm`` tasks over long windows): the length L is cut into chunks of
-C positions; each chunk runs ``model(x_chunk, state=carried, return_state=True)`` and is
-backpropagated at once, so activation memory grows with C instead of L; the outgoing state is
-detached (``ssmkit.detach_state``) before it enters the next chunk. The forward is exact (the
+C positions (inputs, targets, mask and time deltas ``dt`` alike); each chunk runs
+``model(x_chunk, state=carried, return_state=True)`` and is backpropagated at once, so activation
+memory grows with C instead of L; the outgoing state is detached (``ssmkit.detach_state``) before
+it enters the next chunk. The forward is exact (the
 state continues the sequence, so the outputs equal the unchunked forward); only the gradient is
 truncated at chunk boundaries. Gradients of the chunks accumulate and the loop makes one
 optimizer step per batch, so steps, schedule, checkpoints and DDP do not depend on C.
@@ -44,7 +45,7 @@ def time_chunks(batch: Batch, chunk: int) -> list[Batch]:
     def cut(t: Tensor | None, s: slice) -> Tensor | None:
         return None if t is None else t[:, s]
 
-    return [Batch(cut(batch.inputs, s), cut(batch.targets, s), cut(batch.mask, s))
+    return [Batch(cut(batch.inputs, s), cut(batch.targets, s), cut(batch.mask, s), cut(batch.dt, s))
             for s in (slice(i, i + chunk) for i in range(0, L, chunk))]
 
 
@@ -78,9 +79,9 @@ def forward_backward(
         with sync:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 if len(parts) == 1:
-                    out = net(part.inputs, mask=part.mask)
+                    out = net(part.inputs, **part.model_kwargs())
                 else:
-                    out, state = net(part.inputs, mask=part.mask, state=state, return_state=True)
+                    out, state = net(part.inputs, **part.model_kwargs(), state=state, return_state=True)
                 w = loss_weight(task, part)
                 # a chunk with nothing scored still joins the graph (DDP expects every parameter used)
                 loss = task.loss(out, part) * w if w else out.sum() * 0.0
