@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ssmkit.cli.main import main
-from ssmkit.core.compare import assert_close_rel
+from ssmkit.core.compare import assert_close_rel, rel_err
 from ssmkit.models import BackboneConfig, DataSpec, create_model
 from ssmkit.models.revin import RevIN, masked_mean_std
 from ssmkit.models.timeseries import (
@@ -233,3 +233,22 @@ def test_cli_trains_the_forecaster(tmp_path, capsys):
     assert "test mse" in out and "test mae" in out
     assert main(["eval", "--checkpoint", str(tmp_path)]) == 0
     assert "test mse" in capsys.readouterr().out
+
+
+def test_forecaster_and_classifier_take_time_deltas():
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 9, 2, generator=g, dtype=torch.float64)
+    ones = torch.ones(2, 9, dtype=torch.float64)
+    for model in (_forecaster("s4d", channel_independent=True),
+                  create_model("ts_classifier", _bb("s4d"), DataSpec("classify", 3, d_input=2)).double()):
+        assert_close_rel(model(x, dt=ones), model(x), 1e-10)  # unit gaps are the regular model
+        dt = 0.1 + torch.rand(2, 9, generator=g, dtype=torch.float64)
+        assert rel_err(model(x, dt=dt), model(x)) > 1e-3  # the gaps reach the layers
+        mask = torch.ones(2, 9, dtype=torch.bool)
+        mask[0, :3] = False
+        padded_dt = dt.clone()
+        padded_dt[0, :3] = float("nan")  # never read at padded positions
+        out = model(x, mask=mask, dt=padded_dt)
+        assert_close_rel(out[0], model(x[:1, 3:], dt=dt[:1, 3:])[0], 1e-10)
+    with pytest.raises(ValueError, match="time deltas"):
+        _forecaster("lstm")(x, dt=ones)
