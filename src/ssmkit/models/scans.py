@@ -55,12 +55,14 @@ class ScanMixer(nn.Module):
             mixers = [Bidirectional(name, d_model, **cfg) for _ in range(1 if scan == "vim" else 2)]
         self.dirs = nn.ModuleList(mixers)
 
-    def forward(self, x: Tensor, state: Any = None, mask: Tensor | None = None, *,
+    accepts_dt = False  # pixels are a regular grid: no per-token time deltas
+
+    def forward(self, x: Tensor, state: Any = None, mask: Tensor | None = None, *, dt: Tensor | None = None,
                 return_state: bool = False) -> Tensor | tuple[Tensor, None]:
-        """x (B, h*w [+ extra_tokens], D) -> y of the same shape; ``state`` and ``mask`` must be None
-        (a whole image per call)."""
-        if state is not None or mask is not None:
-            raise ValueError(f"scan {self.scan!r} reads whole images: state and mask must be None")
+        """x (B, h*w [+ extra_tokens], D) -> y of the same shape; ``state``, ``mask`` and ``dt`` must be
+        None (a whole image per call)."""
+        if state is not None or mask is not None or dt is not None:
+            raise ValueError(f"scan {self.scan!r} reads whole images: state, mask and dt must be None")
         h, w = self.grid
         L = h * w + self.extra_tokens
         if x.dim() != 3 or x.shape[1] != L:

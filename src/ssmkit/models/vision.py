@@ -8,8 +8,8 @@ as a stride-p convolution). Scan orders (``models.scans``, docs/vision.md): ``ra
 row-major), ``vim`` (Vision Mamba: bidirectional, class token in the middle), ``cross`` (VMamba's
 four directions merged), ``s4nd`` (S4ND's 2-D kernel; mixer ``s4nd`` only).
 
-Readout (``pool``): ``auto`` is the class token for ``vim`` and the run's pool (``mean`` by default)
-otherwise; ``mean`` averages the patch tokens, ``last`` reads the last patch in row-major order (the
+Readout (``arch.readout``): ``auto`` is the class token for ``vim`` and the run's ``pool`` (``mean``
+by default) otherwise; ``mean`` averages the patch tokens, ``last`` reads the last patch in row-major order (the
 one a causal raster scan has fed everything into), ``cls`` the class token (``vim`` only).
 The image tasks (``smnist``, ``sfashion``, ``digits``) give ``DataSpec.image_shape``; a task without
 it (``psmnist``: the pixels are scrambled) cannot be read as an image.
@@ -26,7 +26,7 @@ from .backbone import BackboneConfig, Block, make_norm
 from .registry import DataSpec, register_arch
 from .scans import SCANS, ScanMixer
 
-POOLS = ("auto", "mean", "last", "cls")
+READOUTS = ("auto", "mean", "last", "cls")
 
 
 @dataclasses.dataclass
@@ -34,14 +34,14 @@ class VisionConfig:
     scan: str = "vim"  # raster | vim | cross | s4nd (see models.scans)
     patch: int = 4  # p: side of the square patches; must divide the image's height and width
     pos_embed: bool = True  # a learned embedding per patch position, added after the patch embedding
-    pool: str = "auto"  # auto | mean | last | cls (see the module docstring)
+    readout: str = "auto"  # auto | mean | last | cls (see the module docstring)
 
     def __post_init__(self) -> None:
         check(self.scan in SCANS, "scan", f"must be one of {SCANS}, got {self.scan!r}")
         check(isinstance(self.patch, int) and not isinstance(self.patch, bool) and self.patch >= 1, "patch",
               f"must be an int >= 1, got {self.patch!r}")
-        check(self.pool in POOLS, "pool", f"must be one of {POOLS}, got {self.pool!r}")
-        check(self.pool != "cls" or self.scan == "vim", "pool", f"'cls' needs scan 'vim' (the only scan with a "
+        check(self.readout in READOUTS, "readout", f"must be one of {READOUTS}, got {self.readout!r}")
+        check(self.readout != "cls" or self.scan == "vim", "readout", f"'cls' needs scan 'vim' (the only scan with a "
               f"class token), got scan {self.scan!r}")
 
 
@@ -114,7 +114,7 @@ class VisionModel(nn.Module):
         self.cls_index = h * w // 2 if cfg.scan == "vim" else None  # Vim: the middle of the patch sequence
         extra = 1 if cfg.scan == "vim" else 0
         self.backbone = ScanStack(backbone, cfg.scan, (h, w), extra)
-        self.readout = cfg.pool if cfg.pool != "auto" else ("cls" if cfg.scan == "vim" else pool)
+        self.readout = cfg.readout if cfg.readout != "auto" else ("cls" if cfg.scan == "vim" else pool)
         if self.readout not in ("mean", "last", "cls"):
             raise ValueError(f"pool must be 'mean' or 'last' for arch 'vision', got {pool!r}")
         self.head = nn.Linear(D, spec.n_out)
