@@ -61,7 +61,7 @@ def test_vim_class_token_sits_in_the_middle_and_feeds_the_head():
     model = _model("vim").double()
     x = torch.randn(2, 64, 1, dtype=torch.float64)
     seq = model.tokens(x)
-    patches = model.embed(x) + model.pos
+    patches = model.embed(x) + model.pos.weight
     assert model.cls_index == 8 and seq.shape[1] == 17
     assert torch.equal(seq[:, 8], model.cls.expand(2, -1))
     assert torch.equal(torch.cat([seq[:, :8], seq[:, 9:]], 1), patches)
@@ -168,3 +168,11 @@ def test_train_and_eval_cli_with_arch_vision(tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
     assert main(["train", "--task", "psmnist", "--set", "arch=vision", "--set", "steps=1"]) == 2
     assert "no image_shape" in capsys.readouterr().err
+
+
+def test_positions_and_class_token_get_no_weight_decay():
+    from ssmkit.training.optim import param_groups
+
+    model = _model("vim")
+    decay = {n for g in param_groups(model, 1e-3, 0.1) if g["weight_decay"] > 0 for n in g["names"]}
+    assert "pos.weight" not in decay and "cls" not in decay and "embed.proj.weight" in decay

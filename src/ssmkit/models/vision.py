@@ -109,7 +109,10 @@ class VisionModel(nn.Module):
         self.embed = PatchEmbed((H, W, C), p, D)
         h, w = self.embed.grid
         self.n_patches = h * w
-        self.pos = nn.Parameter(torch.randn(h * w, D) * 0.02) if cfg.pos_embed else None
+        # an Embedding table, so that the optimizer groups give it no weight decay (as ViT and Vim do)
+        self.pos = nn.Embedding(h * w, D) if cfg.pos_embed else None
+        if self.pos is not None:
+            nn.init.normal_(self.pos.weight, std=0.02)
         self.cls = nn.Parameter(torch.randn(D) * 0.02) if cfg.scan == "vim" else None
         self.cls_index = h * w // 2 if cfg.scan == "vim" else None  # Vim: the middle of the patch sequence
         extra = 1 if cfg.scan == "vim" else 0
@@ -123,7 +126,7 @@ class VisionModel(nn.Module):
         """Pixels (B, H*W, C) -> the sequence the stack reads (B, h*w [+ 1], D)."""
         x = self.embed(inputs)
         if self.pos is not None:
-            x = x + self.pos
+            x = x + self.pos.weight
         if self.cls is not None:
             i = self.cls_index
             x = torch.cat([x[:, :i], self.cls.expand(x.shape[0], 1, -1), x[:, i:]], dim=1)
