@@ -273,3 +273,17 @@ def test_mixer_without_dt_names_itself_and_the_ones_that_take_it():
     m = ssmkit.create_mixer("retnet", 8)
     with pytest.raises(ValueError, match=r"RetNet \(mixer 'retnet'\) does not take per-token time deltas.*'s4d'"):
         m(torch.randn(1, 3, 8), dt=torch.ones(1, 3))
+
+
+def test_s4d_bilinear_with_dt_is_consistent():
+    """Bilinear is not exact in continuous time, but dt = 1 is the regular layer and forward == step."""
+    torch.manual_seed(0)
+    m = ssmkit.create_mixer("s4d", 4, discretization="bilinear").double().eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, 4, dtype=torch.float64, generator=g)
+    dt = torch.exp(torch.randn(2, 7, dtype=torch.float64, generator=g))
+    assert_close_rel(m(x, dt=torch.ones_like(dt), mode="scan"), m(x, mode="scan"), 1e-13, "dt = 1")
+    y, s = m(x, dt=dt, return_state=True, mode="scan")
+    ys, hs = _steps(m, x, dt, m.init_state(2, dtype=torch.float64))
+    assert_close_rel(ys, y, 1e-12, "step")
+    assert_close_rel(hs[-1][0], s[0], 1e-12, "state")
