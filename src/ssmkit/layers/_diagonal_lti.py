@@ -158,6 +158,12 @@ class DiagonalLTI(SequenceMixer):
     def state_size(self) -> int:
         return self.d_model * self.config.d_state
 
+    def output_block(self, h: Tensor, x: Tensor, C: Tensor | None = None) -> Tensor:
+        """The layer's output from its state and input, instantaneous in both (training.online reads
+        it): h (B, H, N) complex, x (B, H) -> (B, H); C the system's readout (default: the current one)."""
+        C = self.discrete_system().C if C is None else C
+        return self._post((C * h).real.sum(-1), x)
+
     def _post(self, y: Tensor, u: Tensor) -> Tensor:
         y = self.dropout(self.activation(y + self.D * u))
         return nn.functional.glu(self.output_linear(y), dim=-1)
@@ -165,7 +171,7 @@ class DiagonalLTI(SequenceMixer):
     def _step(self, x_t: Tensor, state: tuple[Tensor], dt: Tensor | None = None) -> tuple[Tensor, tuple[Tensor]]:
         s = self.discrete_system() if dt is None else self.discrete_system_at(dt)  # (H, N) or (B, H, N)
         h = s.dA * state[0] + s.dB * x_t[..., None]  # (B, H, N)
-        return self._post((s.C * h).real.sum(-1), x_t), (h,)
+        return self.output_block(h, x_t, s.C), (h,)
 
     def _forward(
         self, x: Tensor, state: tuple[Tensor] | None, lengths: Tensor | None, mode: str, need_state: bool,

@@ -126,8 +126,9 @@ class LRU(SequenceMixer):
         """gamma * B (N, D) complex: the normalized input matrix."""
         return torch.exp(self.gamma_log)[:, None] * torch.complex(self.B_re, self.B_im)
 
-    def _readout(self, h: Tensor, x: Tensor) -> Tensor:
-        """Re(C h) + D x, then GELU and the GLU projection: h (..., N), x (..., D) -> (..., D)."""
+    def output_block(self, h: Tensor, x: Tensor) -> Tensor:
+        """The layer's output from its state and input, instantaneous in both (training.online reads
+        it): Re(C h) + D x, then GELU and the GLU projection: h (..., N), x (..., D) -> (..., D)."""
         g = F.gelu(real_readout(h, self.C_re, self.C_im) + self.D * x)
         return self.out1(g) * torch.sigmoid(self.out2(g))
 
@@ -147,7 +148,7 @@ class LRU(SequenceMixer):
             bu = bu * real
         h0 = None if state is None else state[0].to(bu.dtype)
         h, h_last = linear_scan(a, bu, h0, mode=_SCAN_MODE[mode])
-        return self._readout(h, x), (h_last,)
+        return self.output_block(h, x), (h_last,)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None = None):
         bu = project_in(x_t, self.input_matrix())  # (B, N)
@@ -156,7 +157,7 @@ class LRU(SequenceMixer):
         else:
             lam, r = self.eigenvalues_at(dt)  # (B, N) each
             h = lam * state[0] + r * bu
-        return self._readout(h, x_t), (h,)
+        return self.output_block(h, x_t), (h,)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
         dtype = complex_dtype(dtype or self.nu_log.dtype)

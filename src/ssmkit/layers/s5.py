@@ -154,6 +154,11 @@ class S5(SequenceMixer):
         y = real_readout(h, self.C_re, self.C_im)
         return (2 * y if self.config.conj_sym else y) + self.D * x
 
+    def output_block(self, h: Tensor, x: Tensor) -> Tensor:
+        """The layer's output from its state and input, instantaneous in both (training.online reads
+        it): the activation of c Re(C~ h) + D x; h (..., P') complex, x (..., D) -> (..., D)."""
+        return self._activate(self._readout(h, x))
+
     def _activate(self, z: Tensor) -> Tensor:
         g = F.gelu(z)
         if self.config.activation == "half_glu":
@@ -178,7 +183,7 @@ class S5(SequenceMixer):
             bu = bu * real
         h0 = None if state is None else state[0].to(bu.dtype)
         h, h_last = linear_scan(a, bu, h0, mode=_SCAN_MODE[mode])
-        return self._activate(self._readout(h, x)), (h_last,)
+        return self.output_block(h, x), (h_last,)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None = None):
         if dt is None:
@@ -187,7 +192,7 @@ class S5(SequenceMixer):
         else:
             dA, scale = self.discrete_at(dt)  # (B, P') each
             h = dA * state[0] + scale * project_in(x_t, torch.complex(self.B_re, self.B_im))
-        return self._activate(self._readout(h, x_t)), (h,)
+        return self.output_block(h, x_t), (h,)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
         dtype = complex_dtype(dtype or self.Lambda_re.dtype)

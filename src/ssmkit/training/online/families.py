@@ -69,7 +69,7 @@ class Family:
 
 
 class LRUFamily(Family):
-    """LRU: a = lambda (N,), b = (gamma B) x_t; the output block is the layer's ``_readout``."""
+    """LRU: a = lambda (N,), b = (gamma B) x_t; then the layer's ``output_block``."""
 
     name = "lru"
     input_row = "M"
@@ -85,7 +85,7 @@ class LRUFamily(Family):
         return q["lam"], z["M"]
 
     def post(self, h, x):
-        return self.mixer._readout(h, x)
+        return self.mixer.output_block(h, x)
 
     def encoder_grad(self, M, G):
         # z_n = sum_d M[n, d] x_d: d loss / d E[d, k] = Re sum_n conj(M[n, d]) G[n, k]
@@ -93,7 +93,7 @@ class LRUFamily(Family):
 
 
 class S5Family(LRUFamily):
-    """S5: a = dLambda (P',), b = dB x_t with dB = ((dLambda - 1) / Lambda) B~; then the S5 activation."""
+    """S5: a = dLambda (P',), b = dB x_t with dB = ((dLambda - 1) / Lambda) B~; then its output block."""
 
     name = "s5"
     mixer: S5
@@ -101,9 +101,6 @@ class S5Family(LRUFamily):
     def intermediates(self):
         dA, dB = self.mixer.discrete()
         return {"lam": dA}, {"M": dB}
-
-    def post(self, h, x):
-        return self.mixer._activate(self.mixer._readout(h, x))
 
 
 class DiagonalLTIFamily(Family):
@@ -124,8 +121,7 @@ class DiagonalLTIFamily(Family):
         return q["dA"], z["dB"]
 
     def post(self, h, x):
-        C = self.mixer.discrete_system().C
-        return self.mixer._post((C * h).real.sum(-1), x)
+        return self.mixer.output_block(h, x)
 
     def encoder_grad(self, M, G):
         # z_{h,n} = dB[h, n] x_h: d loss / d E[h, k] = Re sum_n conj(dB[h, n]) G[h, n, k]
