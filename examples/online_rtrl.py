@@ -1,6 +1,6 @@
 """Learn a delayed filter on an unbounded stream: RTRL vs truncated BPTT on the same tokens.
 
-    python examples/online_rtrl.py                    # ~1.5 min on 2 CPU cores; writes online_rtrl.png
+    python examples/online_rtrl.py                    # ~25 s on 2 idle CPU cores; writes online_rtrl.png
 
 The stream: x_t ~ N(0, 1) per stream, target y_t = sum_k kappa_k x_{t-k}, a unit-energy Gaussian bump
 of lags around ``--delay`` (so Var y = 1 and predicting 0 scores MSE 1). The student is an
