@@ -164,16 +164,20 @@ def _mixer_values(model: BackboneConfig, items: list[tuple[str, str]]) -> dict[s
     return out
 
 
-def _arch_values(arch: str, items: list[tuple[str, str]]) -> dict[str, Any]:
-    config_class = arch_config_class(arch)
+def _prefixed_values(config_class: type, prefix: str, owner: str, items: list[tuple[str, str]]) -> dict[str, Any]:
+    """``prefix.<field>=text`` items parsed to the fields of ``config_class`` (of ``owner``, for messages)."""
     names = [f.name for f in dataclasses.fields(config_class)]
     out = {}
     for field, text in items:
         if field not in names:
-            raise TypeError(f"unknown config key 'arch.{field}': architecture {arch!r} has no field {field!r}; "
-                            f"valid arch keys: {names}")
-        out[field] = _field_value(config_class, "arch", field, text)
+            raise TypeError(f"unknown config key '{prefix}.{field}': {owner} has no field {field!r}; "
+                            f"valid {prefix} keys: {names}")
+        out[field] = _field_value(config_class, prefix, field, text)
     return out
+
+
+def _arch_values(arch: str, items: list[tuple[str, str]]) -> dict[str, Any]:
+    return _prefixed_values(arch_config_class(arch), "arch", f"architecture {arch!r}", items)
 
 
 def _task_values(run: RunConfig, items: list[tuple[str, str]]) -> dict[str, Any]:
@@ -182,14 +186,7 @@ def _task_values(run: RunConfig, items: list[tuple[str, str]]) -> dict[str, Any]
     task_class = task_config_class(run.task)
     if task_class is None:
         return {field: _literal(text) for field, text in items}
-    names = [f.name for f in dataclasses.fields(task_class)]
-    out = {}
-    for field, text in items:
-        if field not in names:
-            raise TypeError(f"unknown config key 'task.{field}': task {run.task!r} has no field {field!r}; "
-                            f"valid task keys: {names}")
-        out[field] = _field_value(task_class, "task", field, text)
-    return out
+    return _prefixed_values(task_class, "task", f"task {run.task!r}", items)
 
 
 def check_run(run: RunConfig) -> None:
