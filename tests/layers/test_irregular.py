@@ -73,6 +73,14 @@ def _steps(m, x, dt, state):
     return torch.stack(ys, 1), hs
 
 
+def _check_every_path(m, x, dt, h0, y_exact, states):
+    """A one-tensor state (h,): every dt mode and token-by-token steps against the exact solution."""
+    _check_modes(m, x, dt, (h0,), y_exact, states[:, -1], lambda s: s[0])
+    ys, hs = _steps(m, x, dt, (h0,))
+    assert_close_rel(ys, y_exact, TOL, "step outputs")
+    assert_close_rel(torch.stack([s[0] for s in hs], 1), states, TOL, "step states")
+
+
 def _check_modes(m, x, dt, h0_state, y_exact, final_exact, pick):
     for mode in m.dt_modes or m.modes:
         if mode not in m.available_modes(x):
@@ -100,10 +108,7 @@ def test_diagonal_lti_zoh_equals_continuous_solution(name, gen):
         for h in range(H):  # one SISO system per channel
             states[b, :, h] = exact_states(A[h], Bc[h][:, None], x[b, :, h, None], dt[b], h0[b, h], gen)
     y_exact = m._post((c.C * states).real.sum(-1), x)  # the layer's head on the exact readout
-    _check_modes(m, x, dt, (h0,), y_exact, states[:, -1], lambda s: s[0])
-    ys, hs = _steps(m, x, dt, (h0,))
-    assert_close_rel(ys, y_exact, TOL, "step outputs")
-    assert_close_rel(torch.stack([s[0] for s in hs], 1), states, TOL, "step states")
+    _check_every_path(m, x, dt, h0, y_exact, states)
 
 
 def test_s5_zoh_equals_continuous_solution(gen):
@@ -118,10 +123,7 @@ def test_s5_zoh_equals_continuous_solution(gen):
     h0 = torch.randn(B_, m.n_modes, dtype=torch.complex128, generator=gen)
     states = torch.stack([exact_states(A, Bt, x[b], dt[b], h0[b], gen) for b in range(B_)])
     y_exact = m.output_block(states, x)
-    _check_modes(m, x, dt, (h0,), y_exact, states[:, -1], lambda s: s[0])
-    ys, hs = _steps(m, x, dt, (h0,))
-    assert_close_rel(ys, y_exact, TOL, "step outputs")
-    assert_close_rel(torch.stack([s[0] for s in hs], 1), states, TOL, "step states")
+    _check_every_path(m, x, dt, h0, y_exact, states)
 
 
 def test_lru_equals_zoh_of_its_continuous_system(gen):
@@ -137,10 +139,7 @@ def test_lru_equals_zoh_of_its_continuous_system(gen):
     h0 = torch.randn(B_, 5, dtype=torch.complex128, generator=gen)
     states = torch.stack([exact_states(z, Bc, x[b], dt[b], h0[b], gen) for b in range(B_)])
     y_exact = m.output_block(states, x)
-    _check_modes(m, x, dt, (h0,), y_exact, states[:, -1], lambda s: s[0])
-    ys, hs = _steps(m, x, dt, (h0,))
-    assert_close_rel(ys, y_exact, TOL, "step outputs")
-    assert_close_rel(torch.stack([s[0] for s in hs], 1), states, TOL, "step states")
+    _check_every_path(m, x, dt, h0, y_exact, states)
 
 
 def _mamba_inputs(m, x):
