@@ -231,8 +231,11 @@ def test_cli_trains_the_forecaster(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "test mse" in out and "test mae" in out
+    assert "(seasonal naive (m=1)" in out  # the yardstick printed beside each error
     assert main(["eval", "--checkpoint", str(tmp_path)]) == 0
     assert "test mse" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(tmp_path), "--split", "val"]) == 0
+    assert "seasonal naive" not in capsys.readouterr().out  # the baseline is scored on test only
 
 
 def test_forecaster_and_classifier_take_time_deltas():

@@ -130,9 +130,19 @@ def _legacy_overrides(args: argparse.Namespace) -> list[str]:
     return [f"{key}={getattr(args, flag)}" for flag, key in names.items() if getattr(args, flag) is not None]
 
 
-def _print_metrics(prefix: str, metrics: dict[str, float], chance: float | None) -> None:
+def _print_metrics(prefix: str, metrics: dict[str, float], task, split: str = "test") -> None:
+    """Each metric with its yardstick: chance beside accuracy; on a forecasting task's test split,
+    the seasonal naive forecast beside MSE / MAE (scored on the same windows and units)."""
+    from ssmkit.benchmarks.compare import chance_accuracy, naive_baseline
+
+    chance = chance_accuracy(task) if "accuracy" in metrics else None
+    naive = naive_baseline(task) if split == "test" else None
     for name, value in metrics.items():
-        extra = f" (chance {chance:.3f})" if name.endswith("accuracy") and chance is not None else ""
+        extra = ""
+        if name.endswith("accuracy") and chance is not None:
+            extra = f" (chance {chance:.3f})"
+        elif naive is not None and f"test_{name}" in naive["metrics"]:
+            extra = f" ({naive['name']} {naive['metrics'][f'test_{name}']:.4f})"
         print(f"{prefix}{name} {value:.4f}{extra}")
 
 
@@ -140,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from ssmkit.benchmarks.compare import atomic_write, chance_accuracy
+    from ssmkit.benchmarks.compare import atomic_write
     from ssmkit.benchmarks.run_config import build_run_model
     from ssmkit.tasks import create_task
     from ssmkit.training import fit
@@ -163,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         atomic_write(path, lambda p: p.write_text(json.dumps(run.to_json(), indent=1) + "\n"))
     result = fit(task, model, run.train, resume=args.resume)
     tests = {k.removeprefix("test_"): v for k, v in result.items() if k.startswith("test_")}
-    _print_metrics("test ", tests, chance_accuracy(task) if "accuracy" in tests else None)
+    _print_metrics("test ", tests, task)
     print(f"in {result['train_seconds']:.0f} s" + (f"; checkpoints in {run.train.checkpoint_dir}"
                                                    if run.train.checkpoint_dir else ""))
     return 0
@@ -191,7 +201,6 @@ def _find_checkpoint(path: Path) -> tuple[Path, Path | None]:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from ssmkit.benchmarks.compare import chance_accuracy
     from ssmkit.benchmarks.run_config import RunConfig, apply_overrides, build_run_model
     from ssmkit.tasks import create_task
     from ssmkit.training import evaluate, read_checkpoint
@@ -222,7 +231,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"task {run.task}, mixer {run.model.mixer}: {step} ({'best-val' if name == BEST else 'final'} weights), "
           f"split {args.split}")
     metrics = evaluate(task, model, args.split, args.batch_size)
-    _print_metrics(f"{args.split} ", metrics, chance_accuracy(task) if "accuracy" in metrics else None)
+    _print_metrics(f"{args.split} ", metrics, task, args.split)
     return 0
 
 
