@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from .precision import float32_core
+
 _SLAB = 1 << 20  # complex entries of one chunk's (..., C, N) reciprocal slab (16 MiB in complex128)
 
 
@@ -61,6 +63,7 @@ def _chunk(w: Tensor, w_conj: Tensor, zc: Tensor, vm: Tensor, conj_pairs: bool) 
     return zc[..., None] * out[..., :M] + out[..., M:]
 
 
+@float32_core
 def cauchy(v: Tensor, z: Tensor, w: Tensor, conj_pairs: bool = False, chunk: int | None = None) -> Tensor:
     """k_l = sum_n v_n / (z_l - w_n)  [+ conj(v_n) / (z_l - conj(w_n)) when ``conj_pairs``].
 
@@ -103,6 +106,7 @@ def cauchy(v: Tensor, z: Tensor, w: Tensor, conj_pairs: bool = False, chunk: int
     return k.permute(*inverse, r)
 
 
+@float32_core
 def dplr_kernel(
     Lambda: Tensor, P: Tensor, Q: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: int
 ) -> Tensor:

@@ -31,6 +31,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .precision import float32_core
+
 
 class Powers(NamedTuple):
     """zj = z^j (H, N, C) for j < C; zc = z^{cC} (H, N, ceil(L/C)); for sequences up to L."""
@@ -64,6 +66,7 @@ def _exp_grid(log_z: Tensor, M: int, step: int) -> Tensor:
     return (hi[..., :, None] * lo[..., None, :]).flatten(-2)[..., :M]
 
 
+@float32_core
 def vandermonde_powers(
     z: Tensor, L: int, log_z: Tensor | None = None, chunk: int | None = None
 ) -> Powers:
@@ -102,6 +105,7 @@ def vandermonde_kernel_naive(W: Tensor, z: Tensor, L: int) -> Tensor:
     return (W[..., None] * zl).sum(-2).real
 
 
+@float32_core
 def vandermonde_kernel(
     W: Tensor, z: Tensor, L: int, log_z: Tensor | None = None, chunk: int | None = None,
     powers: Powers | None = None,
@@ -126,6 +130,7 @@ def vandermonde_contract_naive(v: Tensor, z: Tensor) -> Tensor:
     return (zl * v[:, :, None, :]).sum(-1)
 
 
+@float32_core
 def vandermonde_contract(
     v: Tensor, z: Tensor, log_z: Tensor | None = None, chunk: int | None = None,
     powers: Powers | None = None, reverse: bool = False,
@@ -159,6 +164,7 @@ def vandermonde_contract(
     return S
 
 
+@float32_core
 def initial_state_output(
     C: Tensor, h0: Tensor, z: Tensor, L: int, log_z: Tensor | None = None, chunk: int | None = None,
     powers: Powers | None = None,

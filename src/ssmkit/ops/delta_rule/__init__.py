@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
 
 from .chunked import delta_rule_chunked
@@ -19,6 +20,7 @@ from .reference import delta_rule_reference
 MODES = ("reference", "chunked")
 
 
+@float32_core
 def delta_rule(
     q: Tensor,
     k: Tensor,

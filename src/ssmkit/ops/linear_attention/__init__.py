@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
 
 from .chunked import dyadic_scores, linear_attention_chunked
@@ -21,6 +22,7 @@ from .reference import linear_attention_reference
 MODES = ("reference", "parallel", "chunked")
 
 
+@float32_core
 def linear_attention(
     q: Tensor,
     k: Tensor,

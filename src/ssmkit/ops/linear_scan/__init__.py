@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...core.precision import float32_core
 from .chunked import linear_scan_chunked
 from .reference import linear_scan_reference
 
@@ -41,6 +42,7 @@ def _check_inputs(a: Tensor, b: Tensor, initial_state: Tensor | None) -> None:
         )
 
 
+@float32_core
 def linear_scan(
     a: Tensor, b: Tensor, initial_state: Tensor | None = None, mode: str = "auto"
 ) -> tuple[Tensor, Tensor]:

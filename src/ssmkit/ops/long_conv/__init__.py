@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ...core.precision import float32_core
 from .fft import long_conv_fft
 from .reference import long_conv_reference
 
@@ -34,6 +35,7 @@ def _check_inputs(u: Tensor, k: Tensor, initial_state: Tensor | None) -> None:
         )
 
 
+@float32_core
 def long_conv(
     u: Tensor, k: Tensor, initial_state: Tensor | None = None, mode: str = "auto"
 ) -> tuple[Tensor, Tensor]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
 
 from .chunked import mlstm_chunked
@@ -19,6 +20,7 @@ from .reference import mlstm_reference
 MODES = ("reference", "chunked")
 
 
+@float32_core
 def mlstm(
     q: Tensor, k: Tensor, v: Tensor, log_i: Tensor, log_f: Tensor,
     initial_state: tuple[Tensor, Tensor, Tensor] | None = None,

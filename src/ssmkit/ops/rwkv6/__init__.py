@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
 
 from .chunked import exclusive_dyadic_scores, rwkv6_chunked
@@ -19,6 +20,7 @@ from .reference import rwkv6_reference
 MODES = ("reference", "chunked")
 
 
+@float32_core
 def rwkv6(
     r: Tensor,
     k: Tensor,

@@ -14,6 +14,7 @@ import logging
 
 from torch import Tensor
 
+from ...core.precision import float32_core
 from .chunked import selective_scan_chunked
 from .cpp import DTYPES as CPP_DTYPES
 from .cpp import cpp_unavailable_reason, selective_scan_cpp
@@ -62,6 +63,7 @@ def resolve_mode(mode: str, u: Tensor) -> str:
     return mode
 
 
+@float32_core
 def selective_scan(
     u: Tensor,
     delta: Tensor,

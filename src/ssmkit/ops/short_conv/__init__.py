@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ...core.precision import float32_core
 from .conv1d import short_conv_conv1d
 from .reference import short_conv_reference
 from .step import short_conv_step
@@ -16,6 +17,7 @@ from .step import short_conv_step
 MODES = {"reference": short_conv_reference, "conv1d": short_conv_conv1d}
 
 
+@float32_core
 def short_conv(
     x: Tensor,
     weight: Tensor,

@@ -4,7 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...core.precision import float32_core
 
+
+@float32_core
 def short_conv_step(
     x_t: Tensor, weight: Tensor, bias: Tensor | None = None, state: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:

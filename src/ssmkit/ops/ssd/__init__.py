@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, expect_shape
 
 from .chunked import ssd_chunked
@@ -21,6 +22,7 @@ from ...core.segsum import segsum
 MODES = ("reference", "quadratic", "chunked")
 
 
+@float32_core
 def ssd(
     x: Tensor,
     dt: Tensor,
