@@ -130,7 +130,10 @@ class Attention(SequenceMixer):
         self, x: Tensor, state: KVCache | None, lengths: Tensor | None, mode: str
     ) -> tuple[Tensor, KVCache]:
         B, L, D = x.shape
-        cache = self.init_state(B, x.device, x.dtype) if state is None else self._checked(state)
+        # The cache holds k, v at least in float32: under autocast the projections give bf16, and
+        # a bf16 length would stop counting exactly past 256 tokens.
+        sdtype = torch.promote_types(x.dtype, torch.float32)
+        cache = self.init_state(B, x.device, sdtype) if state is None else self._checked(state)
         n0 = cache.length.detach().round().long()  # (B,) tokens already cached per row
         pos = n0[:, None] + torch.arange(L, device=x.device)  # (B, L): position = cache slot
         heads = (B, L, self.n_heads, self.head_dim)
@@ -143,16 +146,17 @@ class Attention(SequenceMixer):
             # Each new token goes to slot pos; query t of row b sees the slots up to its own.
             S = max(cache.k.shape[1], int(pos.max()) + 1)
             idx = pos[..., None, None].expand(heads)
-            keys = _resize(cache.k, S).scatter(1, idx, k)
-            values = _resize(cache.v, S).scatter(1, idx, v)
+            keys = _resize(cache.k, S).scatter(1, idx, k.to(cache.k.dtype))
+            values = _resize(cache.v, S).scatter(1, idx, v.to(cache.v.dtype))
             mask = (torch.arange(S, device=x.device) <= pos[..., None])[:, None]  # (B, 1, L, S)
         o = self._attend(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), mask, mode)
         y = self.o_proj(o.transpose(1, 2).reshape(B, L, D))
         end = n0 + (L if lengths is None else lengths)  # (B,) tokens cached after this call
         blk = self.config.kv_block
         T = -(-int(end.max()) // blk) * blk
-        keep = (torch.arange(T, device=x.device) < end[:, None])[..., None, None].to(x.dtype)
-        return y, KVCache(_resize(keys, T) * keep, _resize(values, T) * keep, end.to(x.dtype))
+        keep = (torch.arange(T, device=x.device) < end[:, None])[..., None, None].to(cache.k.dtype)
+        keys, values = keys.to(cache.k.dtype), values.to(cache.v.dtype)
+        return y, KVCache(_resize(keys, T) * keep, _resize(values, T) * keep, end.to(cache.length.dtype))
 
     # ----------------------------------------------------------------- pieces
     @staticmethod

@@ -14,6 +14,10 @@ that the final state is the state after ``lengths[b]`` tokens; outputs at padded
 set to zero by the base class. Masked positions therefore never change the state or the outputs
 of real positions, wherever they sit (left, right or in the middle).
 
+Mixed precision (docs/training.md, bf16): under autocast a family's recurrence / kernel / scan
+runs in float32 (``ssmkit.core.precision.float32_core`` on the ops and core kernels), states stay
+float32 / complex64, and the output is in the autocast dtype (set here, once, for every family).
+
 Irregular sampling (docs/irregular.md): a family with ``accepts_dt = True`` takes per-token time
 deltas ``dt`` (B, L) (``step``: (B,)) that multiply its learned step, Δ_t = dt_t · Δ. The base
 validates dt, compacts it together with x under a mask (padded slots get dt = 1, never read), and
@@ -175,12 +179,13 @@ class SequenceMixer(nn.Module):
             if dt is not None:
                 kw["dt"] = dt
             y, final = self._forward(x, state, None, mode, **kw)
+            y = _autocast_output(y)
             return (y, final) if return_state else y
         xc, lengths, order = compact(x, mask)
         if dt is not None:
             kw["dt"] = compact_dt(dt, order, lengths)
         yc, final = self._forward(xc, state, lengths, mode, **kw)
-        y = uncompact(yc, mask, order)
+        y = _autocast_output(uncompact(yc, mask, order))
         return (y, final) if return_state else y
 
     def step(self, x_t: Tensor, state: State, dt: Tensor | None = None) -> tuple[Tensor, State]:
@@ -193,8 +198,10 @@ class SequenceMixer(nn.Module):
         self._check_input(x_t, "x_t", rank=2)
         self._check_state(state, x_t.shape[0])
         if dt is None:
-            return self._step(x_t, state)
-        return self._step(x_t, state, dt=self._check_dt(dt, (x_t.shape[0],), x_t, None, "(B,)"))
+            y_t, new_state = self._step(x_t, state)
+        else:
+            y_t, new_state = self._step(x_t, state, dt=self._check_dt(dt, (x_t.shape[0],), x_t, None, "(B,)"))
+        return _autocast_output(y_t), new_state
 
     def init_state(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -322,6 +329,15 @@ class SequenceMixer(nn.Module):
     def extra_repr(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
         return f"d_model={self.d_model}, mode={self.mode!r}" + (f", {fields}" if fields else "")
+
+
+def _autocast_output(y: Tensor) -> Tensor:
+    """Under autocast a mixer's output is in the autocast dtype, as nn.Linear's would be, whether
+    its last op was a projection (bf16) or a float32 core (core.precision); states stay float32."""
+    device_type = y.device.type
+    if y.is_floating_point() and torch.is_autocast_enabled(device_type):
+        return y.to(torch.get_autocast_dtype(device_type))
+    return y
 
 
 def _leaves(state: Any):

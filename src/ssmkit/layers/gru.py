@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..core.precision import float32_core
 from .base import MixerConfig, SequenceMixer, check, lengths_mask, tag_ssm_param
 from .registry import register_mixer
 
@@ -72,10 +73,20 @@ class GRU(SequenceMixer):
         return self.d_hidden
 
     def _step(self, x_t: Tensor, state) -> tuple[Tensor, tuple[Tensor]]:
-        h = gru_cell(x_t, self._checked(state), *self._weights(x_t.dtype))
+        h = self._cell(x_t, self._checked(state))
         return self.out_proj(h), (h,)
 
     def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str):
+        hs, final = self._recurrence(x, state, lengths, mode)
+        return self.out_proj(hs), final
+
+    # The recurrence runs in float32 under autocast (core.precision); out_proj may run in bf16.
+    @float32_core
+    def _cell(self, x_t: Tensor, h: Tensor) -> Tensor:
+        return gru_cell(x_t, h, *self._weights(x_t.dtype))
+
+    @float32_core
+    def _recurrence(self, x: Tensor, state, lengths: Tensor | None, mode: str):
         B, L, _ = x.shape
         h0 = self.init_state(B, x.device, x.dtype)[0] if state is None else self._checked(state)
         if mode == "reference":
@@ -89,7 +100,7 @@ class GRU(SequenceMixer):
             out, h = self.rnn(packed, h0[None].contiguous())
             hs = pad_packed_sequence(out, batch_first=True, total_length=L)[0]
             h = torch.where((lengths == 0)[:, None], h0, h[0])
-        return self.out_proj(hs), (h,)
+        return hs, (h,)
 
     def _reference(self, x: Tensor, h: Tensor, lengths: Tensor | None):
         """The cell equations token by token in float64; padded steps keep the state."""

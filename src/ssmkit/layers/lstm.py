@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..core.precision import float32_core
 from .base import MixerConfig, SequenceMixer, check, lengths_mask, tag_ssm_param
 from .registry import register_mixer
 
@@ -77,10 +78,20 @@ class LSTM(SequenceMixer):
         return 2 * self.d_hidden
 
     def _step(self, x_t: Tensor, state) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        h, c = lstm_cell(x_t, *self._checked(state), *self._weights(x_t.dtype))
+        h, c = self._cell(x_t, *self._checked(state))
         return self.out_proj(h), (h, c)
 
     def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str):
+        hs, final = self._recurrence(x, state, lengths, mode)
+        return self.out_proj(hs), final
+
+    # The recurrence runs in float32 under autocast (core.precision); out_proj may run in bf16.
+    @float32_core
+    def _cell(self, x_t: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        return lstm_cell(x_t, h, c, *self._weights(x_t.dtype))
+
+    @float32_core
+    def _recurrence(self, x: Tensor, state, lengths: Tensor | None, mode: str):
         B, L, _ = x.shape
         h0, c0 = self.init_state(B, x.device, x.dtype) if state is None else self._checked(state)
         if mode == "reference":
@@ -95,7 +106,7 @@ class LSTM(SequenceMixer):
             hs = pad_packed_sequence(out, batch_first=True, total_length=L)[0]
             empty = (lengths == 0)[:, None]
             h, c = torch.where(empty, h0, h[0]), torch.where(empty, c0, c[0])
-        return self.out_proj(hs), (h, c)
+        return hs, (h, c)
 
     def _reference(self, x: Tensor, h: Tensor, c: Tensor, lengths: Tensor | None):
         """The cell equations token by token in float64; padded steps keep the state."""

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..core.cauchy import dplr_kernel
 from ..core.hippo import dplr, low_rank
 from ..core.init import dt_init
+from ..core.precision import float32_core
 from ..ops.long_conv import long_conv
 from .base import MixerConfig, SequenceMixer, check, lengths_mask, tag_ssm_param
 from .registry import register_mixer
@@ -235,19 +236,29 @@ class S4(SequenceMixer):
         return nn.functional.glu(self.output_linear(y), dim=-1)
 
     def _step(self, x_t: Tensor, state):
-        s = self.system()
-        r = _to_real(self._check_h(state))  # (B, H, N)
-        r = (s.dA @ r[..., None])[..., 0] + s.dB * x_t[..., None]
-        return self._post((s.c * r).sum(-1), x_t), (_to_complex(r),)
+        y, h = self._ssm_step(x_t, self._check_h(state))
+        return self._post(y, x_t), (h,)
 
     def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str):
+        y, h = self._ssm(x, None if state is None else self._check_h(state), lengths, mode)
+        return self._post(y, x), (h,)
+
+    # The SSM (kernel, convolution, state) runs in float32 under autocast; _post's projection may not.
+    @float32_core
+    def _ssm_step(self, x_t: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         s = self.system()
-        r0 = None if state is None else _to_real(self._check_h(state))
+        r = (s.dA @ _to_real(h)[..., None])[..., 0] + s.dB * x_t[..., None]  # (B, H, N)
+        return (s.c * r).sum(-1), _to_complex(r)
+
+    @float32_core
+    def _ssm(self, x: Tensor, h0: Tensor | None, lengths: Tensor | None, mode: str) -> tuple[Tensor, Tensor]:
+        s = self.system()
+        r0 = None if h0 is None else _to_real(h0)
         if mode == "fft":
             y, r = self._forward_fft(x, r0, lengths, s)
         else:
             y, r = self._forward_reference(x, r0, lengths, s)
-        return self._post(y, x), (_to_complex(r),)
+        return y, _to_complex(r)
 
     # ----------------------------------------------------------------- modes
     def _forward_reference(self, x: Tensor, r0, lengths, s: S4System):
