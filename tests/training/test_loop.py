@@ -63,7 +63,7 @@ def test_metrics_jsonl_and_log_lines(tmp_path):
 
 def test_bf16_autocast_path_runs():
     task = TinyTask("lm", n=8)
-    # lru: one of the mixers that run under CPU bf16 autocast today (s4d's complex kernel does not)
+    # every mixer runs under bf16 autocast (tests/layers/test_autocast.py); lru is a cheap one
     model = tiny_model(task, mixer="lru")
     dtypes = set()
     model.head.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
