@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Callable
 
+from ..runtime import release_free_memory
+
 
 def best_time(fn: Callable[[], object], repeats: int = 3) -> float:
     fn()
@@ -28,7 +30,10 @@ def _rss_mb() -> float:
 
 
 def peak_rss_mb(fn: Callable[[], object]) -> float | None:
-    """Peak resident memory (MB) above the starting level while ``fn`` runs."""
+    """Peak resident memory (MB) above the starting level while ``fn`` runs. Freed blocks the
+    allocator keeps (``ssmkit.runtime.tune_allocator``) are given back first, so that ``fn``'s own
+    allocations show."""
+    release_free_memory()
     try:
         start = _rss_mb()
     except OSError:

@@ -360,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ssmkit.runtime import tune_allocator_from_env
+
+    tune_allocator_from_env()  # long sequences: reuse freed blocks instead of mmap per op (ssmkit.runtime)
     try:
         return args.fn(args)
     except KeyError as e:  # str() of a KeyError quotes its message

@@ -1,0 +1,61 @@
+"""Process-level settings that long sequences need: glibc's allocator thresholds.
+
+glibc's malloc serves every request above ``M_MMAP_THRESHOLD`` (dynamic, at most 32 MB on 64-bit
+Linux) with a fresh ``mmap`` and gives it back with ``munmap`` on free. At long lengths every
+(B, L, D) temporary is that large (2 x 16,384 x 512 float32 = 64 MB), so each op page-faults its
+output in anew: at L = 16k this was ~1-2 s of system time per forward. Raising the mmap threshold
+(and the trim threshold, so freed heap is kept) lets PyTorch's CPU allocations reuse freed blocks.
+The price is a resident set that does not shrink after a peak (memory is kept for reuse);
+``release_free_memory()`` gives it back (``benchmarks.timing.peak_rss_mb`` calls it before measuring).
+
+The ``ssmkit`` command applies it at start (``SSMKIT_TUNE_MALLOC=0`` turns that off); a library
+user calls ``ssmkit.runtime.tune_allocator()`` once. Elsewhere than glibc it does nothing.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+ENV = "SSMKIT_TUNE_MALLOC"
+
+
+def _libc_function(name: str):
+    path = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(path), name) if path else None
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> bool:
+    """Give the allocator's free blocks back to the OS (glibc ``malloc_trim(0)``), e.g. before
+    measuring a peak resident set; True when glibc did it."""
+    trim = _libc_function("malloc_trim")
+    if trim is None:
+        return False
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    trim(0)
+    return True
+
+
+def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 30) -> bool:
+    """Raise glibc's mmap and trim thresholds (bytes); True when applied, False where there is no
+    glibc ``mallopt`` (macOS, Windows, musl)."""
+    for value, name in ((mmap_threshold, "mmap_threshold"), (trim_threshold, "trim_threshold")):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**31:
+            raise ValueError(f"{name} must be an int in (0, 2**31) bytes, got {value!r}")
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+
+
+def tune_allocator_from_env() -> bool:
+    """``tune_allocator()`` unless ``SSMKIT_TUNE_MALLOC`` is 0/false/no/off."""
+    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return tune_allocator()
