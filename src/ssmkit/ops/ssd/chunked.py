@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...core.segsum import segsum
+from .decay import chunk_decay as decay_matrix
 
 
 def ssd_chunked(
@@ -48,7 +48,7 @@ def ssd_chunked(
     Bc = B.view(batch, nc, T, G, N).transpose(2, 3)  # (B, nc, G, T, N)
     Cc = C.view(batch, nc, T, G, N).transpose(2, 3)
 
-    decay = torch.exp(segsum(a))  # (B, nc, G, R, T, T), lower triangular, entries in [0, 1]
+    decay = decay_matrix(a)  # (B, nc, G, R, T, T) = exp(segsum(a)), lower triangular, in [0, 1]
     y = ((Cc @ Bc.transpose(-1, -2))[:, :, :, None] * decay) @ xdt  # 1. (B, nc, G, R, T, P)
     to_end = (xdt * decay[..., -1, :, None]).transpose(-1, -2)  # (B, nc, G, R, P, T)
     states = (to_end.reshape(batch, nc, G, R * P, T) @ Bc).view(batch, nc, G, R, P, N)  # 2.
