@@ -1,4 +1,4 @@
-"""ops.ssd.decay: the chunk decay matrix and its hand-written backward vs autograd through segsum."""
+"""ops.ssd.decay and ops.ssd.intra: hand-written backwards vs autograd through segsum."""
 from __future__ import annotations
 
 import math
@@ -9,6 +9,7 @@ from conftest import assert_close_rel
 
 from ssmkit.core.segsum import segsum
 from ssmkit.ops.ssd.decay import chunk_decay
+from ssmkit.ops.ssd.intra import intra_chunk
 
 
 def _log_decays(shape, scale: float, seed: int = 0) -> torch.Tensor:
@@ -35,13 +36,38 @@ def test_gradcheck_float64(scale):
     assert torch.autograd.gradcheck(chunk_decay, (a,))
 
 
-def test_subnormal_entries_are_zero_float32():
-    """exp of exponents below log(tiny) would be subnormal (slow on CPUs): they are exactly 0."""
-    a = torch.full((1, 8), -30.0)  # segsum reaches -210, below log(tiny) = -87.3
+def test_small_entries_are_raised_to_sqrt_tiny_float32():
+    """No subnormals (slow on CPUs), in the decays or their products: entries stop at sqrt(tiny)."""
+    a = torch.full((1, 8), -10.0)  # segsum reaches -70, below log(sqrt(tiny)) = -43.7
     decay = chunk_decay(a)
-    tiny = torch.finfo(torch.float32).tiny
-    assert not ((decay > 0) & (decay < tiny)).any()
+    floor = torch.finfo(torch.float32).tiny ** 0.5
     seg = segsum(a.double())
-    normal = seg >= math.log(tiny)
-    assert_close_rel(decay.double()[normal], torch.exp(seg)[normal], 1e-6, "normal entries")
-    assert (decay.double()[~normal] == 0).all()
+    lower = torch.ones(8, 8, dtype=torch.bool).tril()
+    expected = torch.exp(seg).clamp(min=floor) * lower
+    assert_close_rel(decay.double(), expected, 1e-6, "decay")
+    assert decay[0][lower].min() >= floor * (1 - 1e-4) and (decay[0][~lower] == 0).all()
+
+
+def _intra_inputs(seed: int = 0, scale: float = 2.0):
+    g = torch.Generator().manual_seed(seed)
+    a = -torch.rand(2, 3, 2, 5, generator=g, dtype=torch.float64) * scale
+    cb = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    xdt = torch.randn(2, 3, 2, 5, 4, generator=g, dtype=torch.float64)
+    return [t.requires_grad_(True) for t in (a, cb, xdt)]
+
+
+@pytest.mark.parametrize("scale", [2.0, 200.0])
+def test_intra_chunk_gradcheck_float64(scale):
+    assert torch.autograd.gradcheck(intra_chunk, tuple(_intra_inputs(scale=scale)))
+
+
+def test_intra_chunk_matches_composed_ops_float64():
+    a, cb, xdt = _intra_inputs()
+    weight = torch.randn(2, 3, 2, 5, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = (cb.unsqueeze(-3) * torch.exp(segsum(a))) @ xdt
+    grads_expected = torch.autograd.grad((expected * weight).sum(), (a, cb, xdt))
+    actual = intra_chunk(a, cb, xdt)
+    grads = torch.autograd.grad((actual * weight).sum(), (a, cb, xdt))
+    assert_close_rel(actual, expected, 1e-13, "y")
+    for name, g, g_ref in zip(("a", "cb", "xdt"), grads, grads_expected):
+        assert_close_rel(g, g_ref, 1e-12, f"grad of {name}")

@@ -9,7 +9,9 @@ With T = min(chunk_size, L) and the sequence padded to a multiple of T by steps 
 4. state -> output      y_off[t] = exp(cumsum_t(dt A)) h_in[c] C_t
 
 Steps 1, 2, 4 are batched matmuls; the loop in 3 runs L/T times on (B, H, P, N) tensors.
-One C B^T per group serves all H/G heads of the group. Derivation: docs/math/ssd.md.
+One C B^T per group serves all H/G heads of the group. Step 1 is one autograd node (intra.py)
+that keeps a single (B, nc, H, T, T) tensor; exponents are clamped at log(sqrt(finfo.tiny)) so
+nothing is subnormal (decay.py). Derivation: docs/math/ssd.md.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .decay import chunk_decay as decay_matrix
+from .decay import subnormal_floor
+from .intra import intra_chunk
 
 
 def ssd_chunked(
@@ -48,13 +51,16 @@ def ssd_chunked(
     Bc = B.view(batch, nc, T, G, N).transpose(2, 3)  # (B, nc, G, T, N)
     Cc = C.view(batch, nc, T, G, N).transpose(2, 3)
 
-    decay = decay_matrix(a)  # (B, nc, G, R, T, T) = exp(segsum(a)), lower triangular, in [0, 1]
-    y = ((Cc @ Bc.transpose(-1, -2))[:, :, :, None] * decay) @ xdt  # 1. (B, nc, G, R, T, P)
-    to_end = (xdt * decay[..., -1, :, None]).transpose(-1, -2)  # (B, nc, G, R, P, T)
+    y = intra_chunk(a, Cc @ Bc.transpose(-1, -2), xdt)  # 1. (B, nc, G, R, T, P)
+    # The last row of exp(segsum(a)), summed directly from the end of the chunk: a_{s+1} + ... + a_{T-1}.
+    to_last = F.pad(a[..., 1:].flip(-1).cumsum(-1).flip(-1), (0, 1))  # (B, nc, G, R, T)
+    to_last = to_last.clamp(min=subnormal_floor(a.dtype))  # no subnormals: see decay.py
+    to_end = (xdt * torch.exp(to_last)[..., None]).transpose(-1, -2)  # (B, nc, G, R, P, T)
     states = (to_end.reshape(batch, nc, G, R * P, T) @ Bc).view(batch, nc, G, R, P, N)  # 2.
 
     # 3. The state entering each chunk; exp of a cumulative sum of a <= 0 is at most 1.
-    cum = a.cumsum(-1)  # (B, nc, G, R, T)
+    # Clamped like every exponent here, so exp gives no subnormals (slow on CPUs): see decay.py.
+    cum = a.cumsum(-1).clamp(min=subnormal_floor(a.dtype))  # (B, nc, G, R, T)
     chunk_decay = torch.exp(cum[..., -1])[..., None, None]  # (B, nc, G, R, 1, 1)
     if initial_state is None:
         h = x.new_zeros(batch, G, R, P, N)

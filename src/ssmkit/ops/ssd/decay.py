@@ -13,8 +13,9 @@ The forward still sums each entry directly (no cumsum difference, so no cancella
 gradient uses the identity, and it is the exact derivative of the same function.
 
 Exponents below log(finfo.tiny) give subnormal floats, which CPUs multiply an order of
-magnitude slower (the mamba2 layer at L = 16k had most of its decay entries there). They are set
-to exactly 0: a change below the smallest normal number of the dtype.
+magnitude slower (the mamba2 layer at L = 16k had half of its decay entries there), and so do
+products of small decays with small operands. Entries are clamped from below to sqrt(finfo.tiny)
+(1e-19 in float32, 1e-154 in float64): far below the rounding error of any sum they enter.
 """
 from __future__ import annotations
 
@@ -24,31 +25,47 @@ import torch
 from torch import Tensor
 
 
+def subnormal_floor(dtype: torch.dtype) -> float:
+    """Exponents are clamped from below to this: exp(floor) = sqrt(finfo.tiny), so products of a
+    decay with operands above sqrt(tiny) stay normal too (they fill the matmuls that follow)."""
+    return 0.5 * math.log(torch.finfo(dtype).tiny)
+
+
+def decay_forward(a: Tensor, upper: float = 0.0) -> Tensor:
+    """exp(max(segsum(a), subnormal_floor)) on and below the diagonal, ``upper`` above it (1 lets
+    a caller that multiplies by a lower-triangular factor anyway skip the mask); no autograd."""
+    T = a.shape[-1]
+    below = torch.ones(T, T, dtype=torch.bool, device=a.device).tril(-1)  # i > s
+    seg = torch.where(below, a[..., :, None], 0.0).cumsum(dim=-2)  # [t, s] = a_{s+1} + ... + a_t
+    decay = seg.clamp_(min=subnormal_floor(a.dtype)).exp_()  # above the diagonal: exp(0) = 1
+    if upper != 1.0:
+        decay.masked_fill_(torch.ones(T, T, dtype=torch.bool, device=a.device).triu(1), upper)
+    return decay
+
+
+def segsum_backward(W: Tensor) -> Tensor:
+    """W (..., T, T) = grad ∘ exp(segsum(a)) -> grad of a (..., T); overwrites W's diagonal."""
+    W.diagonal(dim1=-2, dim2=-1).zero_()  # segsum's diagonal is the constant 0
+    d_cum = W.sum(-1) - W.sum(-2)
+    return d_cum.flip(-1).cumsum(-1).flip(-1)
+
+
 class _ChunkDecay(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor) -> Tensor:
-        T = a.shape[-1]
-        below = torch.ones(T, T, dtype=torch.bool, device=a.device).tril(-1)  # i > s
-        seg = torch.where(below, a[..., :, None], 0.0).cumsum(dim=-2)  # [t, s] = a_{s+1} + ... + a_t
-        floor = math.log(torch.finfo(a.dtype).tiny)
-        seg.masked_fill_(~below.diagonal_scatter(torch.ones(T, dtype=torch.bool, device=a.device))
-                         | (seg < floor), -torch.inf)
-        decay = seg.exp_()
+        decay = decay_forward(a)
         ctx.save_for_backward(decay)
         return decay
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (decay,) = ctx.saved_tensors
-        W = grad * decay
-        W.diagonal(dim1=-2, dim2=-1).zero_()  # segsum's diagonal is the constant 0
-        d_cum = W.sum(-1) - W.sum(-2)
-        return d_cum.flip(-1).cumsum(-1).flip(-1)
+        return segsum_backward(grad * decay)
 
 
 def chunk_decay(a: Tensor) -> Tensor:
     """a (..., T) log-decays <= 0 -> (..., T, T) lower-triangular exp(segsum(a)), entries in [0, 1].
 
-    Equal to ``exp(segsum(a))`` except that entries below the dtype's smallest normal number are 0.
+    Equal to ``exp(segsum(a))`` except that entries below sqrt(finfo(dtype).tiny) are raised to it.
     """
     return _ChunkDecay.apply(a)
