@@ -37,7 +37,7 @@ class Mamba2Config(MixerConfig):
     expand: int = 2  # E = expand * D
     head_dim: int = 16  # P (the paper uses 64; small widths need smaller heads)
     n_groups: int = 1  # G groups of B/C shared by H/G heads
-    chunk_size: int = 64  # C of the chunked SSD mode
+    chunk_size: int = 32  # C of chunked SSD: L·H·C decay vs L·H·P·N/C state floats; 32 beat 64 at L=16k
     dt_min: float = 1e-3
     dt_max: float = 0.1
     dt_init_floor: float = 1e-4
