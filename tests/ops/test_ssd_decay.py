@@ -1,4 +1,4 @@
-"""ops.ssd.decay and ops.ssd.intra: hand-written backwards vs autograd through segsum."""
+"""core.segsum.exp_segsum and ops.ssd.intra: hand-written backwards vs autograd through segsum."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import torch
 from conftest import assert_close_rel
 
 from ssmkit.core.segsum import segsum
-from ssmkit.ops.ssd.decay import chunk_decay
+from ssmkit.core.segsum import exp_segsum
 from ssmkit.ops.ssd.intra import intra_chunk
 
 
@@ -23,7 +23,7 @@ def test_matches_exp_segsum_and_its_autograd_float64(T):
     weight = torch.randn(2, 3, T, T, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     expected = torch.exp(segsum(a))
     (grad_expected,) = torch.autograd.grad((expected * weight).sum(), a)
-    actual = chunk_decay(a)
+    actual = exp_segsum(a)
     (grad_actual,) = torch.autograd.grad((actual * weight).sum(), a)
     assert_close_rel(actual, expected, 1e-14, "decay")
     assert_close_rel(grad_actual, grad_expected, 1e-12, "grad of a")
@@ -33,13 +33,13 @@ def test_matches_exp_segsum_and_its_autograd_float64(T):
 @pytest.mark.parametrize("scale", [0.5, 100.0])
 def test_gradcheck_float64(scale):
     a = _log_decays((2, 9), scale).requires_grad_(True)
-    assert torch.autograd.gradcheck(chunk_decay, (a,))
+    assert torch.autograd.gradcheck(exp_segsum, (a,))
 
 
 def test_small_entries_are_raised_to_sqrt_tiny_float32():
     """No subnormals (slow on CPUs), in the decays or their products: entries stop at sqrt(tiny)."""
     a = torch.full((1, 8), -10.0)  # segsum reaches -70, below log(sqrt(tiny)) = -43.7
-    decay = chunk_decay(a)
+    decay = exp_segsum(a)
     floor = torch.finfo(torch.float32).tiny ** 0.5
     seg = segsum(a.double())
     lower = torch.ones(8, 8, dtype=torch.bool).tril()

@@ -11,7 +11,7 @@ With T = min(chunk_size, L) and the sequence padded to a multiple of T by steps 
 Steps 1, 2, 4 are batched matmuls; the loop in 3 runs L/T times on (B, H, P, N) tensors.
 One C B^T per group serves all H/G heads of the group. Step 1 is one autograd node (intra.py)
 that keeps a single (B, nc, H, T, T) tensor; exponents are clamped at log(sqrt(finfo.tiny)) so
-nothing is subnormal (decay.py). Derivation: docs/math/ssd.md.
+nothing is subnormal (core/segsum.py). Derivation: docs/math/ssd.md.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .decay import subnormal_floor
+from ...core.segsum import subnormal_floor
 from .intra import intra_chunk
 
 
@@ -54,12 +54,12 @@ def ssd_chunked(
     y = intra_chunk(a, Cc @ Bc.transpose(-1, -2), xdt)  # 1. (B, nc, G, R, T, P)
     # The last row of exp(segsum(a)), summed directly from the end of the chunk: a_{s+1} + ... + a_{T-1}.
     to_last = F.pad(a[..., 1:].flip(-1).cumsum(-1).flip(-1), (0, 1))  # (B, nc, G, R, T)
-    to_last = to_last.clamp(min=subnormal_floor(a.dtype))  # no subnormals: see decay.py
+    to_last = to_last.clamp(min=subnormal_floor(a.dtype))  # no subnormals: see core/segsum.py
     to_end = (xdt * torch.exp(to_last)[..., None]).transpose(-1, -2)  # (B, nc, G, R, P, T)
     states = (to_end.reshape(batch, nc, G, R * P, T) @ Bc).view(batch, nc, G, R, P, N)  # 2.
 
     # 3. The state entering each chunk; exp of a cumulative sum of a <= 0 is at most 1.
-    # Clamped like every exponent here, so exp gives no subnormals (slow on CPUs): see decay.py.
+    # Clamped like every exponent here, so exp gives no subnormals (slow on CPUs): see core/segsum.py.
     cum = a.cumsum(-1).clamp(min=subnormal_floor(a.dtype))  # (B, nc, G, R, T)
     chunk_decay = torch.exp(cum[..., -1])[..., None, None]  # (B, nc, G, R, 1, 1)
     if initial_state is None:

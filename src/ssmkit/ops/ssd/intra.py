@@ -9,14 +9,14 @@ decay matrix is kept; the backward recomputes M once and reuses one buffer for t
 
     gM = gy (dt x)^T             grad (dt x) = M^T gy
     grad C B^T = sum over the R heads of gM ∘ decay
-    W = gM ∘ M                   the grad of segsum, folded into a as in decay.py.
+    W = gM ∘ M                   the grad of segsum, folded into a as in core.segsum.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .decay import decay_forward, segsum_backward
+from ...core.segsum import decay_forward, segsum_backward
 
 
 class _IntraChunk(torch.autograd.Function):
@@ -42,5 +42,5 @@ class _IntraChunk(torch.autograd.Function):
 
 def intra_chunk(a: Tensor, cb: Tensor, xdt: Tensor) -> Tensor:
     """a (..., R, T) log-decays <= 0, cb (..., T, T) = C B^T per group, xdt (..., R, T, P)
-    -> (..., R, T, P) = (cb ∘ exp(segsum(a))) @ xdt, with ``chunk_decay``'s floor."""
+    -> (..., R, T, P) = (cb ∘ exp(segsum(a))) @ xdt, with ``core.segsum.exp_segsum``'s floor."""
     return _IntraChunk.apply(a, cb, xdt)
