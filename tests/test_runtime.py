@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from ssmkit.runtime import release_free_memory, tune_allocator, tune_allocator_from_env
+from ssmkit.runtime import tune_allocator, tune_allocator_from_env
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and ctypes.util.find_library("c")
 
