@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MixerConfig, SequenceMixer, check, tag_ssm_param
+from .base import MixerConfig, SequenceMixer, check, resolve_heads, tag_ssm_param
 from .registry import register_mixer
 
 
@@ -92,8 +92,7 @@ class Attention(SequenceMixer):
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
         c = self.config
-        H = c.n_heads or max(1, d_model // 64)
-        check(d_model % H == 0, "n_heads", f"must divide d_model={d_model}, got {H}")
+        H = resolve_heads(c.n_heads, d_model)
         P = d_model // H
         check(P % 2 == 0, "n_heads", f"head size d_model/n_heads = {P} must be even for RoPE (n_heads={H})")
         self.n_heads, self.head_dim = H, P

@@ -69,6 +69,14 @@ def build_config(config_class: type, cfg: dict[str, Any]) -> Any:
     return config_class(**cfg)
 
 
+def resolve_heads(n_heads: int | None, d_model: int, head_size: int = 64) -> int:
+    """``n_heads`` or, when None/0, one head per ``head_size`` channels (at least one); it must divide
+    ``d_model`` (an error naming the ``n_heads`` field otherwise)."""
+    H = n_heads or max(1, d_model // head_size)
+    check(d_model % H == 0, "n_heads", f"must divide d_model={d_model}, got {H}")
+    return H
+
+
 def tag_ssm_param(param: nn.Parameter, lr: float | None = None) -> nn.Parameter:
     """Mark an SSM parameter (A, dt, B, C) for its own optimizer group: no weight decay, own lr.
 

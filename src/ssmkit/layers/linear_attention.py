@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.linear_attention import linear_attention
-from .base import MixerConfig, SequenceMixer, check, lengths_mask, tag_ssm_param
+from .base import MixerConfig, SequenceMixer, check, lengths_mask, resolve_heads, tag_ssm_param
 from .registry import register_mixer
 
 
@@ -59,8 +59,7 @@ class LinearAttention(SequenceMixer):
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
         c = self.config
-        H = c.n_heads or max(1, d_model // 64)
-        check(d_model % H == 0, "n_heads", f"must divide d_model={d_model}, got {H}")
+        H = resolve_heads(c.n_heads, d_model)
         self.n_heads, self.head_dim = H, d_model // H
         self.q_proj = nn.Linear(d_model, d_model, bias=c.bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=c.bias)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..ops.linear_attention import linear_attention
 from .attention import rope
-from .base import MixerConfig, SequenceMixer, check, lengths_mask, tag_ssm_param
+from .base import MixerConfig, SequenceMixer, check, lengths_mask, resolve_heads, tag_ssm_param
 from .registry import register_mixer
 
 
@@ -71,8 +71,7 @@ class RetNet(SequenceMixer):
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
         c = self.config
-        H = c.n_heads or max(1, d_model // 64)
-        check(d_model % H == 0, "n_heads", f"must divide d_model={d_model}, got {H}")
+        H = resolve_heads(c.n_heads, d_model)
         K = d_model // H
         check(K % 2 == 0, "n_heads", f"key size d_model/n_heads = {K} must be even for RoPE (n_heads={H})")
         V = c.value_factor * K
