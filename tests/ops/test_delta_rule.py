@@ -11,6 +11,8 @@ from conftest import assert_close_rel
 
 from ssmkit.ops.delta_rule import delta_rule
 
+from .op_helpers import assert_all_close, outputs_and_grads
+
 K, V, BATCH = 5, 3, 2
 ARGS = ("q", "k", "v", "beta", "log_alpha", "initial_state")
 
@@ -41,23 +43,7 @@ def make_inputs(L: int, H: int = 3, gated: bool = True, dtype=torch.float64, see
 
 def run_with_grads(inputs: dict, mode: str, chunk_size: int = 4, scale: float = 0.7, seed: int = 1):
     """(o, final_state, {name: grad}) of a fixed random projection of both outputs."""
-    leaves = {n: t.detach().clone().requires_grad_(True) for n, t in inputs.items() if t is not None}
-    o, final = delta_rule(**{**inputs, **leaves}, scale=scale, mode=mode, chunk_size=chunk_size)
-    g = torch.Generator().manual_seed(seed)
-    wo = torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype)
-    wf = torch.randn(final.shape, generator=g, dtype=torch.float64).to(o.dtype)
-    grads = torch.autograd.grad((o * wo).sum() + (final * wf).sum(), list(leaves.values()))
-    return o.detach(), final.detach(), dict(zip(leaves, grads))
-
-
-def assert_all_close(actual, expected, rtol: float, grad_rtol: float | None = None) -> None:
-    o, final, grads = actual
-    o_ref, final_ref, grads_ref = expected
-    assert_close_rel(o, o_ref, rtol, "o")
-    assert_close_rel(final, final_ref, rtol, "final_state")
-    assert grads.keys() == grads_ref.keys()
-    for name in grads_ref:
-        assert_close_rel(grads[name], grads_ref[name], grad_rtol or rtol, f"grad of {name}")
+    return outputs_and_grads(delta_rule, inputs, seed, scale=scale, mode=mode, chunk_size=chunk_size)
 
 
 @functools.cache

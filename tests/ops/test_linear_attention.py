@@ -10,6 +10,8 @@ from conftest import assert_close_rel
 
 from ssmkit.ops.linear_attention import chunked, dyadic_scores, linear_attention
 
+from .op_helpers import assert_all_close, outputs_and_grads
+
 BATCH, H, K, V = 2, 3, 4, 5
 FAST_MODES = ["parallel", "chunked"]
 KINDS = ["none", "head", "scalar", "vector"]
@@ -43,23 +45,7 @@ def make_inputs(L: int, kind: str, dtype=torch.float64, seed: int = 0, state: bo
 
 def run_with_grads(inputs: dict, mode: str, chunk_size: int = 8, scale: float = 0.5, seed: int = 1):
     """(o, final_state, {name: grad}) of a fixed random projection of both outputs."""
-    leaves = {n: t.detach().clone().requires_grad_(True) for n, t in inputs.items() if t is not None}
-    o, final = linear_attention(**{**inputs, **leaves}, scale=scale, mode=mode, chunk_size=chunk_size)
-    g = torch.Generator().manual_seed(seed)
-    wo = torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype)
-    wf = torch.randn(final.shape, generator=g, dtype=torch.float64).to(o.dtype)
-    grads = torch.autograd.grad((o * wo).sum() + (final * wf).sum(), list(leaves.values()))
-    return o.detach(), final.detach(), dict(zip(leaves, grads))
-
-
-def assert_all_close(actual, expected, rtol: float, grad_rtol: float | None = None) -> None:
-    o, final, grads = actual
-    o_ref, final_ref, grads_ref = expected
-    assert_close_rel(o, o_ref, rtol, "o")
-    assert_close_rel(final, final_ref, rtol, "final_state")
-    assert grads.keys() == grads_ref.keys()
-    for name in grads_ref:
-        assert_close_rel(grads[name], grads_ref[name], grad_rtol or rtol, f"grad of {name}")
+    return outputs_and_grads(linear_attention, inputs, seed, scale=scale, mode=mode, chunk_size=chunk_size)
 
 
 @functools.cache

@@ -11,6 +11,8 @@ from conftest import assert_close_rel
 
 from ssmkit.ops.rwkv6 import exclusive_dyadic_scores, rwkv6
 
+from .op_helpers import assert_all_close, outputs_and_grads
+
 K, V, BATCH = 5, 3, 2
 ARGS = ("r", "k", "v", "log_w", "u", "initial_state")
 
@@ -36,23 +38,7 @@ def make_inputs(L: int, H: int = 3, dtype=torch.float64, seed: int = 0, state: b
 
 def run_with_grads(inputs: dict, mode: str, chunk_size: int = 4, seed: int = 1):
     """(o, final_state, {name: grad}) of a fixed random projection of both outputs."""
-    leaves = {n: t.detach().clone().requires_grad_(True) for n, t in inputs.items() if t is not None}
-    o, final = rwkv6(**{**inputs, **leaves}, mode=mode, chunk_size=chunk_size)
-    g = torch.Generator().manual_seed(seed)
-    wo = torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype)
-    wf = torch.randn(final.shape, generator=g, dtype=torch.float64).to(o.dtype)
-    grads = torch.autograd.grad((o * wo).sum() + (final * wf).sum(), list(leaves.values()))
-    return o.detach(), final.detach(), dict(zip(leaves, grads))
-
-
-def assert_all_close(actual, expected, rtol: float, grad_rtol: float | None = None) -> None:
-    o, final, grads = actual
-    o_ref, final_ref, grads_ref = expected
-    assert_close_rel(o, o_ref, rtol, "o")
-    assert_close_rel(final, final_ref, rtol, "final_state")
-    assert grads.keys() == grads_ref.keys()
-    for name in grads_ref:
-        assert_close_rel(grads[name], grads_ref[name], grad_rtol or rtol, f"grad of {name}")
+    return outputs_and_grads(rwkv6, inputs, seed, mode=mode, chunk_size=chunk_size)
 
 
 @functools.cache

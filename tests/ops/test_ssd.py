@@ -10,6 +10,9 @@ from conftest import assert_close_rel
 
 from ssmkit.ops.ssd import segsum, ssd
 
+from .op_helpers import assert_all_close as check_all_close
+from .op_helpers import outputs_and_grads
+
 P, N, BATCH = 3, 5, 2
 FAST_MODES = ["quadratic", "chunked"]
 ARGS = ("x", "dt", "A", "B", "C", "D", "initial_state")
@@ -38,24 +41,11 @@ def make_inputs(
 
 def run_with_grads(inputs: dict, mode: str, chunk_size: int = 16, seed: int = 1):
     """(y, final_state, {name: grad}) of a fixed random projection of both outputs."""
-    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items() if v is not None}
-    y, final = ssd(**{**inputs, **leaves}, mode=mode, chunk_size=chunk_size)
-    g = torch.Generator().manual_seed(seed)
-    wy = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.dtype)
-    wf = torch.randn(final.shape, generator=g, dtype=torch.float64).to(y.dtype)
-    loss = (y * wy).sum() + (final * wf).sum()
-    grads = torch.autograd.grad(loss, list(leaves.values()))
-    return y.detach(), final.detach(), dict(zip(leaves, grads))
+    return outputs_and_grads(ssd, inputs, seed, mode=mode, chunk_size=chunk_size)
 
 
 def assert_all_close(actual, expected, rtol: float, grad_rtol: float | None = None) -> None:
-    y, final, grads = actual
-    y_ref, final_ref, grads_ref = expected
-    assert_close_rel(y, y_ref, rtol, "y")
-    assert_close_rel(final, final_ref, rtol, "final_state")
-    assert grads.keys() == grads_ref.keys()
-    for name in grads_ref:
-        assert_close_rel(grads[name], grads_ref[name], grad_rtol or rtol, f"grad of {name}")
+    check_all_close(actual, expected, rtol, grad_rtol, out_name="y")
 
 
 @functools.cache
