@@ -11,6 +11,8 @@ from ssmkit import create_mixer
 from ssmkit.core.init import s4d_init
 from ssmkit.ops.long_conv import long_conv
 
+from .layer_helpers import assert_mode_matches_reference
+
 D = 8
 
 
@@ -33,23 +35,7 @@ def test_fft_matches_reference_with_mask_and_state(L, head_dim):
     B = 3
     x = torch.randn(B, L, D, generator=gen, dtype=torch.float64, requires_grad=True)
     s0 = [t.requires_grad_(True) for t in random_state(m, B, gen)]
-    mask = torch.ones(B, L, dtype=torch.bool)
-    mask[1, L // 2:] = False
-    mask[2, 0] = L == 1
-    w = torch.randn(B, L, D, generator=gen, dtype=torch.float64)
-    params = list(m.parameters())
-    out = {}
-    for mode in ("reference", "fft"):
-        y, (shift, s) = m(x, tuple(s0), mask=mask, return_state=True, mode=mode)
-        loss = (y * w).sum() + shift.sum() + (s.real * 0.7 + s.imag * 1.3).sum()
-        out[mode] = (y, (shift, s), torch.autograd.grad(loss, [x, *s0, *params]))
-    (y_r, s_r, g_r), (y_f, s_f, g_f) = out["reference"], out["fft"]
-    assert_close_rel(y_f, y_r, 1e-11, "y")
-    for name, a, b in zip(["shift", "ssm"], s_f, s_r):
-        assert_close_rel(a, b, 1e-11, f"state {name}")
-    names = ["x", "shift0", "ssm0", *(name for name, _ in m.named_parameters())]
-    for name, a, b in zip(names, g_f, g_r):
-        assert_close_rel(a, b, 1e-10, f"grad {name}")
+    assert_mode_matches_reference(m, "fft", x, s0, gen, ["shift", "ssm"], 1e-11, 1e-10)
 
 
 @pytest.mark.parametrize("mode", ["fft", "reference"])

@@ -12,6 +12,8 @@ from conftest import assert_close_rel
 from ssmkit import create_mixer
 from ssmkit.layers.hyena import positional_encoding
 
+from .layer_helpers import assert_mode_matches_reference
+
 D = 8
 
 
@@ -33,23 +35,7 @@ def test_fft_matches_reference_with_mask_and_state(L, order):
     B = 3
     x = torch.randn(B, L, D, generator=gen, dtype=torch.float64, requires_grad=True)
     s0 = [t.detach().requires_grad_(True) for t in prefix_state(m, B, gen)]
-    mask = torch.ones(B, L, dtype=torch.bool)
-    mask[1, L // 2:] = False
-    mask[2, 0] = L == 1
-    w = torch.randn(B, L, D, generator=gen, dtype=torch.float64)
-    params = list(m.parameters())
-    out = {}
-    for mode in ("reference", "fft"):
-        y, s = m(x, tuple(s0), mask=mask, return_state=True, mode=mode)
-        loss = (y * w).sum() + sum(t.sum() for t in s)
-        out[mode] = (y, s, torch.autograd.grad(loss, [x, *s0, *params]))
-    (y_r, s_r, g_r), (y_f, s_f, g_f) = out["reference"], out["fft"]
-    assert_close_rel(y_f, y_r, 1e-12, "y")
-    for i, (a, b) in enumerate(zip(s_f, s_r)):
-        assert_close_rel(a, b, 1e-12, f"state {i}")
-    names = ["x", *(f"state{i}" for i in range(len(s0))), *(name for name, _ in m.named_parameters())]
-    for name, a, b in zip(names, g_f, g_r):
-        assert_close_rel(a, b, 1e-11, f"grad {name}")
+    assert_mode_matches_reference(m, "fft", x, s0, gen, [f"s{i}" for i in range(len(s0))], 1e-12, 1e-11)
 
 
 @pytest.mark.parametrize("order", [2, 3])

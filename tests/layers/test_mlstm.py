@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from conftest import assert_close_rel
 from ssmkit import create_mixer
 
+from .layer_helpers import assert_mode_matches_reference
+
 D = 8
 
 
@@ -37,23 +39,7 @@ def test_chunked_matches_reference_with_mask_and_state(L, gate):
     B = 3
     x = torch.randn(B, L, D, generator=gen, dtype=torch.float64, requires_grad=True)
     s0 = [t.requires_grad_(True) for t in random_state(m, B, gen)]
-    mask = torch.ones(B, L, dtype=torch.bool)
-    mask[1, L // 2:] = False
-    mask[2, 0] = L == 1
-    w = torch.randn(B, L, D, generator=gen, dtype=torch.float64)
-    params = list(m.parameters())
-    out = {}
-    for mode in ("reference", "chunked"):
-        y, s = m(x, tuple(s0), mask=mask, return_state=True, mode=mode)
-        loss = (y * w).sum() + sum(t.sum() for t in s)
-        out[mode] = (y, s, torch.autograd.grad(loss, [x, *s0, *params]))
-    (y_r, s_r, g_r), (y_c, s_c, g_c) = out["reference"], out["chunked"]
-    assert_close_rel(y_c, y_r, 1e-11, "y")
-    for name, a, b in zip(["conv", "C", "n", "m"], s_c, s_r):
-        assert_close_rel(a, b, 1e-11, f"state {name}")
-    names = ["x", "conv0", "C0", "n0", "m0", *(name for name, _ in m.named_parameters())]
-    for name, a, b in zip(names, g_c, g_r):
-        assert_close_rel(a, b, 1e-10, f"grad {name}")
+    assert_mode_matches_reference(m, "chunked", x, s0, gen, ["conv", "C", "n", "m"], 1e-11, 1e-10)
 
 
 def test_block_equations_written_out():

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from conftest import assert_close_rel
 from ssmkit import create_mixer
 
+from .layer_helpers import assert_mode_matches_reference
+
 D = 8
 
 
@@ -28,23 +30,7 @@ def test_scan_matches_reference_with_mask_and_state(L):
     x = torch.randn(B, L, D, generator=gen, dtype=torch.float64, requires_grad=True)
     s0 = [torch.randn(t.shape, generator=gen, dtype=torch.float64).requires_grad_(True)
           for t in m.init_state(B, dtype=torch.float64)]
-    mask = torch.ones(B, L, dtype=torch.bool)
-    mask[1, L // 2:] = False
-    mask[2, 0] = L == 1
-    w = torch.randn(B, L, D, generator=gen, dtype=torch.float64)
-    params = list(m.parameters())
-    out = {}
-    for mode in ("reference", "scan"):
-        y, s = m(x, tuple(s0), mask=mask, return_state=True, mode=mode)
-        loss = (y * w).sum() + sum(t.sum() for t in s)
-        out[mode] = (y, s, torch.autograd.grad(loss, [x, *s0, *params]))
-    (y_r, s_r, g_r), (y_s, s_s, g_s) = out["reference"], out["scan"]
-    assert_close_rel(y_s, y_r, 1e-12, "y")
-    for name, a, b in zip(["conv", "h"], s_s, s_r):
-        assert_close_rel(a, b, 1e-12, f"state {name}")
-    names = ["x", "conv0", "h0", *(name for name, _ in m.named_parameters())]
-    for name, a, b in zip(names, g_s, g_r):
-        assert_close_rel(a, b, 1e-11, f"grad {name}")
+    assert_mode_matches_reference(m, "scan", x, s0, gen, ["conv", "h"], 1e-12, 1e-11)
 
 
 @pytest.mark.parametrize("mode", ["scan", "reference"])
