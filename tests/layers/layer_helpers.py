@@ -33,3 +33,21 @@ def assert_mode_matches_reference(m, mode: str, x: torch.Tensor, s0: list[torch.
     names = ["x", *(f"{n}0" for n in state_names), *(name for name, _ in m.named_parameters())]
     for name, a, b in zip(names, g_m, g_r, strict=True):
         assert_close_rel(a, b, grad_tol, f"grad {name}")
+
+
+def assert_chunked_grads_match_reference(m, tol: float = 1e-10) -> None:
+    """Gradients of x, of the first state tensor (the matrix memory; any others ride along) and of
+    every parameter: ``chunked`` == ``reference`` from a state left by an earlier prefix."""
+    x = torch.randn(2, 13, m.d_model, dtype=torch.float64)
+    with torch.no_grad():
+        _, s0 = m(torch.randn(2, 5, m.d_model, dtype=torch.float64), return_state=True)
+
+    def grads(mode):
+        xg, sg = x.clone().requires_grad_(), s0[0].clone().requires_grad_()
+        y, s = m(xg, (sg, *s0[1:]), return_state=True, mode=mode)
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum() + s[0].sum()
+        return torch.autograd.grad(loss, [xg, sg, *m.parameters()])
+
+    names = ["x", "state", *dict(m.named_parameters())]
+    for got, want, name in zip(grads("chunked"), grads("reference"), names, strict=True):
+        assert_close_rel(got, want, tol, f"grad of {name}")

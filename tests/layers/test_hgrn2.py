@@ -8,6 +8,8 @@ from conftest import assert_close_rel
 
 import ssmkit
 
+from .layer_helpers import assert_chunked_grads_match_reference
+
 
 def make(d_model: int = 16, **cfg):
     torch.manual_seed(0)
@@ -57,19 +59,7 @@ def test_forget_gate_bounds_and_tied_input_gate(lower_bound):
 
 def test_chunked_gradients_match_reference_with_initial_state():
     m = make(expand_ratio=8, lower_bound=0.3, chunk_size=4)
-    x = torch.randn(2, 13, 16, dtype=torch.float64)
-    with torch.no_grad():
-        _, (S0,) = m(torch.randn(2, 5, 16, dtype=torch.float64), return_state=True)
-
-    def grads(mode):
-        xg, sg = x.clone().requires_grad_(), S0.clone().requires_grad_()
-        y, (S,) = m(xg, (sg,), return_state=True, mode=mode)
-        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum() + S.sum()
-        return torch.autograd.grad(loss, [xg, sg, *m.parameters()])
-
-    names = ["x", "state", *dict(m.named_parameters())]
-    for got, want, name in zip(grads("chunked"), grads("reference"), names):
-        assert_close_rel(got, want, 1e-10, f"grad of {name}")
+    assert_chunked_grads_match_reference(m)
 
 
 def test_heads_and_state_size():

@@ -9,6 +9,8 @@ from conftest import assert_close_rel
 import ssmkit
 from ssmkit.layers.base import _leaves
 
+from .layer_helpers import assert_chunked_grads_match_reference
+
 
 def make(d_model: int = 16, **cfg):
     torch.manual_seed(0)
@@ -52,18 +54,7 @@ def test_state_is_kv_sum_and_normalizer():
 
 def test_chunked_gradients_match_reference_with_initial_state():
     m = make(n_heads=2, chunk_size=4)
-    x = torch.randn(2, 13, 16, dtype=torch.float64)
-    with torch.no_grad():
-        _, s0 = m(torch.randn(2, 5, 16, dtype=torch.float64), return_state=True)
-
-    def grads(mode):
-        xg, sg = x.clone().requires_grad_(), s0[0].clone().requires_grad_()
-        y, (S,) = m(xg, (sg,), return_state=True, mode=mode)
-        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum() + S.sum()
-        return torch.autograd.grad(loss, [xg, sg, *m.parameters()])
-
-    for got, want, name in zip(grads("chunked"), grads("reference"), ["x", "state", *dict(m.named_parameters())]):
-        assert_close_rel(got, want, 1e-10, f"grad of {name}")
+    assert_chunked_grads_match_reference(m)
 
 
 def test_float32_long_sequence_matches_float64():

@@ -9,6 +9,8 @@ from conftest import assert_close_rel
 import ssmkit
 from ssmkit.layers.attention import rope
 
+from .layer_helpers import assert_chunked_grads_match_reference
+
 
 def make(d_model: int = 16, **cfg):
     torch.manual_seed(0)
@@ -72,19 +74,7 @@ def test_positions_continue_across_calls_and_masks():
 
 def test_chunked_gradients_match_reference_with_initial_state():
     m = make(n_heads=2, chunk_size=4, learn_decay=True)
-    x = torch.randn(2, 13, 16, dtype=torch.float64)
-    with torch.no_grad():
-        _, (S0, offset) = m(torch.randn(2, 5, 16, dtype=torch.float64), return_state=True)
-
-    def grads(mode):
-        xg, sg = x.clone().requires_grad_(), S0.clone().requires_grad_()
-        y, (S, _) = m(xg, (sg, offset), return_state=True, mode=mode)
-        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum() + S.sum()
-        return torch.autograd.grad(loss, [xg, sg, *m.parameters()])
-
-    names = ["x", "state", *dict(m.named_parameters())]
-    for got, want, name in zip(grads("chunked"), grads("reference"), names):
-        assert_close_rel(got, want, 1e-10, f"grad of {name}")
+    assert_chunked_grads_match_reference(m)
 
 
 def test_float32_long_sequence_matches_float64():
