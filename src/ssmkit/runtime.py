@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
@@ -22,12 +23,18 @@ _M_MMAP_THRESHOLD = -3
 ENV = "SSMKIT_TUNE_MALLOC"
 
 
-def _libc_function(name: str):
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (find_library searches the linker cache on every call)."""
     path = ctypes.util.find_library("c")
     try:
-        return getattr(ctypes.CDLL(path), name) if path else None
-    except (OSError, AttributeError):
+        return ctypes.CDLL(path) if path else None
+    except OSError:
         return None
+
+
+def _libc_function(name: str):
+    return getattr(_libc(), name, None)
 
 
 def release_free_memory() -> bool:
