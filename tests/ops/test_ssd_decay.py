@@ -1,15 +1,33 @@
-"""core.segsum.exp_segsum and ops.ssd.intra: hand-written backwards vs autograd through segsum."""
+"""core.segsum.decay_forward / segsum_backward and ops.ssd.intra: hand-written backwards vs autograd
+through segsum."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 from conftest import assert_close_rel
 
 from ssmkit.core.segsum import segsum
-from ssmkit.core.segsum import exp_segsum
+from ssmkit.core.segsum import decay_forward, segsum_backward
 from ssmkit.ops.ssd.intra import intra_chunk
+
+
+class _ExpSegsum(torch.autograd.Function):
+    """exp(segsum(a)) through the library's forward and lean backward, alone."""
+
+    @staticmethod
+    def forward(ctx, a):
+        decay = decay_forward(a)
+        ctx.save_for_backward(decay)
+        return decay
+
+    @staticmethod
+    def backward(ctx, grad):
+        (decay,) = ctx.saved_tensors
+        return segsum_backward(grad * decay)
+
+
+exp_segsum = _ExpSegsum.apply
 
 
 def _log_decays(shape, scale: float, seed: int = 0) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Segment sums of log-decays, the mask of SSD's attention form, without cancellation; and
-``exp_segsum``, the decay matrix exp(segsum(a)) with a lean backward.
+"""Segment sums of log-decays, the mask of SSD's attention form, without cancellation; and the
+decay matrix exp(segsum(a)) as a forward (``decay_forward``) and a lean backward
+(``segsum_backward``) for autograd Functions that keep only the decay (ops/ssd/intra.py).
 
 Autograd through ``exp(segsum(a))`` keeps and revisits several (..., T, T) tensors: the masked
 copy of ``a`` that segsum sums down the rows, its cumulative sum (whose backward flips the full
@@ -66,24 +67,3 @@ def segsum_backward(W: Tensor) -> Tensor:
     W.diagonal(dim1=-2, dim2=-1).zero_()  # segsum's diagonal is the constant 0
     d_cum = W.sum(-1) - W.sum(-2)
     return d_cum.flip(-1).cumsum(-1).flip(-1)
-
-
-class _ChunkDecay(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a: Tensor) -> Tensor:
-        decay = decay_forward(a)
-        ctx.save_for_backward(decay)
-        return decay
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (decay,) = ctx.saved_tensors
-        return segsum_backward(grad * decay)
-
-
-def exp_segsum(a: Tensor) -> Tensor:
-    """a (..., T) log-decays <= 0 -> (..., T, T) lower-triangular exp(segsum(a)), entries in [0, 1].
-
-    Equal to ``exp(segsum(a))`` except that entries below sqrt(finfo(dtype).tiny) are raised to it.
-    """
-    return _ChunkDecay.apply(a)

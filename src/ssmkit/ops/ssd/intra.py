@@ -42,5 +42,5 @@ class _IntraChunk(torch.autograd.Function):
 
 def intra_chunk(a: Tensor, cb: Tensor, xdt: Tensor) -> Tensor:
     """a (..., R, T) log-decays <= 0, cb (..., T, T) = C B^T per group, xdt (..., R, T, P)
-    -> (..., R, T, P) = (cb ∘ exp(segsum(a))) @ xdt, with ``core.segsum.exp_segsum``'s floor."""
+    -> (..., R, T, P) = (cb ∘ exp(segsum(a))) @ xdt, with ``core.segsum.decay_forward``'s floor."""
     return _IntraChunk.apply(a, cb, xdt)
