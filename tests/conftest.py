@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssmkit.core.compare import assert_close_rel, rel_err  # noqa: F401  (re-exported for tests)
+from ssmkit.testing import assert_close_rel, rel_err  # noqa: F401  (re-exported for tests)
 
 
 # pytest-xdist runs one worker per core; a second intra-op thread per worker only oversubscribes

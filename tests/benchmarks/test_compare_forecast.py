@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ssmkit.benchmarks import compare as cmp
-from ssmkit.core.compare import assert_close_rel
+from ssmkit.testing import assert_close_rel
 from ssmkit.tasks import create_task
 from ssmkit.tasks.forecast import seasonal_naive
 from ssmkit.training import evaluate

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import ssmkit
-from ssmkit.core.compare import rel_err
+from ssmkit.testing import rel_err
 from ssmkit.core.precision import float32_core, to_float32
 from ssmkit.layers.base import _leaves
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from ssmkit.benchmarks.equivalence import check_mixer
+from ssmkit.testing import check_mixer
 from ssmkit.layers import SequenceMixer, register_mixer
 from ssmkit.layers.base import MixerConfig, check, compact, lengths_mask, uncompact
-from ssmkit.layers.registry import _MIXERS
+from ssmkit.layers.registry import MIXERS
 from ssmkit.ops.linear_scan import linear_scan
 
 
@@ -61,7 +61,7 @@ class EMA(SequenceMixer):
 def ema_registered():
     register_mixer("_test_ema")(EMA)
     yield "_test_ema"
-    del _MIXERS["_test_ema"]
+    MIXERS.unregister("_test_ema")
 
 
 def test_checker_passes_a_correct_mixer(ema_registered):

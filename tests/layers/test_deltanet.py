@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import assert_close_rel
 
 import ssmkit
-from ssmkit.benchmarks.equivalence import check_mixer
+from ssmkit.testing import check_mixer
 
 VARIANTS = {
     "deltanet": {},

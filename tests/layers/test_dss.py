@@ -9,7 +9,7 @@ import torch
 
 import ssmkit
 from conftest import assert_close_rel
-from ssmkit.benchmarks.equivalence import check_mixer
+from ssmkit.testing import check_mixer
 from ssmkit.core.hippo import diagonal_normal
 
 

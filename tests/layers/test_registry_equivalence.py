@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import ssmkit
-from ssmkit.benchmarks.equivalence import _state_err, check_mixer
-from ssmkit.core.compare import rel_err
+from ssmkit.testing.equivalence import _state_err, check_mixer
+from ssmkit.testing import rel_err
 from ssmkit.layers import Bidirectional
 
 MIXERS = ssmkit.list_mixers()

@@ -11,7 +11,7 @@ import torch
 
 import ssmkit
 from conftest import assert_close_rel
-from ssmkit.benchmarks.equivalence import check_mixer
+from ssmkit.testing import check_mixer
 from ssmkit.core.init import s4d_init
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import assert_close_rel
 
-from ssmkit.benchmarks.equivalence import check_mixer
+from ssmkit.testing import check_mixer
 from ssmkit.layers import create_mixer
 
 

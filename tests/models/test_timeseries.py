@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ssmkit.cli.main import main
-from ssmkit.core.compare import assert_close_rel, rel_err
+from ssmkit.testing import assert_close_rel, rel_err
 from ssmkit.models import BackboneConfig, DataSpec, create_model
 from ssmkit.models.revin import RevIN, masked_mean_std
 from ssmkit.models.timeseries import (

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from ssmkit.core.compare import assert_close_rel
+from ssmkit.testing import assert_close_rel
 from ssmkit.models import BackboneConfig, DataSpec, create_model
 from ssmkit.models.scans import ScanMixer
 from ssmkit.models.vision import PatchEmbed, VisionModel

@@ -4,7 +4,8 @@ import math
 import pytest
 
 from ssmkit.models import BackboneConfig
-from ssmkit.training import TrainConfig, config_from_overrides, warmup_cosine
+from ssmkit.config import config_from_overrides
+from ssmkit.training import TrainConfig, warmup_cosine
 
 
 def test_overrides_parse_to_the_field_types():

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssmkit.core.compare import assert_close_rel
+from ssmkit.testing import assert_close_rel
 from ssmkit.layers import create_mixer
 from ssmkit.training.online import OnlineLearner, OnlineModel, build_online_model, mse
 

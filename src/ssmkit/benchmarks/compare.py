@@ -33,7 +33,6 @@ import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +40,7 @@ from typing import Any, Callable
 import torch
 
 from .. import __version__
+from ..io import atomic_write
 from ..models import BackboneConfig
 from ..tasks import IGNORE, Task, create_task
 from ..tasks.forecast import seasonal_naive
@@ -305,19 +305,6 @@ def compare(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = pri
 
 
 # ---------------------------------------------------------------- files
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:

@@ -28,7 +28,8 @@ from ..models import BackboneConfig
 from ..models.registry import arch_config, arch_config_class, list_archs
 from ..models.sequence_model import POOLS
 from ..tasks import create_task, list_tasks
-from ..training import TrainConfig, config_from_overrides
+from ..config import config_from_overrides
+from ..training import TrainConfig
 
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(BackboneConfig))
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))

@@ -34,7 +34,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ssmkit.benchmarks.equivalence import check_mixer
+    from ssmkit.testing import check_mixer
 
     names = args.names or ssmkit.list_mixers()
     failed = 0
@@ -150,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from ssmkit.benchmarks.compare import atomic_write
+    from ssmkit.io import atomic_write
     from ssmkit.benchmarks.run_config import build_run_model
     from ssmkit.tasks import create_task
     from ssmkit.training import fit

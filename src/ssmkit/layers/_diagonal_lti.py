@@ -40,7 +40,8 @@ from ..core.vandermonde import (
 )
 from ..ops import linear_scan as linear_scan_op
 from ..ops.long_conv import long_conv
-from .base import MixerConfig, SequenceMixer, check, lengths_mask
+from ..config import check
+from .base import MixerConfig, SequenceMixer, lengths_mask
 
 
 @dataclasses.dataclass

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MixerConfig, SequenceMixer, check, resolve_heads, tag_ssm_param
+from ..config import check
+from .base import MixerConfig, SequenceMixer, resolve_heads, tag_ssm_param
 from .registry import register_mixer
 
 

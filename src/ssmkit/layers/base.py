@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..config import build_config, check
 from .state import State
 
 log = logging.getLogger("ssmkit")
@@ -50,23 +51,6 @@ def log_once(message: str) -> None:
 @dataclasses.dataclass
 class MixerConfig:
     """Base of every mixer's typed configuration; subclasses validate in ``__post_init__``."""
-
-
-def check(condition: bool, field: str, message: str) -> None:
-    """Raise ``ValueError`` naming the config field when a validation rule is broken."""
-    if not condition:
-        raise ValueError(f"invalid config value for '{field}': {message}")
-
-
-def build_config(config_class: type, cfg: dict[str, Any]) -> Any:
-    """Build a config dataclass, rejecting unknown keys with the list of valid ones."""
-    valid = [f.name for f in dataclasses.fields(config_class)]
-    unknown = sorted(set(cfg) - set(valid))
-    if unknown:
-        raise TypeError(
-            f"unknown config key(s) {unknown} for {config_class.__name__}; valid keys: {valid}"
-        )
-    return config_class(**cfg)
 
 
 def resolve_heads(n_heads: int | None, d_model: int, head_size: int = 64) -> int:

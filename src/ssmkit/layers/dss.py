@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from ..core.init import dt_init, s4d_init
 from ._diagonal_lti import ContinuousSystem, DiagonalLTI, DiagonalLTIConfig, DiagonalSystem, real_to_complex
-from .base import check, tag_ssm_param
+from ..config import check
+from .base import tag_ssm_param
 from .registry import register_mixer
 
 VARIANTS = ("softmax", "exp")

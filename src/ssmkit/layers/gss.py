@@ -22,7 +22,8 @@ import dataclasses
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SequenceMixer, check
+from ..config import check
+from .base import SequenceMixer
 from .dss import DSS, DSSConfig
 from .registry import register_mixer
 

@@ -30,7 +30,8 @@ from ..ops.long_conv import long_conv
 from ..ops.short_conv import short_conv_step
 from ._complex_io import complex_dtype
 from ._diagonal_lti import DiagonalSystem, real_to_complex
-from .base import MixerConfig, SequenceMixer, check, lengths_mask, tag_ssm_param
+from ..config import check
+from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
 from .mamba import conv_state_at
 from .registry import register_mixer
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.linear_attention import linear_attention
-from .base import MixerConfig, SequenceMixer, check, lengths_mask, tag_ssm_param
+from ..config import check
+from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
 from .registry import register_mixer
 
 

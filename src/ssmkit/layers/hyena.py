@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 from ..ops.long_conv import long_conv
 from ..ops.short_conv import short_conv, short_conv_step
-from .base import MixerConfig, SequenceMixer, check, tag_ssm_param
+from ..config import check
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
 from .mamba import conv_state_at
 from .registry import register_mixer
 

@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from ._diagonal_lti import DiagonalSystem
-from .base import check, lengths_mask
+from ..config import check
+from .base import lengths_mask
 from .mamba import conv_state_at
 from .registry import register_mixer
 from .s4d import S4D, S4DConfig

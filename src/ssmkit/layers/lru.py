@@ -34,7 +34,8 @@ from ..core.discretize import discretize_diag
 from ..core.init import lru_init
 from ..ops.linear_scan import linear_scan
 from ._complex_io import complex_dtype, project_in, real_readout
-from .base import MixerConfig, SequenceMixer, check, lengths_mask, tag_ssm_param
+from ..config import check
+from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
 from .registry import register_mixer
 
 _SCAN_MODE = {"scan": "chunked", "reference": "reference"}

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from ..ops.selective_scan import mode_unavailable_reason as scan_unavailable_reason
 from ..ops.selective_scan import selective_scan
 from ..ops.short_conv import short_conv, short_conv_step
-from .base import MixerConfig, SequenceMixer, check, lengths_mask, log_once, tag_ssm_param
+from ..config import check
+from .base import MixerConfig, SequenceMixer, lengths_mask, log_once, tag_ssm_param
 from .registry import register_mixer
 
 

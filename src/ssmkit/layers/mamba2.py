@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from ..ops.short_conv import short_conv, short_conv_step
 from ..ops.ssd import ssd
-from .base import MixerConfig, SequenceMixer, check, lengths_mask, tag_ssm_param
+from ..config import check
+from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
 from .mamba import conv_state_at, inverse_softplus
 from .registry import register_mixer
 

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from ..ops.linear_scan import linear_scan
 from ..ops.short_conv import short_conv, short_conv_step
 from ._block_diagonal import BlockDiagonalLinear
-from .base import MixerConfig, SequenceMixer, check, lengths_mask, tag_ssm_param
+from ..config import check
+from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
 from .mamba import conv_state_at
 from .registry import register_mixer
 

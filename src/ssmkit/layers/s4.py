@@ -34,7 +34,8 @@ from ..core.hippo import dplr, low_rank
 from ..core.init import dt_init
 from ..core.precision import float32_core
 from ..ops.long_conv import long_conv
-from .base import MixerConfig, SequenceMixer, check, lengths_mask, tag_ssm_param
+from ..config import check
+from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
 from .registry import register_mixer
 
 # HiPPO measures whose normal part has N/2 eigenvalues with Im > 0 and their conjugates (fout has

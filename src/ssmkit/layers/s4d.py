@@ -19,7 +19,8 @@ from torch import nn
 
 from ..core.init import S4D_KINDS, dt_init, s4d_init
 from ._diagonal_lti import ContinuousSystem, DiagonalLTI, DiagonalLTIConfig, real_to_complex
-from .base import check, tag_ssm_param
+from ..config import check
+from .base import tag_ssm_param
 from .registry import register_mixer
 
 DISCRETIZATIONS = ("zoh", "bilinear")

@@ -33,7 +33,8 @@ from ..core.discretize import discretize_diag
 from ..core.init import S4D_KINDS, dt_init, s4d_init
 from ..core.vandermonde import vandermonde_kernel
 from ..ops.long_conv.fft import next_fast_len
-from .base import MixerConfig, SequenceMixer, check, tag_ssm_param
+from ..config import check
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
 from .registry import register_mixer
 
 

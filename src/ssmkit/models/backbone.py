@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import create_mixer
-from ..layers.base import check
+from ..config import check
 from ..layers.state import State
 
 NORMS = ("rmsnorm", "layernorm")

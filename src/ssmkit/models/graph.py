@@ -31,7 +31,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from ..layers.base import check
+from ..config import check
 from ..layers.bidirectional import COMBINES, Bidirectional
 from ..layers.registry import create_mixer
 from .backbone import BackboneConfig, make_norm

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..layers.base import check
+from ..config import check
 from .backbone import Backbone, BackboneConfig
 
 

@@ -15,13 +15,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..io import atomic_folder
 from .backbone import BackboneConfig
 from .lm import CausalLM
 
@@ -150,23 +150,15 @@ def load_pretrained(path: str | os.PathLike) -> CausalLM:
 
 
 def save_pretrained(model: CausalLM, path: str | os.PathLike) -> None:
-    """Write ``config.json`` + ``model.safetensors`` atomically (temp files, then rename)."""
+    """Write ``config.json`` + ``model.safetensors`` as one atomic folder write (``ssmkit.io``): a
+    reader, or a kill at any moment, finds the old pair or the new pair, never a mix; other files
+    already in the folder are kept."""
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
     tied = model.lm_head.weight is model.embedding.weight
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
     cfg = {"ssmkit": SSMKIT_FORMAT, "model": "CausalLM", "backbone": dataclasses.asdict(model.backbone.config),
            "vocab_size": model.vocab_size, "tie_embeddings": tied}
-    _atomic_write(folder / "model.safetensors", lambda f: _safetensors().save_file(state, f))
-    _atomic_write(folder / "config.json", lambda f: Path(f).write_text(json.dumps(cfg, indent=2)))
-
-
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    st = _safetensors()
+    with atomic_folder(folder, keep_existing=True) as tmp:
+        st.save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))

@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..layers.base import build_config
+from ..config import build_config
+from ..registry import Registry
 from .backbone import BackboneConfig
 
 
@@ -36,29 +37,20 @@ class NoConfig:
 
 
 Builder = Callable[[BackboneConfig, DataSpec, str, Any], nn.Module]
-_ARCHS: dict[str, tuple[Builder, type]] = {}
+ARCHS: Registry[Builder] = Registry("architecture")
 
 
 def register_arch(name: str, config_class: type = NoConfig) -> Callable[[Builder], Builder]:
     """``@register_arch("vision", VisionConfig)`` on ``build(backbone, spec, pool, cfg) -> nn.Module``."""
-
-    def decorator(builder: Builder) -> Builder:
-        if name in _ARCHS:
-            raise ValueError(f"architecture name '{name}' is already registered")
-        _ARCHS[name] = (builder, config_class)
-        return builder
-
-    return decorator
+    return ARCHS.register(name, config_class)
 
 
 def list_archs() -> list[str]:
-    return sorted(_ARCHS)
+    return ARCHS.names()
 
 
 def arch_config_class(name: str) -> type:
-    if name not in _ARCHS:
-        raise KeyError(f"unknown architecture {name!r}; registered: {list_archs()}")
-    return _ARCHS[name][1]
+    return ARCHS.config_class(name)
 
 
 def arch_config(name: str, cfg: dict[str, Any]) -> Any:
@@ -69,4 +61,4 @@ def arch_config(name: str, cfg: dict[str, Any]) -> Any:
 def create_model(arch: str, backbone: BackboneConfig, spec: DataSpec, pool: str = "mean", **cfg: Any) -> nn.Module:
     """Build architecture ``arch`` around a ``backbone`` stack for data described by ``spec``."""
     config = arch_config(arch, cfg)
-    return _ARCHS[arch][0](backbone, spec, pool, config)
+    return ARCHS.get(arch)(backbone, spec, pool, config)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..layers.base import check
+from ..config import check
 from .backbone import Backbone, BackboneConfig
 from .registry import DataSpec, NoConfig, register_arch
 

@@ -28,7 +28,8 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from ..layers.base import check, compact
+from ..config import check
+from ..layers.base import compact
 from .backbone import Backbone, BackboneConfig
 from .registry import DataSpec, register_arch
 from .revin import NORMS, RevIN

@@ -21,7 +21,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from ..layers.base import check
+from ..config import check
 from .backbone import BackboneConfig, Block, make_norm
 from .registry import DataSpec, register_arch
 from .scans import SCANS, ScanMixer

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layers.base import check
+from ..config import check
 from ..models.sequence_model import KINDS
 from ..models import BackboneConfig, DataSpec, create_model
 

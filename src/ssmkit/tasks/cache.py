@@ -12,12 +12,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from ..io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,13 @@ def cache_path(name: str, settings: dict[str, Any], suffix: str = ".npz") -> Pat
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an .npz atomically (temporary file in the same folder + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """Write ``arrays`` as an .npz atomically (``ssmkit.io.atomic_write``)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def load_arrays(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
@@ -111,16 +109,12 @@ def cached_memmap(
         except (OSError, ValueError, EOFError) as e:
             log.warning("cache file %s is unreadable (%s): deleting and rebuilding it", path, e)
             path.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
         fill(out)
         out.flush()
         del out
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
     return np.load(path, mmap_mode="r", allow_pickle=False)

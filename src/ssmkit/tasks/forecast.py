@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..layers.base import build_config, check
+from ..config import build_config, check
 from . import sources
 from .base import Batch, Task, TaskInfo, register_task, split_generator
 from .cache import cached_arrays

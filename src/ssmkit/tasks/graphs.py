@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-from ..layers.base import build_config, check
+from ..config import build_config, check
 from ..models import BackboneConfig, create_model
 from ..models.graph_structure import Graph, GraphSpec
 from .base import IGNORE, Batch, Task, TaskInfo, register_task, split_generator

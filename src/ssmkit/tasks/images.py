@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..layers.base import build_config, check
+from ..config import build_config, check
 from . import sources
 from .arrays import ExampleTask, Examples, stratified_split
 from .base import TaskInfo, register_task

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ..layers.base import build_config, check
+from ..config import build_config, check
 from .base import Batch, TaskInfo, register_task
 from .synthetic import GeneratedTask
 

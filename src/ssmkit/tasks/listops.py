@@ -27,7 +27,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..layers.base import build_config, check
+from ..config import build_config, check
 from .base import Batch, Task, TaskInfo, register_task, split_generator
 from .cache import cached_arrays
 

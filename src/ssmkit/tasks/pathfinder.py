@@ -44,7 +44,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..layers.base import build_config, check
+from ..config import build_config, check
 from .base import SPLITS, Batch, Task, TaskInfo, register_task, split_generator
 from .cache import cache_path, cached_memmap, load_arrays, save_arrays
 

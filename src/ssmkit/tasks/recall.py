@@ -34,7 +34,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from ..layers.base import build_config, check
+from ..config import build_config, check
 from .base import IGNORE, Batch, Task, TaskInfo, register_task, split_generator
 from .synthetic import GeneratedTask
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..layers.base import build_config, check
+from ..config import build_config, check
 from . import sources
 from .arrays import ExampleTask, Examples, stratified_split
 from .base import TaskInfo, register_task

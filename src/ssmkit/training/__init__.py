@@ -4,12 +4,12 @@
 bit for bit; the same code runs under ``torchrun``. See docs/training.md.
 """
 from .checkpoint import CheckpointError, latest_checkpoint, read_checkpoint
-from .config import TrainConfig, config_from_overrides
+from .config import TrainConfig
 from .loop import evaluate, fit
 from .optim import param_groups
 from .schedule import warmup_cosine
 
 __all__ = [
-    "CheckpointError", "TrainConfig", "config_from_overrides", "evaluate", "fit",
+    "CheckpointError", "TrainConfig", "evaluate", "fit",
     "latest_checkpoint", "param_groups", "read_checkpoint", "warmup_cosine",
 ]

@@ -10,9 +10,9 @@ A checkpoint is a folder ``step-XXXXXXXX/`` holding
   position and early-stopping state (``progress``), the config, each rank's RNG states (base64 of
   the generator's bytes), and the size and SHA-256 of every tensor file.
 
-Writing: every file goes into a hidden temporary folder, is flushed to disk, and the folder is
-then renamed to its final name (``os.replace``), so a reader sees a whole checkpoint or none; the
-``keep`` newest are kept. Reading checks format, version, sizes and checksums before loading
+Writing: every file goes into a hidden temporary folder, is flushed to disk, and the folder then
+takes its final name (``ssmkit.io.atomic_folder``), so a reader sees a whole checkpoint or none;
+the ``keep`` newest are kept. Reading checks format, version, sizes and checksums before loading
 anything, and every failure is a ``CheckpointError`` that names the file and what is wrong.
 """
 from __future__ import annotations
@@ -20,13 +20,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
+
+from ..io import atomic_folder, remove_stale
 
 FORMAT, VERSION = "ssmkit-checkpoint", 1
 STATE = "state.json"
@@ -116,16 +117,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some platforms cannot fsync a directory; the rename is still atomic there
-        pass
-    finally:
-        os.close(fd)
-
-
 def checkpoint_path(directory: str | Path, step: int) -> Path:
     return Path(directory) / f"step-{step:08d}"
 
@@ -136,30 +127,17 @@ def save_checkpoint(
     """Write ``files`` (name -> tensors) and ``state`` (JSON-able) as ``step-XXXXXXXX``; keep the newest ``keep``."""
     st = _safetensors()
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob(".step-*.tmp-*"):  # left by a writer that was killed mid-write
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale(directory, ".step-*.tmp-*")  # left by a writer that was killed mid-write
+    remove_stale(directory, ".step-*.old-*")
     final = checkpoint_path(directory, step)
-    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    record = {}
-    for name, tensors in files.items():
-        unique, aliases = _dedupe(tensors)
-        st.save_file(unique, str(tmp / name))
-        _fsync(tmp / name)
-        record[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name), "aliases": aliases}
-    meta = {"format": FORMAT, "version": VERSION, "step": step, **state, "files": record}
-    (tmp / STATE).write_text(json.dumps(meta, indent=1, allow_nan=True))
-    _fsync(tmp / STATE)
-    _fsync(tmp)
-    old = None
-    if final.exists():  # re-saving a step (a resumed run passing the same step): swap, then delete
-        old = directory / f".{final.name}.tmp-old-{os.getpid()}"
-        os.replace(final, old)
-    os.replace(tmp, final)  # the directory entry last: readers see all of it or nothing
-    _fsync(directory)
-    if old is not None:
-        shutil.rmtree(old)
+    with atomic_folder(final) as tmp:  # a resumed run re-saving a step replaces it whole
+        record = {}
+        for name, tensors in files.items():
+            unique, aliases = _dedupe(tensors)
+            st.save_file(unique, str(tmp / name))
+            record[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name), "aliases": aliases}
+        meta = {"format": FORMAT, "version": VERSION, "step": step, **state, "files": record}
+        (tmp / STATE).write_text(json.dumps(meta, indent=1, allow_nan=True))
     for stale_step in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(stale_step)
     return final

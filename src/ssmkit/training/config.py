@@ -1,20 +1,15 @@
-"""The typed training configuration, and ``key=value`` overrides parsed to each field's type.
+"""The typed training configuration.
 
 ``TrainConfig`` validates itself: every field's type (an int field refuses ``2.5`` and ``True``)
-and every range and cross-field rule, with a message that names the field.
-``config_from_overrides(TrainConfig, ["lr=1e-3", "bf16=true"])`` builds any config dataclass
-from command-line strings; unknown keys are rejected with the list of valid ones.
+and every range and cross-field rule, with a message that names the field. Command-line strings
+become a config through ``ssmkit.config.config_from_overrides(TrainConfig, ["lr=1e-3"])``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-import types
-import typing
-from typing import Any, Union
 
-from ..layers.base import check
+from ..config import check, check_types
 
 HIGHER_IS_BETTER = ("accuracy",)  # val metrics to maximize; every other metric (mse, bits, ...) is minimized
 
@@ -74,138 +69,3 @@ class TrainConfig:
         check(not self.tensorboard or bool(self.log_dir), "tensorboard", "needs log_dir to write events to")
         check(self.checkpoint_every == 0 or bool(self.checkpoint_dir), "checkpoint_every",
               "needs checkpoint_dir to write checkpoints to")
-
-
-# ---------------------------------------------------------------- types and overrides
-
-
-def _is_optional(tp: Any) -> tuple[bool, Any]:
-    """(True, X) for ``X | None``; (False, tp) otherwise."""
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return True, args[0]
-    return False, tp
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    optional, tp = _is_optional(tp)
-    if value is None:
-        return optional or tp is Any
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, tuple):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
-    if origin in (list, dict):
-        return isinstance(value, origin)
-    return isinstance(value, tp)
-
-
-def _type_name(tp: Any) -> str:
-    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
-
-
-def check_types(config: Any) -> None:
-    """Reject a field whose value does not have the annotated type; ints given to float fields
-    become floats (so a config written as ``lr=1`` saves and compares as 1.0)."""
-    hints = typing.get_type_hints(type(config))
-    for f in dataclasses.fields(config):
-        value, tp = getattr(config, f.name), hints[f.name]
-        if not _matches(value, tp):
-            raise TypeError(f"invalid config value for '{f.name}': expected {_type_name(tp)}, "
-                            f"got {value!r} ({type(value).__name__})")
-        setattr(config, f.name, _coerce(value, tp))
-
-
-def _coerce(value: Any, tp: Any) -> Any:
-    """ints in float positions become floats."""
-    tp = _is_optional(tp)[1]
-    if tp is float and isinstance(value, int):
-        return float(value)
-    if typing.get_origin(tp) is tuple and isinstance(value, tuple):
-        args = typing.get_args(tp)
-        kinds = [args[0]] * len(value) if args[1:] == (Ellipsis,) else args
-        return tuple(_coerce(v, k) for v, k in zip(value, kinds))
-    return value
-
-
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-
-
-def parse_value(text: str, tp: Any, field: str) -> Any:
-    """Parse one command-line string to the annotated type ``tp`` of ``field``."""
-    optional, inner = _is_optional(tp)
-    if optional and text.strip().lower() in ("none", "null"):
-        return None
-
-    def bad(expected: str) -> ValueError:
-        return ValueError(f"invalid value for '{field}': {text!r} is not {expected}")
-
-    origin = typing.get_origin(inner)
-    if inner is bool:
-        low = text.strip().lower()
-        if low in _TRUE or low in _FALSE:
-            return low in _TRUE
-        raise bad(f"a bool (one of {_TRUE + _FALSE})")
-    if inner is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise bad("an int") from None
-    if inner is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise bad("a float") from None
-    if inner is str:
-        return text
-    if origin in (tuple, list):
-        args = typing.get_args(inner)
-        items = [t.strip() for t in text.strip().strip("()[]").split(",") if t.strip()]
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis) and len(items) != len(args):
-            raise bad(f"{len(args)} comma-separated values")
-        kinds = [args[0]] * len(items) if len(args) == 1 or args[1:] == (Ellipsis,) else list(args)
-        return origin(parse_value(t, k, field) for t, k in zip(items, kinds))
-    if origin is dict or inner is Any:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            if inner is Any:
-                return text
-            raise bad('a JSON object such as {"d_state": 16}') from None
-        if origin is dict and not isinstance(value, dict):
-            raise bad("a JSON object")
-        return value
-    raise TypeError(f"field '{field}' has type {_type_name(tp)}, which key=value overrides cannot set")
-
-
-def config_from_overrides(config_class: type, overrides: list[str], base: Any = None) -> Any:
-    """Build ``config_class`` from ``["key=value", ...]`` on top of ``base`` (default: its defaults).
-
-    Values are parsed to each field's annotated type; an unknown key raises ``TypeError`` listing
-    the valid keys, an ill-typed value raises ``ValueError`` naming the field and the type.
-    """
-    hints = typing.get_type_hints(config_class)
-    valid = [f.name for f in dataclasses.fields(config_class)]
-    values = {} if base is None else {k: getattr(base, k) for k in valid}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"override {item!r} is not of the form key=value")
-        if key not in valid:
-            raise TypeError(f"unknown config key {key!r} for {config_class.__name__}; valid keys: {valid}")
-        values[key] = parse_value(text, hints[key], key)
-    return config_class(**values)

@@ -10,13 +10,13 @@ checkpoint's step, so the file reads as one uninterrupted run.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from torch import Tensor
 
+from ..io import write_text
 from .config import TrainConfig
 from .distributed import Dist, all_sum
 
@@ -147,6 +147,4 @@ def _truncate_after(path: Path, step: int) -> None:
         # the test record at the checkpoint's own step is written again at the resumed run's end
         if rec.get("step", 0) < step or (rec.get("step", 0) == step and rec.get("split") != "test"):
             kept.append(line)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(k + "\n" for k in kept))

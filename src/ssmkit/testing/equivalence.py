@@ -8,7 +8,7 @@ For one registered mixer, in float64 on random input, it compares against the ``
   state:<m>         forward from a non-zero initial state vs stepping from it
   mask:<m>          a padded batch (pads left, middle and right) vs each row run unpadded
   grad:<m>          gradients of input, parameters and initial state vs the reference mode
-Each row is the max relative error (see ``ssmkit.core.compare.rel_err``) and PASS/FAIL at ``tol``.
+Each row is the max relative error (see ``ssmkit.testing.tolerances.rel_err``) and PASS/FAIL at ``tol``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-from ..core.compare import rel_err
+from .tolerances import rel_err
 from ..layers import SequenceMixer, create_mixer, index_state
 from ..layers.base import _leaves
 from ..layers.state import map_state
