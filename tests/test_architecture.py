@@ -12,9 +12,9 @@ SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "ssmkit"
 ORDER = ["core", "ops", "layers", "models", "tasks", "training", "runs", "benchmarks", "cli"]
 # benchmarks sit below cli and may use runs, training and tasks; tasks may not import training, etc.
 RANK = {name: i + 1 for i, name in enumerate(ORDER)}
-# the foundation modules (typed configs, the generic registry, atomic writes, the allocator) import
-# no layer; the correctness checker (testing) builds mixers and sits just above layers
-RANK.update({"config": 0, "registry": 0, "io": 0, "runtime": 0, "testing": RANK["layers"] + 0.5})
+# the foundation modules (typed configs, the generic registry, atomic writes, the allocator, the
+# log-once helper) import no layer; the correctness checker (testing) builds mixers and sits just above layers
+RANK.update({"config": 0, "registry": 0, "io": 0, "runtime": 0, "log": 0, "testing": RANK["layers"] + 0.5})
 
 
 def _imports(path: pathlib.Path) -> list[str]:

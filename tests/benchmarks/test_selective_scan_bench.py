@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from ssmkit.benchmarks.selective_scan import bench_selective_scan, format_rows
-from ssmkit.ops.selective_scan import mode_unavailable_reason
+from ssmkit.ops.selective_scan import MODES
 
 
 def test_bench_rows_cover_every_runnable_mode():
     rows = bench_selective_scan(lengths=(8, 16), B=1, D=4, N=2, repeats=1, reference_max_length=8)
-    expected = {m for m in ("reference", "chunked", "cpp") if mode_unavailable_reason(m) is None}
+    expected = {m for m in ("reference", "chunked", "cpp") if MODES.unavailable_reason(m) is None}
     assert {r.impl for r in rows if r.length == 8} >= expected
     assert "reference" not in {r.impl for r in rows if r.length == 16}
     for r in rows:

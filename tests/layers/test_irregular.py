@@ -236,7 +236,7 @@ def test_fft_mode_rejects_dt_and_auto_falls_back_to_scan(caplog):
     with pytest.raises(ValueError, match="mode 'fft' cannot take per-token dt"):
         m(x, dt=dt, mode="fft")
     with caplog.at_level(logging.WARNING, logger="ssmkit"):
-        ssmkit.layers.base._logged_once.discard(
+        ssmkit.log._logged.discard(
             "S4D (mixer 's4d'): mode 'fft' cannot take per-token dt (a time-varying step); auto uses "
             "'scan' when dt is given")
         y = m(x, dt=dt)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_close_rel
 
+import ssmkit.log
 import ssmkit.ops.selective_scan as ss
 from ssmkit.ops.selective_scan import selective_scan, selective_scan_reference
 from ssmkit.ops.selective_scan.chunked import BOUND, MAX_CHUNK, ExpPair, chunk_spans
@@ -250,12 +251,12 @@ def test_modes_that_cannot_run_say_why():
 
 def test_auto_falls_back_to_chunked_and_logs_once(monkeypatch, caplog):
     monkeypatch.setattr(ss, "cpp_unavailable_reason", lambda: "no compiler (test)")
-    monkeypatch.setattr(ss, "_logged", set())
+    monkeypatch.setattr(ssmkit.log, "_logged", set())
     x = make(7)
     with caplog.at_level(logging.WARNING):
-        assert ss.resolve_mode("auto", x["u"]) == "chunked"
+        assert ss.MODES.resolve("auto", x["u"]) == "chunked"
         y, h = run(x, "auto")
-        assert ss.resolve_mode("auto", x["u"]) == "chunked"
+        assert ss.MODES.resolve("auto", x["u"]) == "chunked"
     assert [r.getMessage().count("no compiler (test)") for r in caplog.records] == [1]
     yr, hr = run(x, "reference")
     assert_close_rel(y, yr, 1e-10, name="auto fallback output")
@@ -266,5 +267,5 @@ def test_auto_falls_back_to_chunked_and_logs_once(monkeypatch, caplog):
 def test_auto_takes_cpp_when_it_can():
     if (reason := ss.cpp_unavailable_reason()) is not None:
         pytest.skip(f"the C++ kernel cannot be built here: {reason}")
-    assert ss.resolve_mode("auto", torch.zeros(1, 1, 1)) == "cpp"
-    assert ss.resolve_mode("auto", torch.zeros(1, 1, 1, dtype=torch.bfloat16)) == "chunked"
+    assert ss.MODES.resolve("auto", torch.zeros(1, 1, 1)) == "cpp"
+    assert ss.MODES.resolve("auto", torch.zeros(1, 1, 1, dtype=torch.bfloat16)) == "chunked"

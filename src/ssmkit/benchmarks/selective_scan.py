@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..ops.selective_scan import MODES, mode_unavailable_reason, selective_scan
+from ..ops.selective_scan import MODES, selective_scan
 
 
 @dataclasses.dataclass
@@ -106,7 +106,7 @@ def _impls(only: tuple[str, ...] | None = None) -> dict[str, Callable]:
     """Every mode that can run and the peers that are installed (or those named in ``only``)."""
     impls: dict[str, Callable] = {}
     for mode in MODES:
-        if (only is None or mode in only) and mode_unavailable_reason(mode) is None:
+        if (only is None or mode in only) and MODES.unavailable_reason(mode) is None:
             impls[mode] = functools.partial(_mode, mode)
     peer = _mambapy_scan()
     if peer is not None and (only is None or "mambapy.pscan" in only):

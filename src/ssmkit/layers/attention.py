@@ -123,7 +123,7 @@ class Attention(SequenceMixer):
         return 2 * self.d_model * length
 
     def _step(self, x_t: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
-        y, cache = self._forward(x_t[:, None], state, None, self.auto_mode(x_t[:, None]))
+        y, cache = self._forward(x_t[:, None], state, None, self.resolve_mode("auto", x_t[:, None]))
         return y[:, 0], cache
 
     def _forward(

@@ -28,24 +28,15 @@ explicit request raises. Every other family rejects dt with an error naming it.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..config import build_config, check
+from ..log import log_once
+from ..ops.dispatch import Modes
 from .state import State
-
-log = logging.getLogger("ssmkit")
-_logged_once: set[str] = set()
-
-
-def log_once(message: str) -> None:
-    """Log a warning the first time this exact message is seen (mode fallbacks are never silent)."""
-    if message not in _logged_once:
-        _logged_once.add(message)
-        log.warning(message)
 
 
 @dataclasses.dataclass
@@ -112,7 +103,9 @@ class SequenceMixer(nn.Module):
     Subclasses set ``modes`` (supported computation modes) and ``Config``; see the module doc.
     """
 
-    modes: ClassVar[tuple[str, ...]] = ()
+    # Names in auto's order of preference: a tuple, or the op's ``Modes`` when the layer's modes
+    # are its op's (the op then says why an optional mode cannot run; layers never repeat that).
+    modes: ClassVar[Modes | tuple[str, ...]] = ()
     Config: ClassVar[type[MixerConfig]] = MixerConfig
     mixer_name: ClassVar[str] = ""
     causal: ClassVar[bool] = True
@@ -214,24 +207,19 @@ class SequenceMixer(nn.Module):
         return self.state_size
 
     # ----------------------------------------------------------------- modes
+    def _modes(self) -> Modes:
+        return self.modes if isinstance(self.modes, Modes) else Modes(type(self).__name__, self.modes)
+
     def available_modes(self, x: Tensor | None = None) -> list[str]:
-        """The modes that can run on this device and input."""
-        return [m for m in self.modes if self.mode_unavailable_reason(m, x) is None]
-
-    def mode_unavailable_reason(self, mode: str, x: Tensor | None) -> str | None:
-        """Why ``mode`` cannot run for ``x`` (None when it can). Override for optional backends."""
-        return None
-
-    def auto_mode(self, x: Tensor) -> str:
-        """The fastest available mode for ``x``; the first of ``modes`` by default."""
-        return self.available_modes(x)[0]
+        """The modes that can run on this device and input (the op says why an optional one cannot)."""
+        return self._modes().available(x)
 
     def resolve_mode(self, mode: str, x: Tensor, *, with_dt: bool = False) -> str:
         """The mode to run: ``auto`` resolved for ``x``; with ``with_dt`` only a mode in ``dt_modes``."""
         self._check_mode_name(mode)
         dt_ok = self.dt_modes
         if mode == "auto":
-            chosen = self.auto_mode(x)
+            chosen = self._modes().resolve("auto", x, owner=self._label())
             if with_dt and dt_ok is not None and chosen not in dt_ok:
                 usable = [m for m in self.available_modes(x) if m in dt_ok]
                 if not usable:
@@ -243,16 +231,10 @@ class SequenceMixer(nn.Module):
         if with_dt and dt_ok is not None and mode not in dt_ok:
             raise ValueError(f"{self._label()}: mode '{mode}' cannot take per-token dt (a time-varying "
                              f"step); modes that can: {['auto', *dt_ok]}")
-        reason = self.mode_unavailable_reason(mode, x)
-        if reason is not None:
-            raise RuntimeError(f"{type(self).__name__}: mode '{mode}' cannot run here: {reason}")
-        return mode
+        return self._modes().resolve(mode, x, owner=type(self).__name__)
 
     def _check_mode_name(self, mode: str) -> None:
-        if mode != "auto" and mode not in self.modes:
-            raise ValueError(
-                f"{type(self).__name__} has no mode '{mode}'; modes: {['auto', *self.modes]}"
-            )
+        self._modes().check_name(mode, type(self).__name__)
 
     # ----------------------------------------------------------------- to implement
     def _forward(

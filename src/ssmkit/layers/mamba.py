@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.selective_scan import mode_unavailable_reason as scan_unavailable_reason
+from ..ops import selective_scan as selective_scan_op
 from ..ops.selective_scan import selective_scan
 from ..ops.short_conv import short_conv, short_conv_step
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, log_once, tag_ssm_param
+from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
 from .registry import register_mixer
 
 
@@ -77,7 +77,7 @@ class Mamba(SequenceMixer):
     """Selective SSM mixer (Mamba-1). Modes: ``cpp`` (compiled CPU scan), ``chunked``, ``reference``."""
 
     Config = MambaConfig
-    modes = ("cpp", "chunked", "reference")
+    modes = selective_scan_op.MODES  # cpp when the compiled kernel can run, chunked, reference
     accepts_dt = True  # Δ_t = dt_t · softplus(...)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
@@ -101,17 +101,6 @@ class Mamba(SequenceMixer):
             self.dt_proj.bias.copy_(inverse_softplus(dt.clamp(min=c.dt_init_floor)))
         for p in (self.A_log, self.D, self.dt_proj.bias):
             tag_ssm_param(p, lr=c.ssm_lr)
-
-    # ----------------------------------------------------------------- modes
-    def mode_unavailable_reason(self, mode: str, x: Tensor | None) -> str | None:
-        return scan_unavailable_reason(mode, x)  # device, dtype and compiler checks live in the op
-
-    def auto_mode(self, x: Tensor) -> str:
-        reason = self.mode_unavailable_reason("cpp", x)
-        if reason is None:
-            return "cpp"
-        log_once(f"mamba: compiled CPU scan unavailable ({reason}); using the chunked PyTorch scan")
-        return "chunked"
 
     # ----------------------------------------------------------------- forward / step
     def _split(self, xc: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -13,11 +13,12 @@ from torch import Tensor
 
 from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
-
+from ..dispatch import Modes
 from .chunked import delta_rule_chunked
 from .reference import delta_rule_reference
 
-MODES = ("reference", "chunked")
+MODES = Modes("delta_rule", {"chunked": delta_rule_chunked, "reference": delta_rule_reference},
+              options={"chunked": ("chunk_size",)})
 
 
 @float32_core
@@ -45,13 +46,7 @@ def delta_rule(
     checked (that would synchronize a GPU).
     """
     _validate(q, k, v, beta, log_alpha, initial_state, chunk_size)
-    if mode == "auto":
-        mode = "chunked"
-    if mode == "chunked":
-        return delta_rule_chunked(q, k, v, beta, log_alpha, initial_state, scale, chunk_size)
-    if mode == "reference":
-        return delta_rule_reference(q, k, v, beta, log_alpha, initial_state, scale)
-    raise ValueError(f"delta_rule has no mode {mode!r}; modes: {['auto', *MODES]}")
+    return MODES.run(mode, k, q, k, v, beta, log_alpha, initial_state, scale, chunk_size=chunk_size)
 
 
 def _validate(

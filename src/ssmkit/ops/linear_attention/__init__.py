@@ -14,12 +14,13 @@ from torch import Tensor
 
 from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
-
+from ..dispatch import Modes
 from .chunked import dyadic_scores, linear_attention_chunked
 from .parallel import linear_attention_parallel
 from .reference import linear_attention_reference
 
-MODES = ("reference", "parallel", "chunked")
+MODES = Modes("linear_attention", {"chunked": linear_attention_chunked, "parallel": linear_attention_parallel,
+                                   "reference": linear_attention_reference}, options={"chunked": ("chunk_size",)})
 
 
 @float32_core
@@ -46,15 +47,7 @@ def linear_attention(
     (that would synchronize a GPU); with log_decay ≤ 0 no mode exponentiates a positive number.
     """
     _validate(q, k, v, log_decay, initial_state, scale, chunk_size)
-    if mode == "auto":
-        mode = "chunked"
-    if mode == "chunked":
-        return linear_attention_chunked(q, k, v, log_decay, initial_state, scale, chunk_size)
-    if mode == "parallel":
-        return linear_attention_parallel(q, k, v, log_decay, initial_state, scale)
-    if mode == "reference":
-        return linear_attention_reference(q, k, v, log_decay, initial_state, scale)
-    raise ValueError(f"linear_attention has no mode {mode!r}; modes: {['auto', *MODES]}")
+    return MODES.run(mode, q, q, k, v, log_decay, initial_state, scale, chunk_size=chunk_size)
 
 
 def _validate(

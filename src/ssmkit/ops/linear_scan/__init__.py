@@ -12,10 +12,11 @@ import torch
 from torch import Tensor
 
 from ...core.precision import float32_core
+from ..dispatch import Modes
 from .chunked import linear_scan_chunked
 from .reference import linear_scan_reference
 
-MODES = {"reference": linear_scan_reference, "chunked": linear_scan_chunked}
+MODES = Modes("linear_scan", {"chunked": linear_scan_chunked, "reference": linear_scan_reference})
 
 
 def _check_inputs(a: Tensor, b: Tensor, initial_state: Tensor | None) -> None:
@@ -50,12 +51,8 @@ def linear_scan(
 
     ``a`` may be constant (*S), batch-shared (L, *S) or time-varying (B, L, *S); real or complex.
     """
-    if mode == "auto":
-        mode = "chunked"
-    if mode not in MODES:
-        raise ValueError(f"linear_scan has no mode {mode!r}; modes: {['auto', *MODES]}")
     _check_inputs(a, b, initial_state)
-    return MODES[mode](a, b, initial_state)
+    return MODES.run(mode, b, a, b, initial_state)
 
 
 __all__ = ["linear_scan", "linear_scan_reference", "linear_scan_chunked", "MODES"]

@@ -11,10 +11,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...core.precision import float32_core
+from ..dispatch import Modes
 from .fft import long_conv_fft
 from .reference import long_conv_reference
 
-MODES = {"reference": long_conv_reference, "fft": long_conv_fft}
+MODES = Modes("long_conv", {"fft": long_conv_fft, "reference": long_conv_reference})
 
 
 def _check_inputs(u: Tensor, k: Tensor, initial_state: Tensor | None) -> None:
@@ -40,12 +41,8 @@ def long_conv(
     u: Tensor, k: Tensor, initial_state: Tensor | None = None, mode: str = "auto"
 ) -> tuple[Tensor, Tensor]:
     """u: (B, L, H), k: (H, K), initial_state: (B, K-1, H) -> (y (B, L, H), final_state (B, K-1, H))."""
-    if mode == "auto":
-        mode = "fft"
-    if mode not in MODES:
-        raise ValueError(f"long_conv has no mode {mode!r}; modes: {['auto', *MODES]}")
     _check_inputs(u, k, initial_state)
-    return MODES[mode](u, k, initial_state)
+    return MODES.run(mode, u, u, k, initial_state)
 
 
 __all__ = ["long_conv", "long_conv_reference", "long_conv_fft", "MODES"]

@@ -13,11 +13,11 @@ from torch import Tensor
 
 from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
-
+from ..dispatch import Modes
 from .chunked import mlstm_chunked
 from .reference import mlstm_reference
 
-MODES = ("reference", "chunked")
+MODES = Modes("mlstm", {"chunked": mlstm_chunked, "reference": mlstm_reference}, options={"chunked": ("chunk_size",)})
 
 
 @float32_core
@@ -35,13 +35,7 @@ def mlstm(
     Returns (h (B, L, H, V), final_state (C, n, m)).
     """
     _validate(q, k, v, log_i, log_f, initial_state, chunk_size)
-    if mode == "auto":
-        mode = "chunked"
-    if mode == "chunked":
-        return mlstm_chunked(q, k, v, log_i, log_f, initial_state, chunk_size)
-    if mode == "reference":
-        return mlstm_reference(q, k, v, log_i, log_f, initial_state)
-    raise ValueError(f"mlstm has no mode {mode!r}; modes: {['auto', *MODES]}")
+    return MODES.run(mode, q, q, k, v, log_i, log_f, initial_state, chunk_size=chunk_size)
 
 
 def _validate(

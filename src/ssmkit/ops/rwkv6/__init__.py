@@ -13,11 +13,11 @@ from torch import Tensor
 
 from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
-
+from ..dispatch import Modes
 from .chunked import exclusive_dyadic_scores, rwkv6_chunked
 from .reference import rwkv6_reference
 
-MODES = ("reference", "chunked")
+MODES = Modes("rwkv6", {"chunked": rwkv6_chunked, "reference": rwkv6_reference}, options={"chunked": ("chunk_size",)})
 
 
 @float32_core
@@ -42,13 +42,7 @@ def rwkv6(
     would synchronize a GPU); with log_w <= 0 no mode exponentiates a positive number.
     """
     _validate(r, k, v, log_w, u, initial_state, chunk_size)
-    if mode == "auto":
-        mode = "chunked"
-    if mode == "chunked":
-        return rwkv6_chunked(r, k, v, log_w, u, initial_state, chunk_size)
-    if mode == "reference":
-        return rwkv6_reference(r, k, v, log_w, u, initial_state)
-    raise ValueError(f"rwkv6 has no mode {mode!r}; modes: {['auto', *MODES]}")
+    return MODES.run(mode, k, r, k, v, log_w, u, initial_state, chunk_size=chunk_size)
 
 
 def _validate(

@@ -38,7 +38,6 @@ _ISA_FLAGS = {
     "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
     "AVX2": ["-mavx2", "-mfma"],
 }
-_logged: set[str] = set()
 
 
 def _build_directory(tag: str) -> pathlib.Path:
@@ -90,14 +89,10 @@ def _library() -> ctypes.CDLL | str:
 
 
 def cpp_unavailable_reason() -> str | None:
-    """None when the C++ kernel is (or was just) built and loaded, else why not (logged once)."""
+    """None when the C++ kernel is (or was just) built and loaded, else why not (the op's mode
+    dispatch logs it once when ``auto`` falls back)."""
     lib = _library()
-    if isinstance(lib, str):
-        if lib not in _logged:
-            _logged.add(lib)
-            log.warning("selective_scan: C++ mode unavailable: %s", lib)
-        return lib
-    return None
+    return lib if isinstance(lib, str) else None
 
 
 def _ptr(t: Tensor | None) -> int | None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...core.precision import float32_core
+from ..dispatch import Modes
 from .conv1d import short_conv_conv1d
 from .reference import short_conv_reference
 from .step import short_conv_step
 
-MODES = {"reference": short_conv_reference, "conv1d": short_conv_conv1d}
+MODES = Modes("short_conv", {"conv1d": short_conv_conv1d, "reference": short_conv_reference})
 
 
 @float32_core
@@ -30,11 +31,7 @@ def short_conv(
     (None: zeros) -> (y (B, L, D), final_state (B, K-1, D) the last K-1 inputs of [state, x]).
     """
     _validate(x, weight, bias, initial_state)
-    if mode == "auto":
-        mode = "conv1d"
-    if mode not in MODES:
-        raise ValueError(f"short_conv has no mode {mode!r}; modes: {['auto', *MODES]}")
-    return MODES[mode](x, weight, bias, initial_state)
+    return MODES.run(mode, x, x, weight, bias, initial_state)
 
 
 def _validate(x: Tensor, weight: Tensor, bias: Tensor | None, initial_state: Tensor | None) -> None:

@@ -12,14 +12,15 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...core.precision import float32_core
+from ...core.segsum import segsum
 from .._validate import check_chunk_size, check_sequence, check_tensors, expect_shape
-
+from ..dispatch import Modes
 from .chunked import ssd_chunked
 from .quadratic import ssd_quadratic
 from .reference import ssd_reference
-from ...core.segsum import segsum
 
-MODES = ("reference", "quadratic", "chunked")
+MODES = Modes("ssd", {"chunked": ssd_chunked, "quadratic": ssd_quadratic, "reference": ssd_reference},
+              options={"chunked": ("chunk_size",)})
 
 
 @float32_core
@@ -46,15 +47,7 @@ def ssd(
     (that would synchronize a GPU); with dt >= 0 and A <= 0 no mode exponentiates a positive number.
     """
     _validate(x, dt, A, B, C, D, initial_state, chunk_size)
-    if mode == "auto":
-        mode = "chunked"
-    if mode == "chunked":
-        return ssd_chunked(x, dt, A, B, C, D, initial_state, chunk_size)
-    if mode == "quadratic":
-        return ssd_quadratic(x, dt, A, B, C, D, initial_state)
-    if mode == "reference":
-        return ssd_reference(x, dt, A, B, C, D, initial_state)
-    raise ValueError(f"ssd has no mode {mode!r}; modes: {['auto', *MODES]}")
+    return MODES.run(mode, x, x, dt, A, B, C, D, initial_state, chunk_size=chunk_size)
 
 
 def _validate(
