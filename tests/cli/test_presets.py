@@ -57,10 +57,10 @@ def test_unknown_preset_lists_the_presets():
 def test_overrides_are_typed_and_routed():
     run = apply_overrides(get_preset("copy_memory_demo"), [
         "d_model=16", "n_layers=1", "lr=1e-3", "bf16=true", "betas=0.8,0.9", "task.delay=5", "mixer.d_state=8",
-        "mixer.mode=scan", "pool=last"])
+        "mixer.mode=chunked", "pool=last"])
     assert (run.model.d_model, run.model.n_layers, run.train.lr, run.train.bf16) == (16, 1, 1e-3, True)
     assert run.train.betas == (0.8, 0.9) and run.task_cfg == {"delay": 5} and run.pool == "last"
-    assert run.model.mixer_cfg == {"d_state": 8, "mode": "scan"}
+    assert run.model.mixer_cfg == {"d_state": 8, "mode": "chunked"}
 
 
 @pytest.mark.parametrize("override, error, message", [

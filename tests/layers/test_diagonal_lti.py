@@ -1,4 +1,4 @@
-"""The modes shared by S4D and DSS (layers/_diagonal_lti.py): fft vs scan vs reference in float64.
+"""The modes shared by S4D and DSS (layers/_diagonal_lti.py): fft vs chunked vs reference in float64.
 
 Outputs, final state and gradients w.r.t. the input, the initial state and every parameter, on
 an odd length that spans several scan chunks with a partial last one, with and without padding.
@@ -48,7 +48,7 @@ def _run(m, x, h0, mode, mask=None):
 
 
 @pytest.mark.parametrize("key", list(CONFIGS))
-@pytest.mark.parametrize("mode", ["fft", "scan"])
+@pytest.mark.parametrize("mode", ["fft", "chunked"])
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 def test_mode_matches_reference(key, mode, padded):
     m, x, h0 = _setup(key)
@@ -68,11 +68,11 @@ def test_mode_matches_reference(key, mode, padded):
 
 @pytest.mark.parametrize("key", ["s4d-zoh-legs", "dss-softmax"])
 def test_state_carried_across_modes(key):
-    """fft on a prefix, scan on the rest with the carried state == one reference pass."""
+    """fft on a prefix, chunked on the rest with the carried state == one reference pass."""
     m, x, h0 = _setup(key)
     y_ref, (h_ref,) = m(x, (h0,), return_state=True, mode="reference")
     y1, s1 = m(x[:, :17], (h0,), return_state=True, mode="fft")
-    y2, (h2,) = m(x[:, 17:], s1, return_state=True, mode="scan")
+    y2, (h2,) = m(x[:, 17:], s1, return_state=True, mode="chunked")
     assert_close_rel(torch.cat([y1, y2], 1), y_ref, 1e-10, "output")
     assert_close_rel(h2, h_ref, 1e-10, "final state")
 

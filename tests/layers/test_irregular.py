@@ -229,7 +229,7 @@ def test_mamba2_equals_impulse_driven_continuous_solution(gen):
 
 
 # ----------------------------------------------------------------- interface behaviour
-def test_fft_mode_rejects_dt_and_auto_falls_back_to_scan(caplog):
+def test_fft_mode_rejects_dt_and_auto_falls_back_to_chunked(caplog):
     m = ssmkit.create_mixer("s4d", 4).double()
     x = torch.randn(1, 6, 4, dtype=torch.float64)
     dt = torch.full((1, 6), 0.5, dtype=torch.float64)
@@ -238,10 +238,10 @@ def test_fft_mode_rejects_dt_and_auto_falls_back_to_scan(caplog):
     with caplog.at_level(logging.WARNING, logger="ssmkit"):
         ssmkit.log._logged.discard(
             "S4D (mixer 's4d'): mode 'fft' cannot take per-token dt (a time-varying step); auto uses "
-            "'scan' when dt is given")
+            "'chunked' when dt is given")
         y = m(x, dt=dt)
-    assert "auto uses 'scan'" in caplog.text
-    assert torch.equal(y, m(x, dt=dt, mode="scan"))
+    assert "auto uses 'chunked'" in caplog.text
+    assert torch.equal(y, m(x, dt=dt, mode="chunked"))
 
 
 @pytest.mark.parametrize("name", ["s4d", "s5", "lru", "mamba"])
@@ -281,8 +281,8 @@ def test_s4d_bilinear_with_dt_is_consistent():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 7, 4, dtype=torch.float64, generator=g)
     dt = torch.exp(torch.randn(2, 7, dtype=torch.float64, generator=g))
-    assert_close_rel(m(x, dt=torch.ones_like(dt), mode="scan"), m(x, mode="scan"), 1e-13, "dt = 1")
-    y, s = m(x, dt=dt, return_state=True, mode="scan")
+    assert_close_rel(m(x, dt=torch.ones_like(dt), mode="chunked"), m(x, mode="chunked"), 1e-13, "dt = 1")
+    y, s = m(x, dt=dt, return_state=True, mode="chunked")
     ys, hs = _steps(m, x, dt, m.init_state(2, dtype=torch.float64))
     assert_close_rel(ys, y, 1e-12, "step")
     assert_close_rel(hs[-1][0], s[0], 1e-12, "state")

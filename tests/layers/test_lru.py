@@ -36,11 +36,11 @@ def test_scan_matches_reference_outputs_state_and_gradients(cfg, L):
     w = torch.randn(B, L, D_MODEL, generator=gen, dtype=torch.float64)
     params = list(m.parameters())
     results = {}
-    for mode in ("reference", "scan"):
+    for mode in ("reference", "chunked"):
         y, (h,) = m(x, (h0,), mask=mask, return_state=True, mode=mode)
         loss = (y * w).sum() + (h.real * 0.7 + h.imag * 1.3).sum()
         results[mode] = (y, h, torch.autograd.grad(loss, [x, h0, *params]))
-    (y_r, h_r, g_r), (y_s, h_s, g_s) = results["reference"], results["scan"]
+    (y_r, h_r, g_r), (y_s, h_s, g_s) = results["reference"], results["chunked"]
     assert_close_rel(y_s, y_r, 1e-10, "y")
     assert_close_rel(h_s, h_r, 1e-10, "final state")
     names = ["x", "h0", *(name for name, _ in m.named_parameters())]
@@ -48,7 +48,7 @@ def test_scan_matches_reference_outputs_state_and_gradients(cfg, L):
         assert_close_rel(a, b, 1e-10, f"grad {name}")
 
 
-@pytest.mark.parametrize("mode", ["reference", "scan"])
+@pytest.mark.parametrize("mode", ["reference", "chunked"])
 def test_matches_paper_equations_written_out(mode):
     """h_t = lambda h_{t-1} + gamma B x_t, lambda = exp(-e^nu + i e^theta), then GELU and GLU."""
     m = make_lru(1)
@@ -111,11 +111,11 @@ def test_gamma_normalization_gives_unit_state_variance_for_white_noise():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(256, 200, D, generator=gen, dtype=torch.float64)
     with torch.no_grad():
-        _, (h,) = m(x, return_state=True, mode="scan")
+        _, (h,) = m(x, return_state=True, mode="chunked")
         var = (h.abs() ** 2).mean().item()
         assert abs(var - 1.0) < 0.12, f"state variance {var:.3f}, expected 1 +- 0.12"
         m.gamma_log.zero_()
-        _, (h,) = m(x, return_state=True, mode="scan")
+        _, (h,) = m(x, return_state=True, mode="chunked")
         assert (h.abs() ** 2).mean().item() > 2.0
 
 

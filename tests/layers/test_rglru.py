@@ -30,10 +30,10 @@ def test_scan_matches_reference_with_mask_and_state(L):
     x = torch.randn(B, L, D, generator=gen, dtype=torch.float64, requires_grad=True)
     s0 = [torch.randn(t.shape, generator=gen, dtype=torch.float64).requires_grad_(True)
           for t in m.init_state(B, dtype=torch.float64)]
-    assert_mode_matches_reference(m, "scan", x, s0, gen, ["conv", "h"], 1e-12, 1e-11)
+    assert_mode_matches_reference(m, "chunked", x, s0, gen, ["conv", "h"], 1e-12, 1e-11)
 
 
-@pytest.mark.parametrize("mode", ["scan", "reference"])
+@pytest.mark.parametrize("mode", ["chunked", "reference"])
 def test_paper_equations_written_out(mode):
     m = make(2)
     with torch.no_grad():

@@ -51,12 +51,12 @@ def test_scan_matches_reference_outputs_state_and_gradients(cfg, L):
     w = torch.randn(B, L, D_MODEL, generator=gen, dtype=torch.float64)
     params = list(m.parameters())
     results = {}
-    for mode in ("reference", "scan"):
+    for mode in ("reference", "chunked"):
         y, h, loss = run(m, x, h0, mask, mode, w)
         grads = torch.autograd.grad(loss, [x, h0, *params])
         results[mode] = (y, h, grads)
     y_r, h_r, g_r = results["reference"]
-    y_s, h_s, g_s = results["scan"]
+    y_s, h_s, g_s = results["chunked"]
     assert_close_rel(y_s, y_r, 1e-10, "y")
     assert_close_rel(h_s, h_r, 1e-10, "final state")
     names = ["x", "h0", *(name for name, _ in m.named_parameters())]
@@ -125,7 +125,7 @@ def test_equals_dense_ssm_in_original_basis(method, conj_sym):
         s = s @ dA.T + u[:, k].to(dA.dtype) @ dB.T
         ys.append((s @ Cd.T).real + m.D.detach() * u[:, k])
     expected = F.gelu(torch.stack(ys, dim=1))
-    for mode in ("reference", "scan"):
+    for mode in ("reference", "chunked"):
         y, (h,) = m(u, (h0,), return_state=True, mode=mode)
         assert_close_rel(y, expected, 1e-10, f"y ({mode})")
         x_final = (torch.cat([h, h.conj()], dim=1) if conj_sym else h) @ V.T

@@ -12,7 +12,7 @@ and this base runs it in every mode (docs/math/s4d.md):
                  ``long_conv`` mode fft; an incoming state adds Re(sum_n C_n dA_n^{t+1} h0_n); the
                  final state is dA^len h0 + dB * sum_t dA^{L-1-t} w_t with w the input, each row
                  right-aligned, a chunked matmul (``vandermonde_contract``), never (B, H, N, L);
-- ``scan``:      the recurrence through ``linear_scan`` mode ``chunked``, C tokens per
+- ``chunked``:   the recurrence through ``linear_scan`` mode ``chunked``, C tokens per
                  call so that the states held at once are (B, C, H, N);
 - ``reference``: the recurrence through ``linear_scan`` mode ``reference`` over the whole sequence.
 
@@ -20,7 +20,7 @@ Then y -> Linear(D, 2D) -> GLU of dropout(GELU(y)), the S4D paper's standalone l
 
 Irregular sampling (docs/irregular.md): a family that also gives its ``continuous_system``
 (A, B, C, learned step, rule) accepts per-token time deltas dt (B, L): token t is discretized
-with the step dt_t · Δ, so the system is no longer LTI and only the scan / reference modes run it
+with the step dt_t · Δ, so the system is no longer LTI and only the chunked / reference modes run it
 (``dt_modes``). C stays the learned-step readout.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ class DiagonalLTIConfig(MixerConfig):
     dt_max: float = 1e-1  # largest initial step dt
     dropout: float = 0.0  # dropout after the GELU, before the output projection
     ssm_lr: float | None = 1e-3  # learning rate of A and dt (None: the optimizer's default)
-    scan_chunk: int = 256  # C: tokens per linear_scan call in "scan" mode (memory O(B C H N))
+    scan_chunk: int = 256  # C: tokens per linear_scan call in "chunked" mode (memory O(B C H N))
 
     def __post_init__(self) -> None:
         n = self.d_state
@@ -115,7 +115,7 @@ def _time_varying_terms(c: ContinuousSystem, dt: Tensor, u: Tensor) -> tuple[Ten
 class DiagonalLTI(SequenceMixer):
     """Base of the diagonal LTI families; subclasses implement ``discrete_system``."""
 
-    modes = ("fft", "scan", "reference")
+    modes = ("fft", "chunked", "reference")  # long_conv's fft, then linear_scan's modes
     final_state_optional = True  # fft mode skips the state contraction when no one asks for it
     config: DiagonalLTIConfig
 
@@ -127,7 +127,7 @@ class DiagonalLTI(SequenceMixer):
         self.dropout = nn.Dropout(self.config.dropout)
         self.output_linear = nn.Linear(H, 2 * H)
 
-    dt_modes = ("scan", "reference")  # fft needs one step for every token (an LTI kernel)
+    dt_modes = ("chunked", "reference")  # fft needs one step for every token (an LTI kernel)
 
     def continuous_system(self) -> ContinuousSystem:
         """(A, B, C, learned step, rule); a family gives this (and gets ``discrete_system`` from it)
@@ -180,14 +180,14 @@ class DiagonalLTI(SequenceMixer):
     ) -> tuple[Tensor, tuple[Tensor] | None]:
         h0 = None if state is None else state[0]
         if dt is not None:  # the base allows only dt_modes here
-            chunk = self.config.scan_chunk if mode == "scan" else x.shape[1]
+            chunk = self.config.scan_chunk if mode == "chunked" else x.shape[1]
             y, h = self._forward_scan(x, h0, lengths, None, chunk, mode, dt)
             return self._post(y, x), (h,) if need_state else None
         s = self.discrete_system()
         if mode == "fft":
             y, h = self._forward_fft(x, h0, lengths, s, need_state)
         else:
-            chunk = self.config.scan_chunk if mode == "scan" else x.shape[1]
+            chunk = self.config.scan_chunk if mode == "chunked" else x.shape[1]
             y, h = self._forward_scan(x, h0, lengths, s, chunk, mode)
         return self._post(y, x), (h,) if need_state else None
 
@@ -225,7 +225,6 @@ class DiagonalLTI(SequenceMixer):
     ) -> tuple[Tensor, Tensor]:
         """The recurrence C tokens at a time; with dt (B, L) the system of each chunk is discretized
         per token (B, C, H, N), so the time-varying decays never exist for the whole length."""
-        scan_mode = "chunked" if mode == "scan" else "reference"
         B, L, H = x.shape
         mask = None if lengths is None else lengths_mask(lengths, L)
         cs = None if dt is None else self.continuous_system()
@@ -242,6 +241,6 @@ class DiagonalLTI(SequenceMixer):
                 m = mask[:, t0:t0 + chunk, None, None]
                 a = torch.where(m, a, torch.ones_like(a))
                 b = b * m
-            hs, h = linear_scan_op.linear_scan(a, b, h, mode=scan_mode)
+            hs, h = linear_scan_op.linear_scan(a, b, h, mode=mode)
             ys.append((C * hs).real.sum(-1))  # (B, C, H)
         return torch.cat(ys, dim=1), h

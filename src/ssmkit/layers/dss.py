@@ -9,7 +9,7 @@ w (H, N/2) and dt = exp(log_dt) (H,):
 
 Both are the diagonal recurrence dA = e^{Lambda dt}, dB = (e^{Lambda dt} - 1)/Lambda,
 C = w (exp) or w / (e^{Lambda dt l_max} - 1) (softmax), derived in docs/math/dss.md, so every
-mode of ``_diagonal_lti`` (fft / scan / reference, step, carried state) applies.
+mode of ``_diagonal_lti`` (fft / chunked / reference, step, carried state) applies.
 
 Two choices differ from the paper, both so that the layer is a stable streaming recurrence:
 the softmax normalizes over a fixed length ``l_max`` (the paper uses the input length, which

@@ -11,7 +11,7 @@ With F = expand * D (gate width) and H = d_ssm (the reduced SSM width):
     o  = W_o (uc * v)                   (B, L, D)
 
 The SSM is this library's DSS recurrence (``layers/dss.py``; variant ``exp`` by default), run by
-its own modes (fft / scan / reference) with its state handling, so GSS inherits exact state carry,
+its own modes (fft / chunked / reference) with its state handling, so GSS inherits exact state carry,
 padding and ``step``. The paper's pre-norm and residual (``shortcut``) belong to the model's block.
 docs/math/gss.md.
 """

@@ -11,8 +11,8 @@ for Long Sequences". Equations implemented (derivation of the normalization: doc
 
 The last line is the paper's block output (its Fig. 1: a position-wise GLU after the recurrence;
 GELU then GLU as in the minimal-LRU reproduction). Normalization, dropout and the residual belong
-to the model's block. The recurrence
-runs through ``ops.linear_scan``: "scan" is its chunked (parallel) mode, "reference" its loop.
+to the model's block. The recurrence runs through ``ops.linear_scan``, whose modes are the layer's:
+``chunked`` (parallel over chunks) and ``reference`` (its loop).
 
 Irregular sampling (docs/irregular.md): the LRU has no step, so per-token time deltas dt (B, L)
 read lambda as the one-unit-of-time propagator of the continuous system h' = log(lambda) h + ...:
@@ -32,14 +32,12 @@ from torch import Tensor, nn
 
 from ..core.discretize import discretize_diag
 from ..core.init import lru_init
+from ..ops import linear_scan as linear_scan_op
 from ..ops.linear_scan import linear_scan
 from ._complex_io import complex_dtype, project_in, real_readout
 from ..config import check
 from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
 from .registry import register_mixer
-
-_SCAN_MODE = {"scan": "chunked", "reference": "reference"}
-
 
 @dataclass
 class LRUConfig(MixerConfig):
@@ -77,7 +75,7 @@ class LRU(SequenceMixer):
     """
 
     Config = LRUConfig
-    modes = ("scan", "reference")
+    modes = linear_scan_op.MODES
     accepts_dt = True  # lambda^{dt_t} with the zero-order-hold input scaling (module doc)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
@@ -148,7 +146,7 @@ class LRU(SequenceMixer):
             a = torch.where(real, lam, torch.ones_like(lam))
             bu = bu * real
         h0 = None if state is None else state[0].to(bu.dtype)
-        h, h_last = linear_scan(a, bu, h0, mode=_SCAN_MODE[mode])
+        h, h_last = linear_scan(a, bu, h0, mode=mode)
         return self.output_block(h, x), (h_last,)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None = None):

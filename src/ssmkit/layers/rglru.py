@@ -10,7 +10,7 @@ Recurrences with Local Attention for Efficient Language Models"), Fig. 2 and Sec
 
 Λ starts with a^c uniform on [a_min, a_max] = [0.9, 0.999] (paper Sec. 2.4; the released code
 puts a itself on that ring instead). sqrt(1 - a_t²) is computed as sqrt(-expm1(2 log a_t)),
-exact near a_t = 1. Modes: ``scan`` = ops.linear_scan chunked, ``reference`` = its loop.
+exact near a_t = 1. Modes: ops.linear_scan's, ``chunked`` and ``reference`` (its loop).
 Padded steps get a_t = 1 and input 0. The state is (conv_state (B, 3, W), h (B, W)).
 Derivation and the normalization argument: docs/math/rglru.md.
 """
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops import linear_scan as linear_scan_op
 from ..ops.linear_scan import linear_scan
 from ..ops.short_conv import short_conv, short_conv_step
 from ._block_diagonal import BlockDiagonalLinear
@@ -30,9 +31,6 @@ from ..config import check
 from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
 from .mamba import conv_state_at
 from .registry import register_mixer
-
-_SCAN_MODE = {"scan": "chunked", "reference": "reference"}
-
 
 @dataclasses.dataclass
 class RGLRUConfig(MixerConfig):
@@ -66,10 +64,10 @@ def rglru_lambda_init(W: int, c: float, a_min: float, a_max: float) -> Tensor:
 
 @register_mixer("rglru")
 class RGLRU(SequenceMixer):
-    """Griffin's recurrent block (B, L, D) -> (B, L, D). Modes: ``scan`` (chunked linear scan), ``reference``."""
+    """Griffin's recurrent block (B, L, D) -> (B, L, D). Modes: ``chunked`` (linear scan), ``reference``."""
 
     Config = RGLRUConfig
-    modes = ("scan", "reference")
+    modes = linear_scan_op.MODES
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -108,7 +106,7 @@ class RGLRU(SequenceMixer):
             a = torch.where(real, a, 1.0)
             b = b * real
             conv_final = conv_state_at(xb, conv_state, lengths, self.config.conv_kernel)
-        h, h_last = linear_scan(a, b, h0, mode=_SCAN_MODE[mode])
+        h, h_last = linear_scan(a, b, h0, mode=mode)
         return self.linear_out(g * h), (conv_final, h_last)
 
     def _step(self, x_t, state):

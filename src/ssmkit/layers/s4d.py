@@ -6,9 +6,9 @@ Per channel h (H = D channels), N/2 complex modes with their implicit conjugates
     A = -exp(log_A_real) + i A_imag,   dt = exp(log_dt),   (dA, dB) = discretize(A, B, dt)
     h_t = dA h_{t-1} + dB u_t,   y_t = 2 Re(C h_t) + D u_t      (K_l = 2 Re(sum_n C_n dB_n dA_n^l))
 
-followed by GELU, dropout and Linear(D, 2D) + GLU. The modes (fft / scan / reference) and state
+followed by GELU, dropout and Linear(D, 2D) + GLU. The modes (fft / chunked / reference) and state
 handling live in ``_diagonal_lti``; the derivations in docs/math/s4d.md. Per-token time deltas
-dt (B, L) scale the step (irregular sampling, scan / reference modes; docs/irregular.md).
+dt (B, L) scale the step (irregular sampling, chunked / reference modes; docs/irregular.md).
 """
 from __future__ import annotations
 

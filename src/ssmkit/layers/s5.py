@@ -12,8 +12,8 @@ Equations implemented (derivation and the dense-SSM equivalence: docs/math/s5.md
 
 B~ = V^{-1} B and C~ = C V are the input / output matrices in the eigenbasis V of the block-
 diagonal HiPPO-N matrix (``core.init.s5_init``); they are trained directly, stored as real and
-imaginary parts. The recurrence runs through ``ops.linear_scan``: "scan" is its chunked
-(parallel) mode, "reference" its sequential loop.
+imaginary parts. The recurrence runs through ``ops.linear_scan``, whose modes are the layer's:
+``chunked`` (parallel over chunks) and ``reference`` (its sequential loop).
 
 Irregular sampling (docs/irregular.md): per-token time deltas dt (B, L) discretize token t with
 the steps dt_t · dt (every mode), so dLambda and dB vary over time.
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..core.discretize import discretize_diag
 from ..core.init import dt_init, s5_init
+from ..ops import linear_scan as linear_scan_op
 from ..ops.linear_scan import linear_scan
 from ._complex_io import complex_dtype, project_in, real_readout
 from ..config import check
@@ -37,7 +38,6 @@ from .registry import register_mixer
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 ACTIVATIONS = ("half_glu", "full_glu", "gelu")
-_SCAN_MODE = {"scan": "chunked", "reference": "reference"}
 
 
 @dataclass
@@ -96,7 +96,7 @@ class S5(SequenceMixer):
     """
 
     Config = S5Config
-    modes = ("scan", "reference")
+    modes = linear_scan_op.MODES
     accepts_dt = True  # token t uses the steps dt_t · exp(log_dt)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
@@ -183,7 +183,7 @@ class S5(SequenceMixer):
             a = torch.where(real, dA, torch.ones_like(dA))
             bu = bu * real
         h0 = None if state is None else state[0].to(bu.dtype)
-        h, h_last = linear_scan(a, bu, h0, mode=_SCAN_MODE[mode])
+        h, h_last = linear_scan(a, bu, h0, mode=mode)
         return self.output_block(h, x), (h_last,)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None = None):
