@@ -6,6 +6,7 @@
 Modes (one signature, one result): ``reference`` (loop over t) and ``chunked`` (WY / UT
 transform inside chunks, matmul state passing across). ``auto`` is always ``chunked``, whatever
 the length or device. See README.md and docs/math/deltanet.md.
+``delta_rule_step`` advances one token.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .._validate import check_chunk_size, check_sequence, check_tensors, check_v
 from ..dispatch import Modes
 from .chunked import delta_rule_chunked
 from .reference import delta_rule_reference
+from .step import delta_rule_step
 
 MODES = Modes("delta_rule", {"chunked": delta_rule_chunked, "reference": delta_rule_reference},
               options={"chunked": ("chunk_size",)})
@@ -67,4 +69,4 @@ def _validate(
     check_chunk_size(op, chunk_size)
 
 
-__all__ = ["delta_rule", "delta_rule_reference", "delta_rule_chunked", "MODES"]
+__all__ = ["delta_rule", "delta_rule_reference", "delta_rule_step", "delta_rule_chunked", "MODES"]

@@ -6,6 +6,7 @@
 dependent) or a vector along K (GLA, HGRN2). Modes (one signature, one result): ``reference``
 (loop over t), ``parallel`` (masked quadratic form, O(L²)), ``chunked`` (quadratic inside chunks,
 a recurrence over chunk states). ``auto`` is always ``chunked``, whatever the length or device.
+``linear_attention_step`` advances one token.
 See README.md and docs/math/linear_attention.md.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..dispatch import Modes
 from .chunked import dyadic_scores, linear_attention_chunked
 from .parallel import linear_attention_parallel
 from .reference import linear_attention_reference
+from .step import linear_attention_step
 
 MODES = Modes("linear_attention", {"chunked": linear_attention_chunked, "parallel": linear_attention_parallel,
                                    "reference": linear_attention_reference}, options={"chunked": ("chunk_size",)})
@@ -75,5 +77,5 @@ def _validate(
 
 __all__ = [
     "linear_attention", "linear_attention_reference", "linear_attention_parallel",
-    "linear_attention_chunked", "dyadic_scores", "MODES",
+    "linear_attention_chunked", "linear_attention_step", "dyadic_scores", "MODES",
 ]

@@ -5,6 +5,8 @@ Modes (same signature, same result up to rounding; see README.md):
 - ``chunked``: plain PyTorch, 2C + L/C Python steps on (B, L/C, *S) slabs, custom backward.
 - ``auto``: always ``chunked``, on every device and length (it is exact arithmetic reordered, so
   there is nothing to gain from switching on the input and a switch would change rounding).
+
+``linear_scan_step`` advances one step (streaming; the reference loop is made of it).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from ...core.precision import float32_core
 from ..dispatch import Modes
 from .chunked import linear_scan_chunked
 from .reference import linear_scan_reference
+from .step import linear_scan_step
 
 MODES = Modes("linear_scan", {"chunked": linear_scan_chunked, "reference": linear_scan_reference})
 
@@ -55,4 +58,4 @@ def linear_scan(
     return MODES.run(mode, b, a, b, initial_state)
 
 
-__all__ = ["linear_scan", "linear_scan_reference", "linear_scan_chunked", "MODES"]
+__all__ = ["linear_scan", "linear_scan_reference", "linear_scan_chunked", "linear_scan_step", "MODES"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .step import linear_scan_step
+
 
 def linear_scan_reference(
     a: Tensor, b: Tensor, initial_state: Tensor | None = None
@@ -17,6 +19,6 @@ def linear_scan_reference(
     hs = []
     # unbind, not a[:, t]: its backward stacks the L gradients once instead of L full-size scatters.
     for a_t, b_t in zip(a.unbind(1), b.unbind(1)):
-        h = a_t * h + b_t
+        _, h = linear_scan_step(a_t, b_t, h)
         hs.append(h)
     return torch.stack(hs, dim=1), h

@@ -4,7 +4,8 @@ Modes (same signature, same result up to rounding; see README.md):
 - ``reference``: the sum over the K taps, the ground truth.
 - ``fft``: O(L log L) FFT convolution.
 - ``auto``: always ``fft``.
-The state is the input history (the last K-1 inputs), so a split sequence continues exactly.
+The state is the input history (the last K-1 inputs), so a split sequence continues exactly;
+``long_conv_step`` advances one token.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ...core.precision import float32_core
 from ..dispatch import Modes
 from .fft import long_conv_fft
 from .reference import long_conv_reference
+from .step import long_conv_step
 
 MODES = Modes("long_conv", {"fft": long_conv_fft, "reference": long_conv_reference})
 
@@ -45,4 +47,4 @@ def long_conv(
     return MODES.run(mode, u, u, k, initial_state)
 
 
-__all__ = ["long_conv", "long_conv_reference", "long_conv_fft", "MODES"]
+__all__ = ["long_conv", "long_conv_reference", "long_conv_fft", "long_conv_step", "MODES"]

@@ -6,6 +6,7 @@
 
 Modes (one signature, one result up to rounding): ``reference`` (loop over t), ``chunked``
 (chunkwise parallel, stabilized in log space). ``auto`` is always ``chunked``. See README.md.
+``mlstm_step`` advances one token.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .._validate import check_chunk_size, check_sequence, check_tensors, check_v
 from ..dispatch import Modes
 from .chunked import mlstm_chunked
 from .reference import mlstm_reference
+from .step import mlstm_step
 
 MODES = Modes("mlstm", {"chunked": mlstm_chunked, "reference": mlstm_reference}, options={"chunked": ("chunk_size",)})
 
@@ -60,4 +62,4 @@ def _validate(
     check_chunk_size(op, chunk_size)
 
 
-__all__ = ["mlstm", "mlstm_reference", "mlstm_chunked", "MODES"]
+__all__ = ["mlstm", "mlstm_reference", "mlstm_step", "mlstm_chunked", "MODES"]

@@ -6,6 +6,7 @@ per head, S (K, V), w_t = exp(log_w_t) per key channel, u the bonus of the curre
 Modes (one signature, one result): ``reference`` (loop over t) and ``chunked`` (matmul form with
 cumulative log-decays, every exponent <= 0). ``auto`` is always ``chunked``, whatever the length
 or device. See README.md and docs/math/rwkv6.md.
+``rwkv6_step`` advances one token.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .._validate import check_chunk_size, check_sequence, check_tensors, check_v
 from ..dispatch import Modes
 from .chunked import exclusive_dyadic_scores, rwkv6_chunked
 from .reference import rwkv6_reference
+from .step import rwkv6_step
 
 MODES = Modes("rwkv6", {"chunked": rwkv6_chunked, "reference": rwkv6_reference}, options={"chunked": ("chunk_size",)})
 
@@ -62,4 +64,4 @@ def _validate(
     check_chunk_size(op, chunk_size)
 
 
-__all__ = ["rwkv6", "rwkv6_reference", "rwkv6_chunked", "exclusive_dyadic_scores", "MODES"]
+__all__ = ["rwkv6", "rwkv6_reference", "rwkv6_step", "rwkv6_chunked", "exclusive_dyadic_scores", "MODES"]

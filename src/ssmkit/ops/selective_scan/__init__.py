@@ -3,6 +3,7 @@
 Modes: ``reference`` (a loop, the ground truth), ``chunked`` (pure PyTorch, whole-chunk tensor
 ops), ``cpp`` (a C++ CPU kernel built at first use). ``auto`` takes ``cpp`` when it can run and
 otherwise ``chunked``, logging why once. Math and stability tricks: README.md beside this file.
+``selective_scan_step`` advances one token (streaming; the reference loop is made of it).
 
 Masking: a step with dt = 0 is the identity on the state (exp(0) = 1 and its input dt B u = 0), in
 every mode exactly. A layer masks padding by passing the post-softplus dt with zeros at padded
@@ -18,6 +19,7 @@ from .chunked import selective_scan_chunked
 from .cpp import DTYPES as CPP_DTYPES
 from .cpp import cpp_unavailable_reason, selective_scan_cpp
 from .reference import selective_scan_reference
+from .step import selective_scan_step
 from .validate import check_inputs
 
 
@@ -64,6 +66,7 @@ __all__ = [
     "selective_scan_reference",
     "selective_scan_chunked",
     "selective_scan_cpp",
+    "selective_scan_step",
     "cpp_unavailable_reason",
     "MODES",
 ]

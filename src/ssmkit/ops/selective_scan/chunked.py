@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .reference import discretized_step
+from .step import discretized_step
 
 BOUND = {torch.float32: 60.0, torch.float64: 600.0}  # other dtypes are computed in float32
 MAX_CHUNK = 64

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .reference import discretized_step
+from .step import discretized_step
 from .validate import check_inputs
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@
 
 Modes (one signature, one result): ``reference`` (loop over t), ``quadratic`` (masked attention
 form, O(L^2)), ``chunked`` (the SSD algorithm). ``auto`` is always ``chunked``, whatever the
-length or device. See README.md and docs/math/ssd.md.
+length or device. ``ssd_step`` advances one token. See README.md and docs/math/ssd.md.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ..dispatch import Modes
 from .chunked import ssd_chunked
 from .quadratic import ssd_quadratic
 from .reference import ssd_reference
+from .step import ssd_step
 
 MODES = Modes("ssd", {"chunked": ssd_chunked, "quadratic": ssd_quadratic, "reference": ssd_reference},
               options={"chunked": ("chunk_size",)})
@@ -73,4 +74,4 @@ def _validate(
     check_chunk_size(op, chunk_size)
 
 
-__all__ = ["ssd", "ssd_reference", "ssd_quadratic", "ssd_chunked", "segsum", "MODES"]
+__all__ = ["ssd", "ssd_reference", "ssd_quadratic", "ssd_chunked", "ssd_step", "segsum", "MODES"]
