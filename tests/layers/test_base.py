@@ -32,24 +32,24 @@ class EMA(SequenceMixer):
         super().__init__(d_model, mode, **cfg)
         self.logit = nn.Parameter(torch.linspace(-1, 2, d_model))
 
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x, state, call):
         a = torch.sigmoid(self.logit).expand_as(x)
         b = (1 - a) * x
-        if lengths is not None:
-            valid = lengths_mask(lengths, x.shape[1])[..., None]
+        if call.lengths is not None:
+            valid = lengths_mask(call.lengths, x.shape[1])[..., None]
             a = torch.where(valid, a, torch.ones_like(a))
             b = torch.where(valid, b, torch.zeros_like(b))
-        if mode == "scan" and self.config.bug:
+        if call.mode == "scan" and self.config.bug:
             b = b * 1.001
         h, last = linear_scan(a, b, None if state is None else state[0], mode="reference")
         return h, (last,)
 
-    def _step(self, x_t, state):
+    def _step(self, x_t, state, dt):
         a = torch.sigmoid(self.logit)
         h = a * state[0] + (1 - a) * x_t
         return h, (h,)
 
-    def init_state(self, batch_size, device=None, dtype=None):
+    def _zero_state(self, batch_size, device, dtype):
         return (torch.zeros(batch_size, self.d_model, device=device, dtype=dtype),)
 
     @property

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import ssmkit
 from conftest import assert_close_rel
-from ssmkit.layers.mamba import inverse_softplus
+from ssmkit.core.init import inverse_softplus
 from ssmkit.ops.short_conv import short_conv
 
 B_, L_ = 2, 9
@@ -145,9 +145,8 @@ def test_lru_equals_zoh_of_its_continuous_system(gen):
 def _mamba_inputs(m, x):
     """xc (B, L, E), B_t, C_t (B, L, N), z (B, L, E): what the selective SSM sees (independent of dt)."""
     xi, z = m.in_proj(x).chunk(2, dim=-1)
-    xc, _ = short_conv(xi, m.conv1d.weight[:, 0, :], m.conv1d.bias, None)
-    xc = F.silu(xc)
-    _, Bt, Ct = m._split(xc)
+    conv_out, _ = short_conv(xi, m.conv1d.weight[:, 0, :], m.conv1d.bias, None)
+    xc, _, Bt, Ct = m._ssm_inputs(conv_out, None)
     return xc, Bt, Ct, z
 
 
@@ -208,7 +207,7 @@ def test_mamba2_equals_impulse_driven_continuous_solution(gen):
     dt = _times(gen)
     _, xbc, _ = m._project(x)
     xc, _ = short_conv(xbc, m.conv1d.weight[:, 0, :], m.conv1d.bias, None)
-    xs, Bt, _, _ = m._ssm_inputs(F.silu(xc), torch.zeros(B_, L_, H, dtype=torch.float64))
+    xs, Bt, _, _ = m._ssm_inputs(F.silu(xc), torch.zeros(B_, L_, H, dtype=torch.float64), None)
     A = -torch.exp(m.A_log)  # (H,)
     P = m.config.head_dim
     h0 = torch.randn(B_, H, P, N, dtype=torch.float64, generator=gen)

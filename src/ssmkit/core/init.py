@@ -1,4 +1,5 @@
-"""Initializations of diagonal SSMs: S4D, LRU, S5, and the log-uniform step (docs/math/initialization.md).
+"""Initializations of diagonal SSMs: S4D, LRU, S5, and the log-uniform step (docs/math/initialization.md),
+directly (``dt_init``) or through a softplus bias (``softplus_dt_bias``, the selective layers).
 
 Sources: Gu et al. 2022 "On the Parameterization and Initialization of Diagonal State Space
 Models" (S4D), Orvieto et al. 2023 "Resurrecting Recurrent Neural Networks for Long Sequences"
@@ -101,6 +102,19 @@ def s5_init(P: int, blocks: int, dtype: torch.dtype = torch.float64) -> tuple[Te
         raise ValueError(f"S5 state size P={P} must be divisible by blocks={blocks}")
     Lam, _, _, V = dplr("legs", P // blocks, dtype=dtype)
     return Lam.repeat(blocks), torch.block_diag(*([V] * blocks))
+
+
+def inverse_softplus(x: Tensor) -> Tensor:
+    """The b with softplus(b) = x, for x > 0 (exact near 0: log(expm1(x)) = x + log(-expm1(-x)))."""
+    return x + torch.log(-torch.expm1(-x))
+
+
+def softplus_dt_bias(n: int, dt_min: float, dt_max: float, floor: float) -> Tensor:
+    """The bias b (n,) of a selective step softplus(b + ...) that starts log-uniform on [dt_min, dt_max],
+    floored at ``floor`` (Mamba's dt init, also Mamba-2's and Gated DeltaNet's); float32, drawn from
+    torch's global generator like the layers' other weights."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    return inverse_softplus(dt.clamp(min=floor))
 
 
 def dt_init(

@@ -6,14 +6,12 @@ A family only says how its parameters become the discrete diagonal system (``Dia
 
     h_t = dA * h_{t-1} + dB * u_t,    y_t = Re(sum_n C_n h_t,n) + D u_t     (per channel)
 
-and this base runs it in every mode (docs/math/s4d.md):
+and this base runs it in every mode (``_diagonal_ssm``, docs/math/s4d.md):
 
-- ``fft``:       y = K * u with K_l = Re(sum_n C_n dB_n dA_n^l) (core.vandermonde) through
-                 ``long_conv`` mode fft; an incoming state adds Re(sum_n C_n dA_n^{t+1} h0_n); the
-                 final state is dA^len h0 + dB * sum_t dA^{L-1-t} w_t with w the input, each row
-                 right-aligned, a chunked matmul (``vandermonde_contract``), never (B, H, N, L);
+- ``fft``:       the Vandermonde kernel through ``long_conv`` mode fft, the state by a chunked
+                 reversed Vandermonde contraction (``diagonal_fft``);
 - ``chunked``:   the recurrence through ``linear_scan`` mode ``chunked``, C tokens per
-                 call so that the states held at once are (B, C, H, N);
+                 call so that the states held at once are (B, C, H, N) (``diagonal_scan``);
 - ``reference``: the recurrence through ``linear_scan`` mode ``reference`` over the whole sequence.
 
 Then y -> Linear(D, 2D) -> GLU of dropout(GELU(y)), the S4D paper's standalone layer.
@@ -31,17 +29,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..core.discretize import discretize_diag
-from ..core.vandermonde import (
-    initial_state_output,
-    vandermonde_contract,
-    vandermonde_kernel,
-    vandermonde_powers,
-)
-from ..ops import linear_scan as linear_scan_op
-from ..ops.long_conv import long_conv
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask
+from ..core.discretize import discretize_diag
+from ..ops.linear_scan import linear_scan_step
+from ._complex_io import complex_dtype
+from ._diagonal_ssm import DiagonalSystem, diagonal_fft, diagonal_scan
+from .base import MixerConfig, SequenceMixer
+from .call import ForwardCall
 
 
 @dataclasses.dataclass
@@ -63,15 +57,6 @@ class DiagonalLTIConfig(MixerConfig):
         check(self.ssm_lr is None or self.ssm_lr > 0, "ssm_lr", f"must be None or > 0, got {self.ssm_lr}")
         check(isinstance(self.scan_chunk, int) and self.scan_chunk >= 1, "scan_chunk",
               f"must be an int >= 1, got {self.scan_chunk!r}")
-
-
-class DiagonalSystem(NamedTuple):
-    """The discrete system, every field (H, N) complex; log_dA = log(dA) (kept exact for zoh)."""
-
-    dA: Tensor
-    log_dA: Tensor
-    dB: Tensor
-    C: Tensor
 
 
 class ContinuousSystem(NamedTuple):
@@ -116,7 +101,7 @@ class DiagonalLTI(SequenceMixer):
     """Base of the diagonal LTI families; subclasses implement ``discrete_system``."""
 
     modes = ("fft", "chunked", "reference")  # long_conv's fft, then linear_scan's modes
-    final_state_optional = True  # fft mode skips the state contraction when no one asks for it
+    dt_modes = ("chunked", "reference")  # fft needs one step for every token (an LTI kernel)
     config: DiagonalLTIConfig
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
@@ -126,8 +111,6 @@ class DiagonalLTI(SequenceMixer):
         self.activation = nn.GELU()
         self.dropout = nn.Dropout(self.config.dropout)
         self.output_linear = nn.Linear(H, 2 * H)
-
-    dt_modes = ("chunked", "reference")  # fft needs one step for every token (an LTI kernel)
 
     def continuous_system(self) -> ContinuousSystem:
         """(A, B, C, learned step, rule); a family gives this (and gets ``discrete_system`` from it)
@@ -148,12 +131,9 @@ class DiagonalLTI(SequenceMixer):
         return _discretize(c, dt[..., None, None] * c.step)  # step (..., H, 1)
 
     # ----------------------------------------------------------------- interface
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> tuple[Tensor]:
-        cdtype = torch.promote_types(dtype or self.D.dtype, torch.complex64)  # float64 -> complex128
-        return (torch.zeros(batch_size, self.d_model, self.config.d_state // 2, dtype=cdtype,
-                            device=device or self.D.device),)
+    def _zero_state(self, batch_size, device, dtype):
+        return (torch.zeros(batch_size, self.d_model, self.config.d_state // 2, dtype=complex_dtype(dtype),
+                            device=device),)
 
     @property
     def state_size(self) -> int:
@@ -169,78 +149,24 @@ class DiagonalLTI(SequenceMixer):
         y = self.dropout(self.activation(y + self.D * u))
         return nn.functional.glu(self.output_linear(y), dim=-1)
 
-    def _step(self, x_t: Tensor, state: tuple[Tensor], dt: Tensor | None = None) -> tuple[Tensor, tuple[Tensor]]:
+    def _step(self, x_t: Tensor, state: tuple[Tensor], dt: Tensor | None) -> tuple[Tensor, tuple[Tensor]]:
         s = self.discrete_system() if dt is None else self.discrete_system_at(dt)  # (H, N) or (B, H, N)
-        h = s.dA * state[0] + s.dB * x_t[..., None]  # (B, H, N)
+        _, h = linear_scan_step(s.dA, s.dB * x_t[..., None], state[0])  # (B, H, N)
         return self.output_block(h, x_t, s.C), (h,)
 
-    def _forward(
-        self, x: Tensor, state: tuple[Tensor] | None, lengths: Tensor | None, mode: str, need_state: bool,
-        dt: Tensor | None = None,
-    ) -> tuple[Tensor, tuple[Tensor] | None]:
+    def _forward(self, x: Tensor, state: tuple[Tensor] | None, call: ForwardCall) -> tuple[Tensor, tuple[Tensor] | None]:
         h0 = None if state is None else state[0]
-        if dt is not None:  # the base allows only dt_modes here
-            chunk = self.config.scan_chunk if mode == "chunked" else x.shape[1]
-            y, h = self._forward_scan(x, h0, lengths, None, chunk, mode, dt)
-            return self._post(y, x), (h,) if need_state else None
-        s = self.discrete_system()
-        if mode == "fft":
-            y, h = self._forward_fft(x, h0, lengths, s, need_state)
+        chunk = self.config.scan_chunk if call.mode == "chunked" else x.shape[1]
+        if call.dt is not None:  # the base allows only dt_modes here
+            # each piece discretized per token (B, c, H, N): the time-varying decays never exist
+            # for the whole length at once
+            cs = self.continuous_system()
+            y, h = diagonal_scan(x, h0, call, cs.C, chunk,
+                                 lambda t0, u: _time_varying_terms(cs, call.dt[:, t0:t0 + u.shape[1]], u))
         else:
-            chunk = self.config.scan_chunk if mode == "chunked" else x.shape[1]
-            y, h = self._forward_scan(x, h0, lengths, s, chunk, mode)
-        return self._post(y, x), (h,) if need_state else None
-
-    # ----------------------------------------------------------------- modes
-    def _forward_fft(
-        self, x: Tensor, h0: Tensor | None, lengths: Tensor | None, s: DiagonalSystem, need_state: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        B, L, H = x.shape
-        # Time-major copy (B, H, L), made once: long_conv's FFT and the state contraction both
-        # run along time, and its (B, L, H) view hands long_conv contiguous rows.
-        xt = x.transpose(1, 2).contiguous()
-        powers = vandermonde_powers(s.dA, L, s.log_dA)  # shared by the three contractions
-        K = vandermonde_kernel(s.C * s.dB, s.dA, L, powers=powers)  # (H, L)
-        y, _ = long_conv(xt.transpose(1, 2), K, mode="fft")  # (B, L, H)
-        if h0 is not None:
-            y = y + initial_state_output(s.C, h0, s.dA, L, powers=powers).transpose(1, 2)
-        if not need_state:
-            return y, None
-        # Final state after len_b tokens: sum_t dA^{L-1-t} dB w_t with row b right-aligned in w
-        # (its last real token at L-1), so that every row uses the same powers.
-        if lengths is None:
-            w, n = xt, torch.full((B,), L, device=x.device)
-        else:
-            idx = torch.arange(L, device=x.device) - (L - lengths[:, None])  # (B, L)
-            w = xt.gather(2, idx.clamp(min=0)[:, None, :].expand(B, H, L)) * (idx >= 0)[:, None, :]
-            n = lengths
-        h = s.dB * vandermonde_contract(w, s.dA, powers=powers, reverse=True)  # (B, H, N)
-        if h0 is not None:
-            h = h + torch.exp(n.to(x.dtype)[:, None, None] * s.log_dA) * h0
-        return y, h
-
-    def _forward_scan(
-        self, x: Tensor, h0: Tensor | None, lengths: Tensor | None, s: DiagonalSystem | None, chunk: int,
-        mode: str, dt: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """The recurrence C tokens at a time; with dt (B, L) the system of each chunk is discretized
-        per token (B, C, H, N), so the time-varying decays never exist for the whole length."""
-        B, L, H = x.shape
-        mask = None if lengths is None else lengths_mask(lengths, L)
-        cs = None if dt is None else self.continuous_system()
-        C = s.C if dt is None else cs.C
-        h, ys = h0, []
-        for t0 in range(0, L, chunk):
-            u = x[:, t0:t0 + chunk, :, None]  # (B, C, H, 1)
-            if dt is not None:
-                a, b = _time_varying_terms(cs, dt[:, t0:t0 + chunk], u)  # (B, C, H, N) each
+            s = self.discrete_system()
+            if call.mode == "fft":
+                y, h = diagonal_fft(x, h0, call.lengths, s, call.need_state)
             else:
-                a, b = s.dA, s.dB * u  # (H, N), (B, C, H, N)
-            if mask is not None:
-                # Padded steps are the identity: decay 1, input 0.
-                m = mask[:, t0:t0 + chunk, None, None]
-                a = torch.where(m, a, torch.ones_like(a))
-                b = b * m
-            hs, h = linear_scan_op.linear_scan(a, b, h, mode=mode)
-            ys.append((C * hs).real.sum(-1))  # (B, C, H)
-        return torch.cat(ys, dim=1), h
+                y, h = diagonal_scan(x, h0, call, s.C, chunk, lambda t0, u: (s.dA, s.dB * u))
+        return self._post(y, x), (h,) if call.need_state else None

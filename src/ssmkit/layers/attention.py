@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ..config import check
 from .base import MixerConfig, SequenceMixer, resolve_heads, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -108,9 +109,7 @@ class Attention(SequenceMixer):
                 tag_ssm_param(lin.bias, lr=None)
 
     # ----------------------------------------------------------------- interface
-    def init_state(self, batch_size, device=None, dtype=None) -> KVCache:
-        device = device or self.q_proj.weight.device
-        dtype = dtype or self.q_proj.weight.dtype
+    def _zero_state(self, batch_size, device, dtype) -> KVCache:
         empty = torch.zeros(batch_size, 0, self.n_heads, self.head_dim, device=device, dtype=dtype)
         return KVCache(empty, empty.clone(), torch.zeros(batch_size, device=device, dtype=dtype))
 
@@ -122,13 +121,11 @@ class Attention(SequenceMixer):
     def state_size_at(self, length: int) -> int:
         return 2 * self.d_model * length
 
-    def _step(self, x_t: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
-        y, cache = self._forward(x_t[:, None], state, None, self.resolve_mode("auto", x_t[:, None]))
+    def _step(self, x_t: Tensor, state: KVCache, dt: Tensor | None) -> tuple[Tensor, KVCache]:
+        y, cache = self._forward(x_t[:, None], state, ForwardCall(self.resolve_mode("auto", x_t[:, None])))
         return y[:, 0], cache
 
-    def _forward(
-        self, x: Tensor, state: KVCache | None, lengths: Tensor | None, mode: str
-    ) -> tuple[Tensor, KVCache]:
+    def _forward(self, x: Tensor, state: KVCache | None, call: ForwardCall) -> tuple[Tensor, KVCache]:
         B, L, D = x.shape
         # The cache holds k, v at least in float32: under autocast the projections give bf16, and
         # a bf16 length would stop counting exactly past 256 tokens.
@@ -149,9 +146,9 @@ class Attention(SequenceMixer):
             keys = _resize(cache.k, S).scatter(1, idx, k.to(cache.k.dtype))
             values = _resize(cache.v, S).scatter(1, idx, v.to(cache.v.dtype))
             mask = (torch.arange(S, device=x.device) <= pos[..., None])[:, None]  # (B, 1, L, S)
-        o = self._attend(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), mask, mode)
+        o = self._attend(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), mask, call.mode)
         y = self.o_proj(o.transpose(1, 2).reshape(B, L, D))
-        end = n0 + (L if lengths is None else lengths)  # (B,) tokens cached after this call
+        end = n0 + (L if call.lengths is None else call.lengths)  # (B,) tokens cached after this call
         blk = self.config.kv_block
         T = -(-int(end.max()) // blk) * blk
         keep = (torch.arange(T, device=x.device) < end[:, None])[..., None, None].to(cache.k.dtype)

@@ -3,16 +3,23 @@
 Dimension legend: B batch, L length, D model width, H heads, N state size, P head dim,
 K key dim, V value dim, C chunk length.
 
-A subclass declares ``modes`` (computation modes it supports, by name), a ``Config`` dataclass,
-and implements ``_forward``, ``_step``, ``init_state`` and ``state_size``. The base class owns what
-must be identical for every family: input validation, mode resolution, and padding masks.
+A subclass declares ``modes`` (computation modes it supports, by name, or its op's ``Modes``), a
+``Config`` dataclass, and implements ``_forward(x, state, call)``, ``_step(x_t, state, dt)``,
+``_zero_state(batch_size, device, dtype)`` and ``state_size``: one signature each, for every family.
+The base class owns what must be identical for every family: input validation, mode resolution,
+padding masks, and the device and dtype of ``init_state``.
 
 Padding masks are normalized here, once, for every family: real tokens of each row are moved to
 the front (a stable gather), so ``_forward`` only ever sees right-padded input plus per-row
-``lengths``. A layer then only has to guarantee that outputs at ``t < lengths[b]`` are right and
-that the final state is the state after ``lengths[b]`` tokens; outputs at padded positions are
-set to zero by the base class. Masked positions therefore never change the state or the outputs
-of real positions, wherever they sit (left, right or in the middle).
+``call.lengths`` (``layers.call.ForwardCall``). A layer then only has to guarantee that outputs at
+``t < lengths[b]`` are right and that the final state is the state after ``lengths[b]`` tokens
+(``call.zero_pads`` / ``call.one_pads`` make padded steps identities); outputs at padded positions
+are set to zero by the base class. Masked positions therefore never change the state or the
+outputs of real positions, wherever they sit (left, right or in the middle).
+
+Non-finite input: a mixer called directly checks its input once per forward (``check_finite``, one
+host sync); a stack (``models.backbone``) checks its own input once and turns that off for its
+layers (``skip_finite_checks``). ``step`` never checks values, so generation has no host sync.
 
 Mixed precision (docs/training.md, bf16): under autocast a family's recurrence / kernel / scan
 runs in float32 (``ssmkit.core.precision.float32_core`` on the ops and core kernels), states stay
@@ -21,7 +28,7 @@ float32 / complex64, and the output is in the autocast dtype (set here, once, fo
 Irregular sampling (docs/irregular.md): a family with ``accepts_dt = True`` takes per-token time
 deltas ``dt`` (B, L) (``step``: (B,)) that multiply its learned step, Δ_t = dt_t · Δ. The base
 validates dt, compacts it together with x under a mask (padded slots get dt = 1, never read), and
-hands it to ``_forward`` / ``_step`` as the keyword ``dt`` only when given. Modes that cannot take a
+hands it to ``_forward`` as ``call.dt`` and to ``_step`` as ``dt`` (None when not given). Modes that cannot take a
 time-varying step are left out of ``dt_modes``: ``auto`` then falls back (logged once) and an
 explicit request raises. Every other family rejects dt with an error naming it.
 """
@@ -36,6 +43,7 @@ from torch import Tensor, nn
 from ..config import build_config, check
 from ..log import log_once
 from ..ops.dispatch import Modes
+from .call import ForwardCall, lengths_mask
 from .state import State
 
 
@@ -61,9 +69,18 @@ def tag_ssm_param(param: nn.Parameter, lr: float | None = None) -> nn.Parameter:
     return param
 
 
-def lengths_mask(lengths: Tensor, L: int) -> Tensor:
-    """(B,) lengths -> (B, L) bool, True at real positions of a right-padded batch."""
-    return torch.arange(L, device=lengths.device)[None, :] < lengths[:, None]
+def check_finite(x: Tensor, what: str) -> None:
+    """Raise ValueError when ``x`` holds NaN or Inf: one host sync (skipped while torch.compile traces)."""
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} contains NaN or Inf values")
+
+
+def skip_finite_checks(module: nn.Module) -> None:
+    """Turn off the per-forward input check of every mixer inside ``module``: a stack checks its own
+    input once, not once per layer."""
+    for m in module.modules():
+        if isinstance(m, SequenceMixer):
+            m.check_finite = False
 
 
 def compact(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -109,11 +126,8 @@ class SequenceMixer(nn.Module):
     Config: ClassVar[type[MixerConfig]] = MixerConfig
     mixer_name: ClassVar[str] = ""
     causal: ClassVar[bool] = True
-    # True when the final state costs extra work that a family can skip: its ``_forward`` then
-    # takes ``need_state`` and may return None for the state when the caller did not ask for it.
-    final_state_optional: ClassVar[bool] = False
     # True when the family's discretization has a step that per-token time deltas can scale:
-    # ``_forward`` / ``_step`` then take the keyword ``dt`` (docs/irregular.md).
+    # ``_forward`` then reads ``call.dt`` and ``_step`` its ``dt`` (docs/irregular.md).
     accepts_dt: ClassVar[bool] = False
     # The modes that can run with dt (None: every mode); e.g. an FFT convolution needs one fixed step.
     dt_modes: ClassVar[tuple[str, ...] | None] = None
@@ -126,6 +140,8 @@ class SequenceMixer(nn.Module):
         self.config = build_config(self.Config, cfg)
         self._check_mode_name(mode)
         self.mode = mode
+        # Check x for NaN / Inf at each forward; a stack that checks its own input turns this off.
+        self.check_finite = True
 
     # ----------------------------------------------------------------- public interface
     def forward(
@@ -149,6 +165,8 @@ class SequenceMixer(nn.Module):
         B, L, _ = x.shape
         if L == 0:
             raise ValueError("empty sequence: x has length 0 (expected L >= 1)")
+        if self.check_finite:
+            check_finite(x, "x")
         if mask is not None and (mask.shape != (B, L) or mask.dtype != torch.bool):
             raise ValueError(
                 f"mask must be a bool tensor of shape (B, L) = {(B, L)}, "
@@ -159,17 +177,13 @@ class SequenceMixer(nn.Module):
         mode = self.resolve_mode(self.mode if mode is None else mode, x, with_dt=dt is not None)
         if state is not None:
             self._check_state(state, B)
-        kw: dict[str, Any] = {"need_state": return_state} if self.final_state_optional else {}
         if mask is None:
-            if dt is not None:
-                kw["dt"] = dt
-            y, final = self._forward(x, state, None, mode, **kw)
+            y, final = self._forward(x, state, ForwardCall(mode, None, dt, return_state))
             y = _autocast_output(y)
             return (y, final) if return_state else y
         xc, lengths, order = compact(x, mask)
-        if dt is not None:
-            kw["dt"] = compact_dt(dt, order, lengths)
-        yc, final = self._forward(xc, state, lengths, mode, **kw)
+        dtc = None if dt is None else compact_dt(dt, order, lengths)
+        yc, final = self._forward(xc, state, ForwardCall(mode, lengths, dtc, return_state))
         y = _autocast_output(uncompact(yc, mask, order))
         return (y, final) if return_state else y
 
@@ -177,22 +191,28 @@ class SequenceMixer(nn.Module):
         """One token: x_t (B, D) -> (y_t (B, D), new_state). Pure: ``state`` is not modified.
 
         ``dt`` (B,) float > 0: the time elapsed since the previous token (families with ``accepts_dt``).
+        Its values are not checked for NaN / Inf (no host sync per generated token); dt's are.
         """
         if not self.causal:
             raise NotImplementedError(f"{type(self).__name__} is not causal and has no step()")
         self._check_input(x_t, "x_t", rank=2)
         self._check_state(state, x_t.shape[0])
-        if dt is None:
-            y_t, new_state = self._step(x_t, state)
-        else:
-            y_t, new_state = self._step(x_t, state, dt=self._check_dt(dt, (x_t.shape[0],), x_t, None, "(B,)"))
+        if dt is not None:
+            dt = self._check_dt(dt, (x_t.shape[0],), x_t, None, "(B,)")
+        y_t, new_state = self._step(x_t, state, dt)
         return _autocast_output(y_t), new_state
 
     def init_state(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> State:
-        """The zero state for ``batch_size`` sequences."""
-        raise NotImplementedError
+        """The zero state for ``batch_size`` sequences, on the parameters' device and in their dtype
+        unless ``device`` / ``dtype`` say otherwise (a complex state takes the matching complex dtype)."""
+        like = next((p for p in self.parameters() if p.is_floating_point()), None)
+        if device is None:
+            device = like.device if like is not None else torch.device("cpu")
+        if dtype is None:
+            dtype = like.dtype if like is not None else torch.get_default_dtype()
+        return self._zero_state(batch_size, torch.device(device), dtype)
 
     @property
     def state_size(self) -> int:
@@ -237,14 +257,19 @@ class SequenceMixer(nn.Module):
         self._modes().check_name(mode, type(self).__name__)
 
     # ----------------------------------------------------------------- to implement
-    def _forward(
-        self, x: Tensor, state: State | None, lengths: Tensor | None, mode: str
-    ) -> tuple[Tensor, State]:
-        """x: (B, L, D) right-padded when ``lengths`` (B,) is given -> (y, state after lengths)."""
+    def _forward(self, x: Tensor, state: State | None, call: ForwardCall) -> tuple[Tensor, State | None]:
+        """x: (B, L, D), right-padded when ``call.lengths`` (B,) is given -> (y (B, L, D), the state
+        after each row's length; None allowed when ``call.need_state`` is False)."""
         raise NotImplementedError
 
-    def _step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """One token; families with ``accepts_dt`` also take the keyword ``dt`` (B,)."""
+    def _step(self, x_t: Tensor, state: State, dt: Tensor | None) -> tuple[Tensor, State]:
+        """One token x_t (B, D) -> (y_t (B, D), new state); ``dt`` (B,) or None (families with
+        ``accepts_dt`` read it, the base rejects it for the others)."""
+        raise NotImplementedError
+
+    def _zero_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        """The zero state on ``device``; ``dtype`` is the real dtype (complex parts take the matching
+        complex dtype). ``init_state`` fills in the defaults."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- validation
@@ -261,8 +286,6 @@ class SequenceMixer(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-        if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
 
     def _label(self) -> str:
         return f"{type(self).__name__} (mixer '{self.mixer_name}')" if self.mixer_name else type(self).__name__

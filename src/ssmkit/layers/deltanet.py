@@ -20,17 +20,18 @@ Padded steps get β = 0 (and log α = 0): identities on S. Derivation: docs/math
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.delta_rule import delta_rule
-from ..ops.short_conv import short_conv, short_conv_step
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
-from .mamba import conv_state_at, inverse_softplus
+from ..core.init import softplus_dt_bias
+from ..ops import delta_rule as delta_rule_op
+from ..ops.delta_rule import delta_rule, delta_rule_step
+from ..ops.short_conv import conv_state_at, short_conv, short_conv_step
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -77,7 +78,7 @@ class DeltaNet(SequenceMixer):
 
     Config = DeltaNetConfig
     config: DeltaNetConfig
-    modes = ("chunked", "reference")
+    modes = delta_rule_op.MODES  # chunked, reference
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -102,8 +103,7 @@ class DeltaNet(SequenceMixer):
             self.a_proj = nn.Linear(d_model, H, bias=False)  # decay logits
             A = torch.empty(H).uniform_(*c.A_init_range).clamp_(min=1e-4)  # A = 0 would give log 0
             self.A_log = nn.Parameter(torch.log(A))
-            dt = torch.exp(torch.rand(H) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min))
-            self.dt_bias = nn.Parameter(inverse_softplus(dt.clamp(min=c.dt_init_floor)))
+            self.dt_bias = nn.Parameter(softplus_dt_bias(H, c.dt_min, c.dt_max, c.dt_init_floor))
             for p in (self.A_log, self.dt_bias, self.a_proj.weight):
                 tag_ssm_param(p, lr=c.ssm_lr)
         if c.output_gate:
@@ -135,39 +135,32 @@ class DeltaNet(SequenceMixer):
         return self.o_proj(o.flatten(-2))
 
     # ----------------------------------------------------------------- SequenceMixer
-    def _forward(self, x, state, lengths, mode):
-        L = x.shape[1]
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         conv_states, S = ([None] * 3, None) if state is None else (list(state[:3]), state[3])
         raw = [self.q_proj(x), self.k_proj(x), self.v_proj(x)]
         outs, finals = [], []
         for xi, (w, b), cs in zip(raw, self._conv_weights(), conv_states):
             y, final = short_conv(xi, w, b, cs)
             outs.append(y)
-            finals.append(final if lengths is None else conv_state_at(xi, cs, lengths, self.config.d_conv))
+            finals.append(final if call.lengths is None else conv_state_at(xi, cs, call.lengths, self.config.d_conv))
         q, k, v, beta, log_alpha = self._heads(*outs, x)
-        if lengths is not None:  # β = 0, log α = 0: padded steps leave S unchanged
-            real = lengths_mask(lengths, L)[..., None].to(beta.dtype)
-            beta = beta * real
-            log_alpha = None if log_alpha is None else log_alpha * real
-        o, S = delta_rule(q, k, v, beta, log_alpha, S, scale=self.head_k**-0.5, mode=mode,
+        # β = 0, log α = 0: padded steps leave S unchanged
+        log_alpha = None if log_alpha is None else call.zero_pads(log_alpha)
+        o, S = delta_rule(q, k, v, call.zero_pads(beta), log_alpha, S, scale=self.head_k**-0.5, mode=call.mode,
                           chunk_size=self.config.chunk_size)
         return self._output(o, x), (*finals, S)
 
-    def _step(self, x_t, state):
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         outs, new_conv = [], []
         for xi, (w, b), cs in zip((self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)),
                                   self._conv_weights(), state[:3]):
             y, cs = short_conv_step(xi, w, b, cs)
             outs.append(y)
             new_conv.append(cs)
-        q, k, v, beta, log_alpha = self._heads(*outs, x_t)
-        o, S = delta_rule(q[:, None], k[:, None], v[:, None], beta[:, None],
-                          None if log_alpha is None else log_alpha[:, None], state[3],
-                          scale=self.head_k**-0.5, mode="reference")
-        return self._output(o[:, 0], x_t), (*new_conv, S)
+        o, S = delta_rule_step(*self._heads(*outs, x_t), state[3], scale=self.head_k**-0.5)
+        return self._output(o, x_t), (*new_conv, S)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        dtype = dtype or self.q_proj.weight.dtype
+    def _zero_state(self, batch_size, device, dtype):
         K1 = self.config.d_conv - 1
         return (
             torch.zeros(batch_size, K1, self.key_width, device=device, dtype=dtype),

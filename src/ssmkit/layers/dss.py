@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core.init import dt_init, s4d_init
-from ._diagonal_lti import ContinuousSystem, DiagonalLTI, DiagonalLTIConfig, DiagonalSystem, real_to_complex
+from ._diagonal_lti import ContinuousSystem, DiagonalLTI, DiagonalLTIConfig, real_to_complex
+from ._diagonal_ssm import DiagonalSystem
 from ..config import check
 from .base import tag_ssm_param
 from .registry import register_mixer

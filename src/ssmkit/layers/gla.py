@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.linear_attention import linear_attention
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
+from ..ops import linear_attention as linear_attention_op
+from ..ops.linear_attention import linear_attention, linear_attention_step
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -58,7 +60,7 @@ class GLA(SequenceMixer):
 
     Config = GLAConfig
     config: GLAConfig
-    modes = ("chunked", "parallel", "reference")
+    modes = linear_attention_op.MODES  # chunked, parallel, reference
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -97,26 +99,20 @@ class GLA(SequenceMixer):
         """o (..., H, V), x (..., D) -> y (..., D)."""
         return self.o_proj(self.norm(o).flatten(-2) * F.silu(self.r_proj(x)))
 
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         q, k, v, log_decay = self._inputs(x)
-        if lengths is not None:  # padded steps: decay 1, no input
-            real = lengths_mask(lengths, x.shape[1])[..., None, None].to(x.dtype)
-            k, log_decay = k * real, log_decay * real
         S0 = None if state is None else state[0]
-        o, S = linear_attention(q, k, v, log_decay, S0, scale=self.key_dim**-0.5, mode=mode,
-                                chunk_size=self.config.chunk_size)
+        # padded steps: no input, decay 1
+        o, S = linear_attention(q, call.zero_pads(k), v, call.zero_pads(log_decay), S0, scale=self.key_dim**-0.5,
+                                mode=call.mode, chunk_size=self.config.chunk_size)
         return self._readout(o, x), (S,)
 
-    def _step(self, x_t, state):
-        q, k, v, log_decay = self._inputs(x_t)  # (B, H, K), ..., (B, H, V), (B, H, K)
-        S = torch.exp(log_decay)[..., None] * state[0] + k[..., :, None] * v[..., None, :]
-        o = self.key_dim**-0.5 * (q[..., :, None] * S).sum(-2)
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
+        o, S = linear_attention_step(*self._inputs(x_t), state[0], scale=self.key_dim**-0.5)
         return self._readout(o, x_t), (S,)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        w = self.q_proj.weight
-        shape = (batch_size, self.n_heads, self.key_dim, self.value_dim)
-        return (torch.zeros(shape, device=device or w.device, dtype=dtype or w.dtype),)
+    def _zero_state(self, batch_size, device, dtype):
+        return (torch.zeros(batch_size, self.n_heads, self.key_dim, self.value_dim, device=device, dtype=dtype),)
 
     @property
     def state_size(self) -> int:

@@ -22,7 +22,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..core.precision import float32_core
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall, lengths_mask
 from .registry import register_mixer
 
 
@@ -65,20 +66,19 @@ class GRU(SequenceMixer):
         r = self.rnn
         return tuple(p.to(dtype) for p in (r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0))
 
-    def init_state(self, batch_size, device=None, dtype=None) -> tuple[Tensor]:
-        w = self.rnn.weight_hh_l0
-        return (torch.zeros(batch_size, self.d_hidden, device=device or w.device, dtype=dtype or w.dtype),)
+    def _zero_state(self, batch_size, device, dtype) -> tuple[Tensor]:
+        return (torch.zeros(batch_size, self.d_hidden, device=device, dtype=dtype),)
 
     @property
     def state_size(self) -> int:
         return self.d_hidden
 
-    def _step(self, x_t: Tensor, state) -> tuple[Tensor, tuple[Tensor]]:
+    def _step(self, x_t: Tensor, state, dt: Tensor | None) -> tuple[Tensor, tuple[Tensor]]:
         h = self._cell(x_t, self._checked(state))
         return self.out_proj(h), (h,)
 
-    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str):
-        hs, final = self._recurrence(x, state, lengths, mode)
+    def _forward(self, x: Tensor, state, call: ForwardCall):
+        hs, final = self._recurrence(x, state, call.lengths, call.mode)
         return self.out_proj(hs), final
 
     # The recurrence runs in float32 under autocast (core.precision); out_proj may run in bf16.

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..config import check
 from .base import SequenceMixer
+from .call import ForwardCall
 from .dss import DSS, DSSConfig
 from .registry import register_mixer
 
@@ -61,7 +62,6 @@ class GSS(SequenceMixer):
     Config = GSSConfig
     config: GSSConfig
     modes = DSS.modes
-    final_state_optional = DSS.final_state_optional
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -74,8 +74,8 @@ class GSS(SequenceMixer):
         self.dropout = nn.Dropout(c.dropout)
         self.out_proj = nn.Linear(E, d_model)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        return self.ssm.init_state(batch_size, device, dtype)
+    def _zero_state(self, batch_size, device, dtype):
+        return self.ssm._zero_state(batch_size, device, dtype)
 
     @property
     def state_size(self) -> int:
@@ -84,10 +84,10 @@ class GSS(SequenceMixer):
     def _gate(self, y: Tensor, x: Tensor) -> Tensor:
         return self.out_proj(self.dropout(self.ssm_out(y) * F.gelu(self.gate_proj(x))))
 
-    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str, need_state: bool):
-        y, state = self.ssm._forward(F.gelu(self.ssm_in(x)), state, lengths, mode, need_state)
+    def _forward(self, x: Tensor, state, call: ForwardCall):
+        y, state = self.ssm._forward(F.gelu(self.ssm_in(x)), state, call)
         return self._gate(y, x), state
 
-    def _step(self, x_t: Tensor, state):
-        y, state = self.ssm._step(F.gelu(self.ssm_in(x_t)), state)
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
+        y, state = self.ssm._step(F.gelu(self.ssm_in(x_t)), state, dt)
         return self._gate(y, x_t), state

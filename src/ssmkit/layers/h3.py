@@ -22,17 +22,17 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from ..config import check
 from ..core.discretize import discretize_diag
 from ..core.init import S4D_KINDS, dt_init, s4d_init
-from ..core.vandermonde import initial_state_output, vandermonde_contract, vandermonde_kernel, vandermonde_powers
-from ..ops.linear_scan import linear_scan
-from ..ops.long_conv import long_conv
-from ..ops.short_conv import short_conv_step
+from ..ops.linear_scan import linear_scan_step
+from ..ops.long_conv import long_conv, long_conv_step
+from ..ops.short_conv import conv_state_at
 from ._complex_io import complex_dtype
-from ._diagonal_lti import DiagonalSystem, real_to_complex
-from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
-from .mamba import conv_state_at
+from ._diagonal_lti import real_to_complex
+from ._diagonal_ssm import DiagonalSystem, diagonal_fft, diagonal_scan
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -109,40 +109,40 @@ class H3(SequenceMixer):
         return self.output_linear(y.flatten(-2))
 
     # ----------------------------------------------------------------- forward / step
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         B, L, D = x.shape
         P, H = self.config.head_dim, self.n_heads
         q, k, v = self._qkv(x)
         shift_state, s0 = (None, None) if state is None else state
-        kbar, shift_final = long_conv(k, self.shift_kernel(), shift_state, mode=mode)
-        if lengths is not None:
-            shift_final = conv_state_at(k, shift_state, lengths, self.config.d_shift)
+        kbar, shift_final = long_conv(k, self.shift_kernel(), shift_state, mode=call.mode)
+        if call.lengths is not None:
+            shift_final = conv_state_at(k, shift_state, call.lengths, self.config.d_shift)
         kv = self._outer(kbar, v)  # (B, L, H, P, P)
         # Fold the P x P entries into the batch: every entry is one more sequence for the same SSM.
         u = kv.permute(0, 3, 4, 1, 2).reshape(B * P * P, L, H)
         h0 = None if s0 is None else s0.permute(0, 2, 3, 1, 4).reshape(B * P * P, H, -1)
-        n = None if lengths is None else lengths.repeat_interleave(P * P)
+        n = None if call.lengths is None else call.lengths.repeat_interleave(P * P)
         sys = self.discrete_system()
-        diag = _diag_ssm_fft if mode == "fft" else _diag_ssm_scan
-        y, h = diag(u, h0, n, sys)
+        if call.mode == "fft":
+            y, h = diagonal_fft(u, h0, n, sys)
+        else:  # the recurrence: linear_scan's reference loop over the whole sequence
+            y, h = diagonal_scan(u, h0, ForwardCall("reference", n), sys.C, L, lambda t0, ui: (sys.dA, sys.dB * ui))
         o = y.reshape(B, P, P, L, H).permute(0, 3, 4, 1, 2) + self.D[:, None, None] * kv
         h = h.reshape(B, P, P, H, -1).permute(0, 3, 1, 2, 4)  # (B, H, P, P, N/2)
         return self._readout(q, o), (shift_final, h)
 
-    def _step(self, x_t, state):
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         shift_state, s = state  # s (B, H, P, P, N/2)
         q, k, v = self._qkv(x_t)
-        kbar, shift_state = short_conv_step(k, self.shift_kernel().flip(-1), None, shift_state)
+        kbar, shift_state = long_conv_step(k, self.shift_kernel(), shift_state)
         kv = self._outer(kbar, v)  # (B, H, P, P)
         sys = self.discrete_system()
         dA, dB, C = (t[:, None, None, :] for t in (sys.dA, sys.dB, sys.C))  # (H, 1, 1, N/2)
-        s = dA * s + dB * kv[..., None]
+        _, s = linear_scan_step(dA, dB * kv[..., None], s)
         o = (C * s).real.sum(-1) + self.D[:, None, None] * kv
         return self._readout(q, o), (shift_state, s)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        dtype = dtype or self.D.dtype
-        device = device if device is not None else self.D.device
+    def _zero_state(self, batch_size, device, dtype):
         c, P = self.config, self.config.head_dim
         return (torch.zeros(batch_size, c.d_shift - 1, self.d_model, dtype=dtype, device=device),
                 torch.zeros(batch_size, self.n_heads, P, P, c.d_state // 2, dtype=complex_dtype(dtype), device=device))
@@ -152,32 +152,3 @@ class H3(SequenceMixer):
         c = self.config
         return (c.d_shift - 1) * self.d_model + self.n_heads * c.head_dim**2 * c.d_state
 
-
-def _diag_ssm_fft(u: Tensor, h0: Tensor | None, lengths: Tensor | None, s: DiagonalSystem) -> tuple[Tensor, Tensor]:
-    """y_t = Re(Σ C s_t) of s_t = dA s_{t-1} + dB u_t by FFT convolution; u (B, L, H) -> y (B, L, H),
-    state after ``lengths`` (B, H, N/2) (docs/math/s4d.md: kernel, zero-input response, reversed contraction)."""
-    B, L, H = u.shape
-    ut = u.transpose(1, 2).contiguous()  # (B, H, L): time-major for the FFT and the contraction
-    powers = vandermonde_powers(s.dA, L, s.log_dA)
-    y, _ = long_conv(ut.transpose(1, 2), vandermonde_kernel(s.C * s.dB, s.dA, L, powers=powers), mode="fft")
-    if lengths is None:
-        w, n = ut, torch.full((B,), L, device=u.device)
-    else:  # right-align each row so that every row uses the same powers dA^{L-1-t}
-        idx = torch.arange(L, device=u.device) - (L - lengths[:, None])  # (B, L)
-        w = ut.gather(2, idx.clamp(min=0)[:, None, :].expand(B, H, L)) * (idx >= 0)[:, None, :]
-        n = lengths
-    h = s.dB * vandermonde_contract(w, s.dA, powers=powers, reverse=True)
-    if h0 is not None:
-        y = y + initial_state_output(s.C, h0, s.dA, L, powers=powers).transpose(1, 2)
-        h = h + torch.exp(n.to(u.dtype)[:, None, None] * s.log_dA) * h0
-    return y, h
-
-
-def _diag_ssm_scan(u: Tensor, h0: Tensor | None, lengths: Tensor | None, s: DiagonalSystem) -> tuple[Tensor, Tensor]:
-    """The same diagonal SSM as ``_diag_ssm_fft`` by its recurrence (linear_scan's reference loop)."""
-    a, b = s.dA, s.dB * u[..., None]  # (H, N/2), (B, L, H, N/2)
-    if lengths is not None:  # padded steps: decay 1, input 0
-        real = lengths_mask(lengths, u.shape[1])[..., None, None]
-        a, b = torch.where(real, s.dA, torch.ones_like(s.dA)), b * real
-    hs, h = linear_scan(a, b, h0, mode="reference")
-    return (s.C * hs).real.sum(-1), h

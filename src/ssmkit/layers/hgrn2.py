@@ -24,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.linear_attention import linear_attention
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
+from ..ops import linear_attention as linear_attention_op
+from ..ops.linear_attention import linear_attention, linear_attention_step
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -54,7 +56,7 @@ class HGRN2(SequenceMixer):
 
     Config = HGRN2Config
     config: HGRN2Config
-    modes = ("chunked", "parallel", "reference")
+    modes = linear_attention_op.MODES  # chunked, parallel, reference
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -87,24 +89,20 @@ class HGRN2(SequenceMixer):
     def _readout(self, o: Tensor) -> Tensor:
         return self.o_proj(self.norm(o.flatten(-2)))
 
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         q, k, v, log_f = self._inputs(x)
-        if lengths is not None:  # padded steps: decay 1, no input
-            real = lengths_mask(lengths, x.shape[1])[..., None, None].to(x.dtype)
-            k, log_f = k * real, log_f * real
         S0 = None if state is None else state[0]
-        o, S = linear_attention(q, k, v, log_f, S0, mode=mode, chunk_size=self.config.chunk_size)
+        # padded steps: no input, decay 1
+        o, S = linear_attention(q, call.zero_pads(k), v, call.zero_pads(log_f), S0, mode=call.mode,
+                                chunk_size=self.config.chunk_size)
         return self._readout(o), (S,)
 
-    def _step(self, x_t, state):
-        q, k, v, log_f = self._inputs(x_t)  # (B, H, K), (B, H, K), (B, H, V), (B, H, K)
-        S = torch.exp(log_f)[..., None] * state[0] + k[..., :, None] * v[..., None, :]
-        return self._readout((q[..., :, None] * S).sum(-2)), (S,)
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
+        o, S = linear_attention_step(*self._inputs(x_t), state[0])
+        return self._readout(o), (S,)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        w = self.q_proj.weight
-        shape = (batch_size, self.n_heads, self.head_dim, self.head_dim)
-        return (torch.zeros(shape, device=device or w.device, dtype=dtype or w.dtype),)
+    def _zero_state(self, batch_size, device, dtype):
+        return (torch.zeros(batch_size, self.n_heads, self.head_dim, self.head_dim, device=device, dtype=dtype),)
 
     @property
     def state_size(self) -> int:

@@ -32,11 +32,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..ops.long_conv import long_conv
-from ..ops.short_conv import short_conv, short_conv_step
 from ..config import check
+from ..ops import long_conv as long_conv_op
+from ..ops.long_conv import long_conv, long_conv_step
+from ..ops.short_conv import conv_state_at, short_conv, short_conv_step
 from .base import MixerConfig, SequenceMixer, tag_ssm_param
-from .mamba import conv_state_at
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -96,7 +97,7 @@ class Hyena(SequenceMixer):
     """Hyena operator (B, L, D) -> (B, L, D). Modes: ``fft``, ``reference``; L <= max_len."""
 
     Config = HyenaConfig
-    modes = ("fft", "reference")
+    modes = long_conv_op.MODES  # fft, reference: the long convolutions' modes
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -145,20 +146,20 @@ class Hyena(SequenceMixer):
         conv_state, *hists, length = state
         return conv_state, hists, length
 
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         B, L, D = x.shape
         c = self.config
         conv_state, hists, length = self._unpack(state, B, x)
-        n_new = torch.full((B,), L, device=x.device) if lengths is None else lengths
+        n_new = torch.full((B,), L, device=x.device) if call.lengths is None else call.lengths
         end = length.detach().round().long() + n_new
         self._check_length(end)
         T0, T = hists[0].shape[1], self._capacity(end)
         u = self.in_proj(x)
-        short_mode = "reference" if mode == "reference" else "auto"
+        short_mode = "reference" if call.mode == "reference" else "auto"
         uc, conv_final = short_conv(u, self.short_filter.weight[:, 0, :], self.short_filter.bias, conv_state,
                                     mode=short_mode)
-        if lengths is not None:
-            conv_final = conv_state_at(u, conv_state, lengths, c.short_filter_order)
+        if call.lengths is not None:
+            conv_final = conv_state_at(u, conv_state, call.lengths, c.short_filter_order)
         *xs, z = uc.split(D, dim=-1)
         # No row is longer than max_len, so taps past it reach only the zeros before a row's start.
         h = self.filters(min(T0 + L, c.max_len))
@@ -166,12 +167,12 @@ class Hyena(SequenceMixer):
         new_hists = []
         for n in range(c.order):
             ext = torch.cat([hists[n], z], dim=1)  # (B, T0 + L, D): the whole input of this convolution
-            y, _ = long_conv(ext, h[n], mode=mode)
+            y, _ = long_conv(ext, h[n], mode=call.mode)
             new_hists.append(_right_align(ext, T0 + n_new, T))
             z = xs[n] * (y[:, T0:] + beta[n] * z)
         return self.out_proj(z), (conv_final, *new_hists, length + n_new.to(length.dtype))
 
-    def _step(self, x_t, state):
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         conv_state, hists, length = self._unpack(state, x_t.shape[0], x_t)
         c = self.config
         end = length.detach().round().long() + 1
@@ -180,14 +181,14 @@ class Hyena(SequenceMixer):
         uc, conv_state = short_conv_step(self.in_proj(x_t), self.short_filter.weight[:, 0, :],
                                          self.short_filter.bias, conv_state)
         *xs, z = uc.split(self.d_model, dim=-1)
-        taps = min(T0 + 1, c.max_len)
-        h = self.filters(taps).flip(-1)  # (N, D, taps): now the last tap meets the newest input
+        taps = min(T0 + 1, c.max_len)  # no row is longer than max_len: older inputs are zeros
+        h = self.filters(taps)  # (N, D, taps)
         beta = self.filter_bias.view(c.order, self.d_model)
         new_hists = []
         for n in range(c.order):
-            ext = torch.cat([hists[n], z[:, None]], dim=1)  # (B, T0 + 1, D)
-            new_hists.append(_right_align(ext, torch.full_like(end, T0 + 1), T))
-            z = xs[n] * (torch.einsum("btd,dt->bd", ext[:, T0 + 1 - taps:], h[n]) + beta[n] * z)
+            y, _ = long_conv_step(z, h[n], hists[n][:, T0 - (taps - 1):])  # the last taps-1 inputs
+            new_hists.append(_right_align(torch.cat([hists[n], z[:, None]], dim=1), torch.full_like(end, T0 + 1), T))
+            z = xs[n] * (y + beta[n] * z)
         return self.out_proj(z), (conv_state, *new_hists, length + 1)
 
     def _capacity(self, end: Tensor) -> int:
@@ -195,9 +196,7 @@ class Hyena(SequenceMixer):
         blk = self.config.history_block
         return -(-int(end.max()) // blk) * blk
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        dtype = dtype or self.in_proj.weight.dtype
-        device = device if device is not None else self.in_proj.weight.device
+    def _zero_state(self, batch_size, device, dtype):
         c, D = self.config, self.d_model
         conv = torch.zeros(batch_size, c.short_filter_order - 1, (c.order + 1) * D, dtype=dtype, device=device)
         hists = (torch.zeros(batch_size, 0, D, dtype=dtype, device=device) for _ in range(c.order))

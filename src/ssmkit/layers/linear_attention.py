@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.linear_attention import linear_attention
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, resolve_heads, tag_ssm_param
+from ..ops import linear_attention as linear_attention_op
+from ..ops.linear_attention import linear_attention, linear_attention_step
+from .base import MixerConfig, SequenceMixer, resolve_heads, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -55,7 +57,7 @@ class LinearAttention(SequenceMixer):
 
     Config = LinearAttentionConfig
     config: LinearAttentionConfig
-    modes = ("chunked", "parallel", "reference")
+    modes = linear_attention_op.MODES  # chunked, parallel, reference
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -84,23 +86,21 @@ class LinearAttention(SequenceMixer):
         o = o[..., :-1] / (o[..., -1:] + self.config.eps)
         return self.o_proj(o.flatten(-2))
 
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         q, k, v = self._qkv(x)
-        if lengths is not None:
-            k = k * lengths_mask(lengths, x.shape[1])[..., None, None].to(k.dtype)
         S0 = None if state is None else state[0]
-        o, S = linear_attention(q, k, v, None, S0, mode=mode, chunk_size=self.config.chunk_size)
+        # padded steps: k = 0, no input (there is no decay)
+        o, S = linear_attention(q, call.zero_pads(k), v, None, S0, mode=call.mode, chunk_size=self.config.chunk_size)
         return self._readout(o), (S,)
 
-    def _step(self, x_t, state):
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         q, k, v = self._qkv(x_t)  # (B, H, K), (B, H, K), (B, H, V+1)
-        S = state[0] + k[..., :, None] * v[..., None, :]
-        return self._readout((q[..., :, None] * S).sum(-2)), (S,)
+        o, S = linear_attention_step(q, k, v, None, state[0])
+        return self._readout(o), (S,)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        w = self.q_proj.weight
+    def _zero_state(self, batch_size, device, dtype):
         H, P = self.n_heads, self.head_dim
-        return (torch.zeros(batch_size, H, P, P + 1, device=device or w.device, dtype=dtype or w.dtype),)
+        return (torch.zeros(batch_size, H, P, P + 1, device=device, dtype=dtype),)
 
     @property
     def state_size(self) -> int:

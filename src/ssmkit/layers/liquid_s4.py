@@ -24,10 +24,11 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from ._diagonal_lti import DiagonalSystem
 from ..config import check
-from .base import lengths_mask
-from .mamba import conv_state_at
+from ..ops.linear_scan import linear_scan_step
+from ..ops.short_conv import conv_state_at
+from ._diagonal_ssm import DiagonalSystem, diagonal_fft
+from .call import ForwardCall
 from .registry import register_mixer
 from .s4d import S4D, S4DConfig
 
@@ -62,36 +63,34 @@ class LiquidS4(S4D):
         return torch.stack(out)
 
     # ----------------------------------------------------------------- interface
-    def init_state(self, batch_size, device=None, dtype=None) -> tuple[Tensor, Tensor]:
-        (h,) = super().init_state(batch_size, device, dtype)
-        hist = torch.zeros(batch_size, self.config.liquid_order - 1, self.d_model, device=h.device,
-                           dtype=dtype or self.D.dtype)
-        return h, hist
+    def _zero_state(self, batch_size, device, dtype) -> tuple[Tensor, Tensor]:
+        (h,) = super()._zero_state(batch_size, device, dtype)
+        return h, torch.zeros(batch_size, self.config.liquid_order - 1, self.d_model, device=device, dtype=dtype)
 
     @property
     def state_size(self) -> int:
         return self.d_model * (self.config.d_state + self.config.liquid_order - 1)
 
-    def _step(self, x_t: Tensor, state):
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         s = self.discrete_system()
         y, h, hist = self._cell(x_t, *self._checked(state), s, self.liquid_coefficients(s))
         return self._post(y, x_t), (h, hist)
 
-    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str, need_state: bool):
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         B, L, H = x.shape
         s = self.discrete_system()
         kappa = self.liquid_coefficients(s)
         h0, hist = (None, None) if state is None else self._checked(state)
-        if mode == "reference":
-            y, h, hist = self._reference(x, h0, hist, lengths, s, kappa)
+        if call.mode == "reference":
+            y, h, hist = self._reference(x, h0, hist, call, s, kappa)
             return self._post(y, x), (h, hist)
-        y, h = self._forward_fft(x, h0, lengths, s, need_state)
+        y, h = diagonal_fft(x, h0, call.lengths, s, call.need_state)
         if hist is None:
             hist = x.new_zeros(B, self.config.liquid_order - 1, H)
         y = y + self._liquid(x, hist, kappa)
-        if not need_state:
+        if not call.need_state:
             return self._post(y, x), None
-        n = torch.full((B,), L, device=x.device) if lengths is None else lengths
+        n = torch.full((B,), L, device=x.device) if call.lengths is None else call.lengths
         return self._post(y, x), (h, conv_state_at(x, hist, n, self.config.liquid_order))
 
     # ----------------------------------------------------------------- pieces
@@ -108,7 +107,7 @@ class LiquidS4(S4D):
     @staticmethod
     def _cell(x_t: Tensor, h: Tensor, hist: Tensor, s: DiagonalSystem, kappa: Tensor):
         """One token: x_t (B, H) -> (y_t before the head, h, hist)."""
-        h = s.dA * h + s.dB * x_t[..., None]
+        _, h = linear_scan_step(s.dA, s.dB * x_t[..., None], h)
         y, prod = (s.C * h).real.sum(-1), x_t
         P = hist.shape[1] + 1
         for p in range(2, P + 1):
@@ -116,12 +115,12 @@ class LiquidS4(S4D):
             y = y + kappa[p - 2] * prod
         return y, h, torch.cat([hist[:, 1:], x_t[:, None]], 1)
 
-    def _reference(self, x, h0, hist, lengths, s, kappa):
+    def _reference(self, x, h0, hist, call: ForwardCall, s, kappa):
         B, L, H = x.shape
         h, hist0 = self.init_state(B, x.device, x.dtype)
         h = h if h0 is None else h0
         hist = hist0 if hist is None else hist
-        mask = None if lengths is None else lengths_mask(lengths, L)
+        mask = call.real(L)
         ys = []
         for t in range(L):
             y_t, h_new, hist_new = self._cell(x[:, t], h, hist, s, kappa)

@@ -32,11 +32,10 @@ from torch import Tensor, nn
 
 from ..core.discretize import discretize_diag
 from ..core.init import lru_init
-from ..ops import linear_scan as linear_scan_op
-from ..ops.linear_scan import linear_scan
-from ._complex_io import complex_dtype, project_in, real_readout
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
+from ._complex_io import project_in, real_readout
+from ._diagonal_rnn import DiagonalRNN
+from .base import MixerConfig, tag_ssm_param
 from .registry import register_mixer
 
 @dataclass
@@ -68,20 +67,20 @@ class LRUConfig(MixerConfig):
 
 
 @register_mixer("lru")
-class LRU(SequenceMixer):
+class LRU(DiagonalRNN):
     """LRU (Orvieto et al. 2023): h_t = lambda h_{t-1} + gamma B x_t, z_t = Re(C h_t) + D x_t, GLU out.
 
     x: (B, L, D) -> y: (B, L, D); state ``(h,)`` with h (B, N) complex.
     """
 
     Config = LRUConfig
-    modes = linear_scan_op.MODES
     accepts_dt = True  # lambda^{dt_t} with the zero-order-hold input scaling (module doc)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
         c = self.config
         N, D = c.d_state, d_model
+        self.n_modes = N
         dtype = torch.get_default_dtype()
         nu_log, theta_log, gamma_log = lru_init(N, c.r_min, c.r_max, c.max_phase)
 
@@ -131,38 +130,10 @@ class LRU(SequenceMixer):
         g = F.gelu(real_readout(h, self.C_re, self.C_im) + self.D * x)
         return self.out1(g) * torch.sigmoid(self.out2(g))
 
-    # ----------------------------------------------------------------- mixer interface
-    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str, dt: Tensor | None = None):
-        bu = project_in(x, self.input_matrix())  # (B, L, N)
+    def _recurrence_inputs(self, x: Tensor, dt: Tensor | None) -> tuple[Tensor, Tensor]:
+        """x (..., D), dt (...) | None -> (decay (N,) | (..., N), input (..., N)) of h = a h + b."""
+        bu = project_in(x, self.input_matrix())
         if dt is None:
-            lam = self.eigenvalues()
-        else:
-            lam, r = self.eigenvalues_at(dt)  # (B, L, N) each
-            bu = r * bu
-        a = lam
-        if lengths is not None:
-            # Past each row's length the step is the identity: decay 1, input 0.
-            real = lengths_mask(lengths, x.shape[1])[..., None]
-            a = torch.where(real, lam, torch.ones_like(lam))
-            bu = bu * real
-        h0 = None if state is None else state[0].to(bu.dtype)
-        h, h_last = linear_scan(a, bu, h0, mode=mode)
-        return self.output_block(h, x), (h_last,)
-
-    def _step(self, x_t: Tensor, state, dt: Tensor | None = None):
-        bu = project_in(x_t, self.input_matrix())  # (B, N)
-        if dt is None:
-            h = self.eigenvalues() * state[0] + bu
-        else:
-            lam, r = self.eigenvalues_at(dt)  # (B, N) each
-            h = lam * state[0] + r * bu
-        return self.output_block(h, x_t), (h,)
-
-    def init_state(self, batch_size: int, device=None, dtype=None):
-        dtype = complex_dtype(dtype or self.nu_log.dtype)
-        device = device if device is not None else self.nu_log.device
-        return (torch.zeros(batch_size, self.config.d_state, dtype=dtype, device=device),)
-
-    @property
-    def state_size(self) -> int:
-        return 2 * self.config.d_state
+            return self.eigenvalues(), bu
+        lam, r = self.eigenvalues_at(dt)
+        return lam, r * bu

@@ -24,7 +24,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..core.precision import float32_core
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall, lengths_mask
 from .registry import register_mixer
 
 
@@ -69,21 +70,20 @@ class LSTM(SequenceMixer):
         r = self.rnn
         return r.weight_ih_l0.to(dtype), r.weight_hh_l0.to(dtype), (r.bias_ih_l0 + r.bias_hh_l0).to(dtype)
 
-    def init_state(self, batch_size, device=None, dtype=None) -> tuple[Tensor, Tensor]:
-        w = self.rnn.weight_hh_l0
-        h = torch.zeros(batch_size, self.d_hidden, device=device or w.device, dtype=dtype or w.dtype)
+    def _zero_state(self, batch_size, device, dtype) -> tuple[Tensor, Tensor]:
+        h = torch.zeros(batch_size, self.d_hidden, device=device, dtype=dtype)
         return h, h.clone()
 
     @property
     def state_size(self) -> int:
         return 2 * self.d_hidden
 
-    def _step(self, x_t: Tensor, state) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def _step(self, x_t: Tensor, state, dt: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         h, c = self._cell(x_t, *self._checked(state))
         return self.out_proj(h), (h, c)
 
-    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str):
-        hs, final = self._recurrence(x, state, lengths, mode)
+    def _forward(self, x: Tensor, state, call: ForwardCall):
+        hs, final = self._recurrence(x, state, call.lengths, call.mode)
         return self.out_proj(hs), final
 
     # The recurrence runs in float32 under autocast (core.precision); out_proj may run in bf16.
@@ -114,7 +114,7 @@ class LSTM(SequenceMixer):
         dt = x.dtype
         w = self._weights(torch.float64)
         h, c = h.double(), c.double()
-        mask = None if lengths is None else lengths_mask(lengths, x.shape[1])[..., None]
+        mask = None if lengths is None else lengths_mask(lengths, x.shape[1])[..., None]  # (B, L, 1)
         hs = []
         for t in range(x.shape[1]):
             h_new, c_new = lstm_cell(x[:, t].double(), h, c, *w)

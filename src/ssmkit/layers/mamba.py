@@ -26,11 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import selective_scan as selective_scan_op
-from ..ops.selective_scan import selective_scan
-from ..ops.short_conv import short_conv, short_conv_step
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
+from ..core.init import softplus_dt_bias
+from ..ops import selective_scan as selective_scan_op
+from ..ops.selective_scan import selective_scan, selective_scan_step
+from ..ops.short_conv import conv_state_at, short_conv, short_conv_step
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -54,22 +56,6 @@ class MambaConfig(MixerConfig):
         check(self.dt_rank is None or self.dt_rank >= 1, "dt_rank", f"must be None or >= 1, got {self.dt_rank}")
         check(0 < self.dt_min <= self.dt_max, "dt_min", f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
         check(self.ssm_lr is None or self.ssm_lr > 0, "ssm_lr", f"must be None or > 0, got {self.ssm_lr}")
-
-
-def inverse_softplus(x: Tensor) -> Tensor:
-    return x + torch.log(-torch.expm1(-x))
-
-
-def conv_state_at(xi: Tensor, conv_state: Tensor | None, lengths: Tensor, K: int) -> Tensor:
-    """The short-conv state after ``lengths`` tokens: the last K-1 real inputs of each row.
-
-    xi: (B, L, C) right-padded input, conv_state: (B, K-1, C) history before it (zeros if None).
-    """
-    if conv_state is None:
-        conv_state = xi.new_zeros(xi.shape[0], K - 1, xi.shape[2])
-    ext = torch.cat([conv_state, xi], dim=1)  # index j of ext is input j-(K-1)
-    idx = lengths[:, None] + torch.arange(K - 1, device=xi.device)[None, :]  # (B, K-1)
-    return ext.gather(1, idx[..., None].expand(-1, -1, xi.shape[2]))
 
 
 @register_mixer("mamba")
@@ -96,61 +82,51 @@ class Mamba(SequenceMixer):
         self.D = nn.Parameter(torch.ones(E))
         std = self.dt_rank**-0.5 * c.dt_scale
         nn.init.uniform_(self.dt_proj.weight, -std, std)
-        dt = torch.exp(torch.rand(E) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min))
         with torch.no_grad():
-            self.dt_proj.bias.copy_(inverse_softplus(dt.clamp(min=c.dt_init_floor)))
+            self.dt_proj.bias.copy_(softplus_dt_bias(E, c.dt_min, c.dt_max, c.dt_init_floor))
         for p in (self.A_log, self.D, self.dt_proj.bias):
             tag_ssm_param(p, lr=c.ssm_lr)
 
-    # ----------------------------------------------------------------- forward / step
-    def _split(self, xc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """xc (..., E) -> Δ before softplus (..., E), B (..., N), C (..., N)."""
+    # ----------------------------------------------------------------- the shared pieces
+    def _ssm_inputs(self, conv_out: Tensor, time_delta: Tensor | None) -> tuple[Tensor, ...]:
+        """The conv output (..., E) and time deltas (...) | None -> x (..., E) after the SiLU, Δ (..., E)
+        after the softplus (and times dt), B, C (..., N)."""
+        xc = F.silu(conv_out)
         N = self.config.d_state
         dt, B, C = self.x_proj(xc).split([self.dt_rank, N, N], dim=-1)
-        return F.linear(dt, self.dt_proj.weight), B, C
-
-    def _forward(self, x, state, lengths, mode, dt=None):
-        L = x.shape[1]
-        K = self.config.d_conv
-        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
-        time_delta = dt  # (B, L) or None; the name dt is the low-rank step projection below
-        conv_state, ssm_state = (None, None) if state is None else state
-        w = self.conv1d.weight[:, 0, :]  # (E, K)
-        xc, conv_final = short_conv(xi, w, self.conv1d.bias, conv_state)
-        xc = F.silu(xc)
-        dt, B, C = self._split(xc)
-        delta = F.softplus(dt + self.dt_proj.bias)
+        delta = F.softplus(F.linear(dt, self.dt_proj.weight) + self.dt_proj.bias)  # dt_proj carries the Δ bias
         if time_delta is not None:
-            delta = delta * time_delta[..., None]  # (B, L, E)
-        if lengths is not None:
-            delta = delta * lengths_mask(lengths, L)[..., None].to(delta.dtype)
-            conv_final = conv_state_at(xi, conv_state, lengths, K)
+            delta = delta * time_delta[..., None]
+        return xc, delta, B, C
+
+    def _conv_weight(self) -> Tensor:
+        return self.conv1d.weight[:, 0, :]  # (E, K)
+
+    # ----------------------------------------------------------------- forward / step
+    def _forward(self, x: Tensor, state, call: ForwardCall):
+        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
+        conv_state, ssm_state = (None, None) if state is None else state
+        conv_out, conv_final = short_conv(xi, self._conv_weight(), self.conv1d.bias, conv_state)
+        if call.lengths is not None:
+            conv_final = conv_state_at(xi, conv_state, call.lengths, self.config.d_conv)
+        xc, delta, B, C = self._ssm_inputs(conv_out, call.dt)
         A = -torch.exp(self.A_log)
-        y, ssm_final = selective_scan(xc, delta, A, B, C, self.D, z, initial_state=ssm_state, mode=mode)
+        y, ssm_final = selective_scan(xc, call.zero_pads(delta), A, B, C, self.D, z, initial_state=ssm_state,
+                                      mode=call.mode)  # Δ = 0: padded steps are identities
         return self.out_proj(y), (conv_final, ssm_final)
 
-    def _step(self, x_t, state, dt=None):
-        time_delta = dt  # (B,) or None
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         conv_state, h = state
         xi, z = self.in_proj(x_t).chunk(2, dim=-1)  # (B, E)
-        xc, conv_state = short_conv_step(xi, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
-        xc = F.silu(xc)
-        dt, B, C = self._split(xc)
-        delta = F.softplus(dt + self.dt_proj.bias)  # (B, E)
-        if time_delta is not None:
-            delta = delta * time_delta[:, None]
-        A = -torch.exp(self.A_log)  # (E, N)
-        h = torch.exp(delta[..., None] * A) * h + (delta * xc)[..., None] * B[:, None, :]
-        y = (h * C[:, None, :]).sum(-1) + self.D * xc
-        return self.out_proj(y * F.silu(z)), (conv_state, h)
+        conv_out, conv_state = short_conv_step(xi, self._conv_weight(), self.conv1d.bias, conv_state)
+        xc, delta, B, C = self._ssm_inputs(conv_out, dt)
+        y, h = selective_scan_step(xc, delta, -torch.exp(self.A_log), B, C, self.D, z, state=h)
+        return self.out_proj(y), (conv_state, h)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        dtype = dtype or self.A_log.dtype
+    def _zero_state(self, batch_size, device, dtype):
         E, K, N = self.d_inner, self.config.d_conv, self.config.d_state
-        return (
-            torch.zeros(batch_size, K - 1, E, device=device, dtype=dtype),
-            torch.zeros(batch_size, E, N, device=device, dtype=dtype),
-        )
+        return (torch.zeros(batch_size, K - 1, E, device=device, dtype=dtype),
+                torch.zeros(batch_size, E, N, device=device, dtype=dtype))
 
     @property
     def state_size(self) -> int:

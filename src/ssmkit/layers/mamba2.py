@@ -17,17 +17,18 @@ clamp, Δ_t = dt_t · clamp(softplus(...)), in every mode (the same rule as Mamb
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.short_conv import short_conv, short_conv_step
-from ..ops.ssd import ssd
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
-from .mamba import conv_state_at, inverse_softplus
+from ..core.init import softplus_dt_bias
+from ..ops import ssd as ssd_op
+from ..ops.short_conv import conv_state_at, short_conv, short_conv_step
+from ..ops.ssd import ssd, ssd_step
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -63,7 +64,7 @@ class Mamba2(SequenceMixer):
     """SSD mixer (Mamba-2). Modes: ``chunked`` (SSD algorithm), ``quadratic`` (masked dual form), ``reference``."""
 
     Config = Mamba2Config
-    modes = ("chunked", "quadratic", "reference")
+    modes = ssd_op.MODES  # chunked, quadratic, reference
     accepts_dt = True  # Δ_t = dt_t · clamp(softplus(...))
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
@@ -78,8 +79,7 @@ class Mamba2(SequenceMixer):
         self.in_proj = nn.Linear(d_model, E + self.conv_dim + H, bias=c.bias)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, c.d_conv, groups=self.conv_dim,
                                 padding=c.d_conv - 1, bias=c.conv_bias)
-        dt = torch.exp(torch.rand(H) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min))
-        self.dt_bias = nn.Parameter(inverse_softplus(dt.clamp(min=c.dt_init_floor)))
+        self.dt_bias = nn.Parameter(softplus_dt_bias(H, c.dt_min, c.dt_max, c.dt_init_floor))
         self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(*c.A_init_range)))
         self.D = nn.Parameter(torch.ones(H))
         self.norm = nn.RMSNorm(E, eps=c.norm_eps)  # applied per group of E/G channels in _gated_norm
@@ -99,51 +99,40 @@ class Mamba2(SequenceMixer):
         E = self.d_inner
         return self.in_proj(u).split([E, self.conv_dim, self.n_heads], dim=-1)
 
-    def _ssm_inputs(self, xbc: Tensor, dt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _ssm_inputs(self, xbc: Tensor, dt: Tensor, time_delta: Tensor | None) -> tuple[Tensor, ...]:
+        """The activated conv output (..., E + 2GN), the projected step (..., H) and time deltas (...)
+        | None -> x (..., H, P), B, C (..., G, N), Δ (..., H) after bias, softplus, clamp (and times dt)."""
         c = self.config
         x, B, C = xbc.split([self.d_inner, c.n_groups * c.d_state, c.n_groups * c.d_state], dim=-1)
         x = x.unflatten(-1, (self.n_heads, c.head_dim))
         B = B.unflatten(-1, (c.n_groups, c.d_state))
         C = C.unflatten(-1, (c.n_groups, c.d_state))
         delta = F.softplus(dt + self.dt_bias).clamp(*c.dt_limit)
+        if time_delta is not None:
+            delta = delta * time_delta[..., None]
         return x, B, C, delta
 
-    def _forward(self, x, state, lengths, mode, dt=None):
-        L = x.shape[1]
-        time_delta = dt  # (B, L) or None; dt below is the projected step
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         z, xbc, dt = self._project(x)
         conv_state, ssm_state = (None, None) if state is None else state
         xc, conv_final = short_conv(xbc, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
-        xs, B, C, delta = self._ssm_inputs(F.silu(xc), dt)
-        if time_delta is not None:
-            delta = delta * time_delta[..., None]  # (B, L, H)
-        if lengths is not None:
-            delta = delta * lengths_mask(lengths, L)[..., None].to(delta.dtype)
-            conv_final = conv_state_at(xbc, conv_state, lengths, self.config.d_conv)
+        if call.lengths is not None:
+            conv_final = conv_state_at(xbc, conv_state, call.lengths, self.config.d_conv)
+        xs, B, C, delta = self._ssm_inputs(F.silu(xc), dt, call.dt)
         A = -torch.exp(self.A_log)
-        y, ssm_final = ssd(xs, delta, A, B, C, self.D, initial_state=ssm_state, mode=mode,
-                           chunk_size=self.config.chunk_size)
-        y = self._gated_norm(y.flatten(-2), z)
-        return self.out_proj(y), (conv_final, ssm_final)
+        y, ssm_final = ssd(xs, call.zero_pads(delta), A, B, C, self.D, initial_state=ssm_state, mode=call.mode,
+                           chunk_size=self.config.chunk_size)  # Δ = 0: padded steps are identities
+        return self.out_proj(self._gated_norm(y.flatten(-2), z)), (conv_final, ssm_final)
 
-    def _step(self, x_t, state, dt=None):
-        time_delta = dt  # (B,) or None
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         conv_state, h = state  # h (B, H, P, N)
-        z, xbc, dt = self._project(x_t)
+        z, xbc, dt_proj = self._project(x_t)
         xc, conv_state = short_conv_step(xbc, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
-        xs, B, C, delta = self._ssm_inputs(F.silu(xc), dt)  # xs (B, H, P), B/C (B, G, N), delta (B, H)
-        if time_delta is not None:
-            delta = delta * time_delta[:, None]
-        rep = self.n_heads // self.config.n_groups
-        B, C = B.repeat_interleave(rep, dim=1), C.repeat_interleave(rep, dim=1)  # (B, H, N)
-        A = -torch.exp(self.A_log)
-        decay = torch.exp(delta * A)[..., None, None]
-        h = decay * h + (delta[..., None] * xs)[..., None] * B[:, :, None, :]
-        y = (h * C[:, :, None, :]).sum(-1) + self.D[:, None] * xs  # (B, H, P)
+        xs, B, C, delta = self._ssm_inputs(F.silu(xc), dt_proj, dt)
+        y, h = ssd_step(xs, delta, -torch.exp(self.A_log), B, C, self.D, state=h)  # y (B, H, P)
         return self.out_proj(self._gated_norm(y.flatten(-2), z)), (conv_state, h)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        dtype = dtype or self.A_log.dtype
+    def _zero_state(self, batch_size, device, dtype):
         c = self.config
         return (
             torch.zeros(batch_size, c.d_conv - 1, self.conv_dim, device=device, dtype=dtype),

@@ -27,12 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.mlstm import mlstm
-from ..ops.short_conv import short_conv, short_conv_step
-from ._block_diagonal import BlockDiagonalLinear
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
-from .mamba import conv_state_at
+from ..ops import mlstm as mlstm_op
+from ..ops.mlstm import mlstm, mlstm_step
+from ..ops.short_conv import conv_state_at, short_conv, short_conv_step
+from ._block_diagonal import BlockDiagonalLinear
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 FORGET_GATES = ("sigmoid", "exp")
@@ -65,7 +66,7 @@ class MLSTM(SequenceMixer):
     """xLSTM mLSTM block (B, L, D) -> (B, L, D). Modes: ``chunked`` (chunkwise parallel), ``reference``."""
 
     Config = MLSTMConfig
-    modes = ("chunked", "reference")
+    modes = mlstm_op.MODES  # chunked, reference
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -121,34 +122,29 @@ class MLSTM(SequenceMixer):
         return self.proj_down((h + self.skip * xc) * F.silu(z))
 
     # ----------------------------------------------------------------- forward / step
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         xm, z = self.proj_up(x).chunk(2, dim=-1)  # (B, L, E) each
         conv_state, *cell_state = (None,) * 4 if state is None else state
-        w = self.conv1d.weight[:, 0, :]
-        xc, conv_final = short_conv(xm, w, self.conv1d.bias, conv_state)
+        xc, conv_final = short_conv(xm, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
+        if call.lengths is not None:
+            conv_final = conv_state_at(xm, conv_state, call.lengths, self.config.conv_kernel)
         xc = F.silu(xc)
         q, k, v, log_i, log_f = self._cell_inputs(xc, xm)
-        if lengths is not None:
-            real = lengths_mask(lengths, x.shape[1])[..., None]  # (B, L, 1)
-            log_i = torch.where(real, log_i, -torch.inf)
-            log_f = torch.where(real, log_f, 0.0)
-            conv_final = conv_state_at(xm, conv_state, lengths, self.config.conv_kernel)
+        # log i = -inf, log f = 0: padded steps are the identity on (C, n, m)
+        log_i, log_f = call.fill_pads(log_i, -torch.inf), call.zero_pads(log_f)
         h0 = None if state is None else tuple(cell_state)
-        h, (C, n, m) = mlstm(q, k, v, log_i, log_f, h0, mode=mode, chunk_size=self.config.chunk_size)
+        h, (C, n, m) = mlstm(q, k, v, log_i, log_f, h0, mode=call.mode, chunk_size=self.config.chunk_size)
         return self._output(h, xc, z), (conv_final, C, n, m)
 
-    def _step(self, x_t, state):
-        conv_state, C, n, m = state
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
+        conv_state, *cell_state = state
         xm, z = self.proj_up(x_t).chunk(2, dim=-1)  # (B, E)
         xc, conv_state = short_conv_step(xm, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
         xc = F.silu(xc)
-        q, k, v, log_i, log_f = (t[:, None] for t in self._cell_inputs(xc, xm))  # length-1 sequences
-        h, (C, n, m) = mlstm(q, k, v, log_i, log_f, (C, n, m), mode="reference")
-        return self._output(h[:, 0], xc, z), (conv_state, C, n, m)
+        h, (C, n, m) = mlstm_step(*self._cell_inputs(xc, xm), tuple(cell_state))
+        return self._output(h, xc, z), (conv_state, C, n, m)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        dtype = dtype or self.proj_up.weight.dtype
-        device = device if device is not None else self.proj_up.weight.device
+    def _zero_state(self, batch_size, device, dtype):
         E, H, P, K = self.d_inner, self.config.num_heads, self.head_dim, self.config.conv_kernel
 
         def zeros(*shape: int) -> Tensor:

@@ -25,10 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.linear_attention import linear_attention
-from .attention import rope
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, resolve_heads, tag_ssm_param
+from ..ops import linear_attention as linear_attention_op
+from ..ops.linear_attention import linear_attention, linear_attention_step
+from .attention import rope
+from .base import MixerConfig, SequenceMixer, resolve_heads, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -67,7 +69,7 @@ class RetNet(SequenceMixer):
 
     Config = RetNetConfig
     config: RetNetConfig
-    modes = ("chunked", "parallel", "reference")
+    modes = linear_attention_op.MODES  # chunked, parallel, reference
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -114,35 +116,30 @@ class RetNet(SequenceMixer):
         normed = F.layer_norm(o, (self.value_dim,), eps=gn.eps).flatten(-2) * gn.weight + gn.bias
         return self.o_proj(F.silu(self.g_proj(x)) * normed)
 
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         B, L, _ = x.shape
         S0, offset = (None, x.new_zeros(B)) if state is None else state
         pos = offset.detach().round().long()[:, None] + torch.arange(L, device=x.device)
         q, k, v = self._qkv(x, pos)
         log_decay = self.log_decay().to(x.dtype)
-        if lengths is None:
+        if call.lengths is None:
             seen = offset + L
         else:  # padded steps: identity (decay 1, no input), so the decay goes per step
-            real = lengths_mask(lengths, L).to(x.dtype)
-            k = k * real[..., None, None]
-            log_decay = log_decay * real[..., None]  # (B, L, H)
-            seen = offset + lengths.to(x.dtype)
-        o, S = linear_attention(q, k, v, log_decay, S0, scale=self.key_dim**-0.5, mode=mode,
+            k = call.zero_pads(k)
+            log_decay = call.zero_pads(log_decay.expand(B, L, -1))  # (B, L, H)
+            seen = offset + call.lengths.to(x.dtype)
+        o, S = linear_attention(q, k, v, log_decay, S0, scale=self.key_dim**-0.5, mode=call.mode,
                                 chunk_size=self.config.chunk_size)
         return self._readout(o, x), (S, seen)
 
-    def _step(self, x_t, state):
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         S, offset = state
         pos = offset.detach().round().long()[:, None]
         q, k, v = (t[:, 0] for t in self._qkv(x_t[:, None], pos))  # (B, H, K|V)
-        gamma = torch.exp(self.log_decay().to(x_t.dtype))[:, None, None]
-        S = gamma * S + k[..., :, None] * v[..., None, :]
-        o = self.key_dim**-0.5 * (q[..., :, None] * S).sum(-2)
+        o, S = linear_attention_step(q, k, v, self.log_decay().to(x_t.dtype), S, scale=self.key_dim**-0.5)
         return self._readout(o, x_t), (S, offset + 1)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        w = self.q_proj.weight
-        device, dtype = device or w.device, dtype or w.dtype
+    def _zero_state(self, batch_size, device, dtype):
         S = torch.zeros(batch_size, self.n_heads, self.key_dim, self.value_dim, device=device, dtype=dtype)
         return (S, torch.zeros(batch_size, device=device, dtype=dtype))
 

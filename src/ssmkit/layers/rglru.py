@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import linear_scan as linear_scan_op
-from ..ops.linear_scan import linear_scan
-from ..ops.short_conv import short_conv, short_conv_step
-from ._block_diagonal import BlockDiagonalLinear
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
-from .mamba import conv_state_at
+from ..ops import linear_scan as linear_scan_op
+from ..ops.linear_scan import linear_scan, linear_scan_step
+from ..ops.short_conv import conv_state_at, short_conv, short_conv_step
+from ._block_diagonal import BlockDiagonalLinear
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 @dataclasses.dataclass
@@ -95,31 +95,26 @@ class RGLRU(SequenceMixer):
         log_a = self.config.c * r * F.logsigmoid(self.a_param)
         return torch.exp(log_a), torch.sqrt(-torch.expm1(2 * log_a)) * (i * u)
 
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         g = F.gelu(self.linear_y(x), approximate="tanh")
         xb = self.linear_x(x)
         conv_state, h0 = (None, None) if state is None else state
         u, conv_final = short_conv(xb, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
+        if call.lengths is not None:
+            conv_final = conv_state_at(xb, conv_state, call.lengths, self.config.conv_kernel)
         a, b = self._recurrence_inputs(u)
-        if lengths is not None:
-            real = lengths_mask(lengths, x.shape[1])[..., None]
-            a = torch.where(real, a, 1.0)
-            b = b * real
-            conv_final = conv_state_at(xb, conv_state, lengths, self.config.conv_kernel)
-        h, h_last = linear_scan(a, b, h0, mode=mode)
+        # padded steps are identities: a = 1, input 0
+        h, h_last = linear_scan(call.one_pads(a), call.zero_pads(b), h0, mode=call.mode)
         return self.linear_out(g * h), (conv_final, h_last)
 
-    def _step(self, x_t, state):
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         conv_state, h = state
         g = F.gelu(self.linear_y(x_t), approximate="tanh")
         u, conv_state = short_conv_step(self.linear_x(x_t), self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
-        a, b = self._recurrence_inputs(u)
-        h = a * h + b
+        _, h = linear_scan_step(*self._recurrence_inputs(u), h)
         return self.linear_out(g * h), (conv_state, h)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        dtype = dtype or self.a_param.dtype
-        device = device if device is not None else self.a_param.device
+    def _zero_state(self, batch_size, device, dtype):
         W, K = self.lru_width, self.config.conv_kernel
         return (torch.zeros(batch_size, K - 1, W, dtype=dtype, device=device),
                 torch.zeros(batch_size, W, dtype=dtype, device=device))

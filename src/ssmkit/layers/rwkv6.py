@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.rwkv6 import rwkv6
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
+from ..ops import rwkv6 as rwkv6_op
+from ..ops.rwkv6 import rwkv6, rwkv6_step
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -58,7 +60,7 @@ class RWKV6(SequenceMixer):
 
     Config = RWKV6Config
     config: RWKV6Config
-    modes = ("chunked", "reference")
+    modes = rwkv6_op.MODES  # chunked, reference
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -123,29 +125,27 @@ class RWKV6(SequenceMixer):
         o = F.layer_norm(o, o.shape[-1:], eps=self.ln_x.eps).flatten(-2)
         return self.output(torch.addcmul(self.ln_x.bias, o, self.ln_x.weight) * g)
 
-    def _forward(self, x, state, lengths, mode):
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         batch, L, D = x.shape
         x_prev, S = (x.new_zeros(batch, D), None) if state is None else state
         shifted = torch.cat([x_prev[:, None], x[:, :-1]], dim=1)  # x_{t-1}
         r, k, v, g, log_w = self._mix(x, shifted)
-        if lengths is None:
+        if call.lengths is None:
             last = x[:, -1]
-        else:  # log w = 0, k = 0: padded steps leave S unchanged; x_prev is the last real token
-            real = lengths_mask(lengths, L)[..., None, None].to(x.dtype)
-            k, log_w = k * real, log_w * real
-            last = torch.cat([x_prev[:, None], x], dim=1)[torch.arange(batch, device=x.device), lengths]
-        o, S = rwkv6(r, k, v, log_w, self.time_faaaa, S, mode=mode, chunk_size=self.config.chunk_size)
+        else:  # x_prev for the next call is each row's last real token
+            last = torch.cat([x_prev[:, None], x], dim=1)[torch.arange(batch, device=x.device), call.lengths]
+        # log w = 0, k = 0: padded steps leave S unchanged
+        o, S = rwkv6(r, call.zero_pads(k), v, call.zero_pads(log_w), self.time_faaaa, S, mode=call.mode,
+                     chunk_size=self.config.chunk_size)
         return self._output(o, g), (last, S)
 
-    def _step(self, x_t, state):
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         x_prev, S = state
         r, k, v, g, log_w = self._mix(x_t, x_prev)
-        o, S = rwkv6(r[:, None], k[:, None], v[:, None], log_w[:, None], self.time_faaaa, S,
-                     mode="reference")
-        return self._output(o[:, 0], g), (x_t, S)
+        o, S = rwkv6_step(r, k, v, log_w, self.time_faaaa, S)
+        return self._output(o, g), (x_t, S)
 
-    def init_state(self, batch_size, device=None, dtype=None):
-        dtype = dtype or self.receptance.weight.dtype
+    def _zero_state(self, batch_size, device, dtype):
         H, P = self.n_heads, self.head_size
         return (
             torch.zeros(batch_size, self.d_model, device=device, dtype=dtype),

@@ -18,7 +18,7 @@ half h: every dense computation works on r = [Re h; Im h] in R^N, where A is a r
                  of the dense dA: O(H N^3 log L)), then ``long_conv`` mode fft. The initial-state
                  term C dA^{t+1} h0 and the final state come from chunked Krylov matrices
                  ([c; c dA; ...] and [dB, dA dB, ...], C columns) contracted as matmuls and
-                 combined over chunks with dA^C, dA^2C, ... (O(B H N L) + O(H N^3 log L)).
+                 combined over chunks with dA^C, dA^2C, ... (``core.krylov``).
 - ``reference``: the recurrence on the dense dA, token by token (also what ``step`` runs).
 """
 from __future__ import annotations
@@ -29,13 +29,16 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..config import check
 from ..core.cauchy import dplr_kernel
 from ..core.hippo import dplr, low_rank
 from ..core.init import dt_init
+from ..core.krylov import MatrixPowers, reversed_input_state, zero_input_response
 from ..core.precision import float32_core
 from ..ops.long_conv import long_conv
-from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
+from ._complex_io import complex_dtype
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 # HiPPO measures whose normal part has N/2 eigenvalues with Im > 0 and their conjugates (fout has
@@ -123,6 +126,11 @@ def bilinear_real(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> tuple[Ten
     return 2 * Minv - eye, dt * (Minv @ _to_real(B)[..., None])[..., 0]
 
 
+def _dense_step(s: S4System, r: Tensor, x_t: Tensor) -> Tensor:
+    """One step of the recurrence on r = [Re h; Im h]: dA r + dB x_t, r (B, H, N), x_t (B, H)."""
+    return (s.dA @ r[..., None])[..., 0] + s.dB * x_t[..., None]
+
+
 def _to_real(h: Tensor) -> Tensor:
     return torch.cat([h.real, h.imag], -1)
 
@@ -130,29 +138,6 @@ def _to_real(h: Tensor) -> Tensor:
 def _to_complex(r: Tensor) -> Tensor:
     n = r.shape[-1] // 2
     return torch.complex(r[..., :n], r[..., n:])
-
-
-class _Powers:
-    """dA^(2^j) (H, N, N), squared on first use."""
-
-    def __init__(self, dA: Tensor) -> None:
-        self._p = [dA]
-
-    def __getitem__(self, j: int) -> Tensor:
-        while len(self._p) <= j:
-            self._p.append(self._p[-1] @ self._p[-1])
-        return self._p[j]
-
-    def apply(self, x: Tensor, n: int | Tensor) -> Tensor:
-        """dA^n x for x (H, N, M); n an int or (M,) long exponents, one per column."""
-        top = int(n if isinstance(n, int) else n.max()).bit_length()
-        for j in range(top):
-            if isinstance(n, int):
-                if n >> j & 1:
-                    x = self[j] @ x
-            else:
-                x = torch.where((n >> j & 1).bool(), self[j] @ x, x)
-        return x
 
 
 @register_mixer("s4")
@@ -201,24 +186,19 @@ class S4(SequenceMixer):
         dA, dB = bilinear_real(Lam, P, B, dt)
         return S4System(Lam, P, B, C, dt, dA, dB, 2 * torch.cat([C.real, -C.imag], -1))
 
-    def kernel(self, L: int, s: S4System | None = None, pw: _Powers | None = None) -> Tensor:
+    def kernel(self, L: int, s: S4System | None = None, pw: MatrixPowers | None = None) -> Tensor:
         """K (H, L) with K_l = 2 Re(C dA^l dB), through the DPLR generating function."""
         s = self.system() if s is None else s
-        pw = _Powers(s.dA) if pw is None else pw
-        cL = s.c[:, None, :]  # (H, 1, N) -> c dA^L by the binary expansion of L
-        for j in range(L.bit_length()):
-            if L >> j & 1:
-                cL = cL @ pw[j]
-        ct = s.c - cL[:, 0]  # c (I - dA^L), real form; back to the complex half: C~ = (ct_re - i ct_im) / 2
+        pw = MatrixPowers(s.dA) if pw is None else pw
+        ct = s.c - pw.left(s.c, L)  # c (I - dA^L), real form; back to the complex half: C~ = (ct_re - i ct_im) / 2
         Nh = s.Lambda.shape[-1]
         Ct = torch.complex(ct[..., :Nh], -ct[..., Nh:]) / 2
         return dplr_kernel(s.Lambda, s.P, s.P, s.B, Ct, s.dt, L)
 
     # ----------------------------------------------------------------- interface
-    def init_state(self, batch_size, device=None, dtype=None):
-        cdtype = torch.promote_types(dtype or self.D.dtype, torch.complex64)  # float64 -> complex128
-        return (torch.zeros(batch_size, self.d_model, self.config.d_state // 2, dtype=cdtype,
-                            device=device or self.D.device),)
+    def _zero_state(self, batch_size, device, dtype):
+        return (torch.zeros(batch_size, self.d_model, self.config.d_state // 2, dtype=complex_dtype(dtype),
+                            device=device),)
 
     @property
     def state_size(self) -> int:
@@ -236,91 +216,59 @@ class S4(SequenceMixer):
         y = self.dropout(self.activation(y + self.D * u))
         return nn.functional.glu(self.output_linear(y), dim=-1)
 
-    def _step(self, x_t: Tensor, state):
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         y, h = self._ssm_step(x_t, self._check_h(state))
         return self._post(y, x_t), (h,)
 
-    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str):
-        y, h = self._ssm(x, None if state is None else self._check_h(state), lengths, mode)
+    def _forward(self, x: Tensor, state, call: ForwardCall):
+        y, h = self._ssm(x, None if state is None else self._check_h(state), call)
         return self._post(y, x), (h,)
 
     # The SSM (kernel, convolution, state) runs in float32 under autocast; _post's projection may not.
     @float32_core
     def _ssm_step(self, x_t: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         s = self.system()
-        r = (s.dA @ _to_real(h)[..., None])[..., 0] + s.dB * x_t[..., None]  # (B, H, N)
+        r = _dense_step(s, _to_real(h), x_t)  # (B, H, N)
         return (s.c * r).sum(-1), _to_complex(r)
 
     @float32_core
-    def _ssm(self, x: Tensor, h0: Tensor | None, lengths: Tensor | None, mode: str) -> tuple[Tensor, Tensor]:
+    def _ssm(self, x: Tensor, h0: Tensor | None, call: ForwardCall) -> tuple[Tensor, Tensor]:
         s = self.system()
         r0 = None if h0 is None else _to_real(h0)
-        if mode == "fft":
-            y, r = self._forward_fft(x, r0, lengths, s)
+        if call.mode == "fft":
+            y, r = self._forward_fft(x, r0, call.lengths, s)
         else:
-            y, r = self._forward_reference(x, r0, lengths, s)
+            y, r = self._forward_reference(x, r0, call, s)
         return y, _to_complex(r)
 
     # ----------------------------------------------------------------- modes
-    def _forward_reference(self, x: Tensor, r0, lengths, s: S4System):
+    def _forward_reference(self, x: Tensor, r0: Tensor | None, call: ForwardCall, s: S4System):
         B, L, H = x.shape
         r = x.new_zeros(B, H, s.dA.shape[-1]) if r0 is None else r0
-        mask = None if lengths is None else lengths_mask(lengths, L)
+        mask = call.real(L)
         ys = []
         for t in range(L):
-            r_new = (s.dA @ r[..., None])[..., 0] + s.dB * x[:, t, :, None]
+            r_new = _dense_step(s, r, x[:, t])
             # Padded steps are the identity on the state.
             r = r_new if mask is None else torch.where(mask[:, t, None, None], r_new, r)
             ys.append((s.c * r).sum(-1))
         return torch.stack(ys, 1), r
 
-    def _forward_fft(self, x: Tensor, r0, lengths, s: S4System):
+    def _forward_fft(self, x: Tensor, r0: Tensor | None, lengths: Tensor | None, s: S4System):
         B, L, H = x.shape
-        N = s.dA.shape[-1]
-        pw = _Powers(s.dA)
+        pw = MatrixPowers(s.dA)
         y, _ = long_conv(x, self.kernel(L, s, pw), mode="fft")  # (B, L, H)
         C = min(_CHUNK, 1 << (L - 1).bit_length())
-        logC, J = C.bit_length() - 1, -(-L // C)
-        # Final state: sum_s dA^s dB v_s with v_b[s] = u_b[len_b - 1 - s] (the reversed row), as
-        # sum_j dA^{jC} (K v_j) with the Krylov matrix K = [dB, dA dB, ..., dA^{C-1} dB].
+        # Final state: sum_s dA^s dB v_s with v_b[s] = u_b[len_b - 1 - s] (each row reversed).
         if lengths is None:
             v = x.flip(1)
         else:
             idx = lengths[:, None] - 1 - torch.arange(L, device=x.device)  # (B, L)
             v = x.gather(1, idx.clamp(min=0)[..., None].expand(B, L, H)) * (idx >= 0)[..., None]
-        K = s.dB[..., None]
-        for j in range(logC):
-            K = torch.cat([K, pw[j] @ K], -1)  # (H, N, C)
-        v = nn.functional.pad(v, (0, 0, 0, J * C - L)).permute(2, 0, 1).reshape(H, B * J, C)
-        W = (v @ K.transpose(-1, -2)).reshape(H, B, J, N)
-        level = logC
-        while W.shape[2] > 1:  # pairwise: w_{2i} + dA^{C 2^k} w_{2i+1}
-            if W.shape[2] % 2:
-                W = nn.functional.pad(W, (0, 0, 0, 1))
-            odd = W[:, :, 1::2].reshape(H, -1, N) @ pw[level].transpose(-1, -2)
-            W = W[:, :, 0::2] + odd.reshape(H, B, -1, N)
-            level += 1
-        r = W[:, :, 0].transpose(0, 1)  # (B, H, N)
+        r = reversed_input_state(v, s.dB, pw, C)  # (B, H, N)
         if r0 is not None:
             # Final state term dA^{len_b} h0, per row through the binary expansion of len_b.
             n = L if lengths is None else lengths
             r = r + pw.apply(r0.permute(1, 2, 0), n).permute(2, 0, 1)
-            y = y + self._initial_state_output(r0, pw, s, L, C, J)
+            y = y + zero_input_response(s.c, r0, pw, L, C)
         return y, r
-
-    @staticmethod
-    def _initial_state_output(r0: Tensor, pw: _Powers, s: S4System, L: int, C: int, J: int) -> Tensor:
-        """y_t = c dA^{t+1} r0 (t < L) -> (B, L, H): rows [c; c dA; ...; c dA^{C-1}] times the
-        chunk starts dA^{jC+1} r0, built by doubling."""
-        B, H, N = r0.shape
-        logC = C.bit_length() - 1
-        O = s.c[:, None, :]  # (H, 1, N)
-        for j in range(logC):
-            O = torch.cat([O, O @ pw[j]], -2)  # (H, C, N)
-        S = (s.dA @ r0.permute(1, 2, 0))[..., None]  # (H, N, B, 1): dA r0
-        k = 0
-        while S.shape[-1] < J:
-            S = torch.cat([S, (pw[logC + k] @ S.flatten(-2)).view_as(S)], -1)
-            k += 1
-        y0 = (O @ S[..., :J].flatten(-2)).view(H, C, B, J)  # y0[h, i, b, j] = y_{jC + i}
-        return y0.permute(2, 3, 1, 0).reshape(B, J * C, H)[:, :L]

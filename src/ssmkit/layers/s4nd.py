@@ -34,7 +34,8 @@ from ..core.init import S4D_KINDS, dt_init, s4d_init
 from ..core.vandermonde import vandermonde_kernel
 from ..ops.long_conv.fft import next_fast_len
 from ..config import check
-from .base import MixerConfig, SequenceMixer, tag_ssm_param
+from .base import MixerConfig, SequenceMixer, check_finite, tag_ssm_param
+from .call import ForwardCall
 from .registry import register_mixer
 
 
@@ -128,14 +129,16 @@ class S4ND(SequenceMixer):
         if x.numel() == 0:
             raise ValueError(f"empty image: x has shape {tuple(x.shape)} (expected height, width >= 1)")
         self._check_input(x.flatten(1, 2), "x", rank=3)
+        if self.check_finite:
+            check_finite(x, "x")
         mode = self.resolve_mode(self.mode if mode is None else mode, x)
         K0, K1 = self.kernels(x.shape[1], x.shape[2])
         return self._post(self.conv2d(x, K0, K1, mode), x)
 
     # ----------------------------------------------------------------- interface
-    def init_state(self, batch_size, device=None, dtype=None) -> tuple[Tensor, Tensor]:
+    def _zero_state(self, batch_size, device, dtype) -> tuple[Tensor, Tensor]:
         c = self.config
-        kw = {"device": device or self.D.device, "dtype": dtype or self.D.dtype}
+        kw = {"device": device, "dtype": dtype}
         return torch.zeros(batch_size, c.height, c.width, self.d_model, **kw), torch.zeros(batch_size, **kw)
 
     @property
@@ -143,12 +146,12 @@ class S4ND(SequenceMixer):
         """The image seen so far: height * width * D floats (and the position)."""
         return self.config.height * self.config.width * self.d_model
 
-    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str):
+    def _forward(self, x: Tensor, state, call: ForwardCall):
         B, L, D = x.shape
         R, C = self.config.height, self.config.width
         img, pos = self.init_state(B, x.device, x.dtype) if state is None else self._checked(state)
         n0 = pos.detach().round().long()
-        n = torch.full((B,), L, device=x.device) if lengths is None else lengths
+        n = torch.full((B,), L, device=x.device) if call.lengths is None else call.lengths
         self._check_room(n0, n)
         t = torch.arange(L, device=x.device)
         idx = n0[:, None] + t  # (B, L): the raster pixel of each new token
@@ -156,11 +159,11 @@ class S4ND(SequenceMixer):
         dest = torch.where(t < n[:, None], idx, R * C + t)[..., None].expand(B, L, D)
         flat = torch.cat([img.reshape(B, R * C, D), x.new_zeros(B, L, D)], 1).scatter(1, dest, x)[:, : R * C]
         img = flat.view(B, R, C, D)
-        Y = self.conv2d(img, *self.kernels(R, C), mode).reshape(B, R * C, D)
+        Y = self.conv2d(img, *self.kernels(R, C), call.mode).reshape(B, R * C, D)
         y = Y.gather(1, idx.clamp(max=R * C - 1)[..., None].expand(B, L, D))
         return self._post(y, x), (img, (n0 + n).to(pos.dtype))
 
-    def _step(self, x_t: Tensor, state):
+    def _step(self, x_t: Tensor, state, dt: Tensor | None):
         B, D = x_t.shape
         R, C = self.config.height, self.config.width
         img, pos = self._checked(state)

@@ -29,11 +29,10 @@ from torch import Tensor, nn
 
 from ..core.discretize import discretize_diag
 from ..core.init import dt_init, s5_init
-from ..ops import linear_scan as linear_scan_op
-from ..ops.linear_scan import linear_scan
-from ._complex_io import complex_dtype, project_in, real_readout
 from ..config import check
-from .base import MixerConfig, SequenceMixer, lengths_mask, tag_ssm_param
+from ._complex_io import project_in, real_readout
+from ._diagonal_rnn import DiagonalRNN
+from .base import MixerConfig, tag_ssm_param
 from .registry import register_mixer
 
 DISCRETIZATIONS = ("zoh", "bilinear")
@@ -88,7 +87,7 @@ class S5Config(MixerConfig):
 
 
 @register_mixer("s5")
-class S5(SequenceMixer):
+class S5(DiagonalRNN):
     """S5 (Smith et al. 2023): a MIMO diagonal SSM h_t = dLambda h_{t-1} + dB x_t over all D channels.
 
     x: (B, L, D) -> y: (B, L, D); state ``(h,)`` with h (B, P') complex. See the module docstring
@@ -96,7 +95,6 @@ class S5(SequenceMixer):
     """
 
     Config = S5Config
-    modes = linear_scan_op.MODES
     accepts_dt = True  # token t uses the steps dt_t · exp(log_dt)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
@@ -169,37 +167,10 @@ class S5(SequenceMixer):
         return g
 
     # ----------------------------------------------------------------- mixer interface
-    def _forward(self, x: Tensor, state, lengths: Tensor | None, mode: str, dt: Tensor | None = None):
+    def _recurrence_inputs(self, x: Tensor, dt: Tensor | None) -> tuple[Tensor, Tensor]:
+        """x (..., D), dt (...) | None -> (dLambda (P',) | (..., P'), dB x (..., P')) of h = a h + b."""
         if dt is None:
             dA, dB = self.discrete()
-            bu = project_in(x, dB)  # (B, L, P')
-        else:
-            dA, scale = self.discrete_at(dt)  # (B, L, P') each
-            bu = scale * project_in(x, torch.complex(self.B_re, self.B_im))
-        a = dA
-        if lengths is not None:
-            # Past each row's length the step is the identity: decay 1, input 0.
-            real = lengths_mask(lengths, x.shape[1])[..., None]
-            a = torch.where(real, dA, torch.ones_like(dA))
-            bu = bu * real
-        h0 = None if state is None else state[0].to(bu.dtype)
-        h, h_last = linear_scan(a, bu, h0, mode=mode)
-        return self.output_block(h, x), (h_last,)
-
-    def _step(self, x_t: Tensor, state, dt: Tensor | None = None):
-        if dt is None:
-            dA, dB = self.discrete()
-            h = dA * state[0] + project_in(x_t, dB)
-        else:
-            dA, scale = self.discrete_at(dt)  # (B, P') each
-            h = dA * state[0] + scale * project_in(x_t, torch.complex(self.B_re, self.B_im))
-        return self.output_block(h, x_t), (h,)
-
-    def init_state(self, batch_size: int, device=None, dtype=None):
-        dtype = complex_dtype(dtype or self.Lambda_re.dtype)
-        device = device if device is not None else self.Lambda_re.device
-        return (torch.zeros(batch_size, self.n_modes, dtype=dtype, device=device),)
-
-    @property
-    def state_size(self) -> int:
-        return 2 * self.n_modes
+            return dA, project_in(x, dB)
+        dA, scale = self.discrete_at(dt)
+        return dA, scale * project_in(x, torch.complex(self.B_re, self.B_im))

@@ -24,6 +24,13 @@ def check_tensors(op: str, named: dict[str, Tensor | None], like: str, optional:
                             f"on {ref.device}")
 
 
+def check_real_or_complex(named: dict[str, Tensor | None]) -> None:
+    """Every given entry is a real or complex floating tensor (None entries are skipped)."""
+    for name, t in named.items():
+        if t is not None and not (t.is_floating_point() or t.is_complex()):
+            raise TypeError(f"{name} must be a real or complex floating tensor, got {t.dtype}")
+
+
 def check_sequence(op: str, name: str, t: Tensor, legend: str) -> tuple[int, ...]:
     """``t`` is a rank-4 (B, L, ., .) tensor with L >= 1; returns its shape."""
     if t.ndim != 4:

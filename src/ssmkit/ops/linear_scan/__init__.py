@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ...core.precision import float32_core
+from .._validate import check_real_or_complex
 from ..dispatch import Modes
 from .chunked import linear_scan_chunked
 from .reference import linear_scan_reference
@@ -27,9 +28,7 @@ def _check_inputs(a: Tensor, b: Tensor, initial_state: Tensor | None) -> None:
         raise ValueError(f"b must be (B, L, *S) with at least 2 dims, got shape {tuple(b.shape)}")
     if b.shape[1] == 0:
         raise ValueError(f"empty sequence: b has length 0 (shape {tuple(b.shape)}), expected L >= 1")
-    for name, t in (("a", a), ("b", b), ("initial_state", initial_state)):
-        if t is not None and not (t.is_floating_point() or t.is_complex()):
-            raise TypeError(f"{name} must be a real or complex floating tensor, got {t.dtype}")
+    check_real_or_complex({"a": a, "b": b, "initial_state": initial_state})
     try:
         broadcast = torch.broadcast_shapes(a.shape, b.shape)
     except RuntimeError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...core.precision import float32_core
+from .._validate import check_real_or_complex
 from ..dispatch import Modes
 from .fft import long_conv_fft
 from .reference import long_conv_reference
@@ -28,9 +29,7 @@ def _check_inputs(u: Tensor, k: Tensor, initial_state: Tensor | None) -> None:
         raise ValueError(f"empty sequence: u has length 0 (shape {tuple(u.shape)}), expected L >= 1")
     if k.ndim != 2 or k.shape[0] != H or k.shape[1] == 0:
         raise ValueError(f"k must be (H, K) with H = {H} and K >= 1, got shape {tuple(k.shape)}")
-    for name, t in (("u", u), ("k", k), ("initial_state", initial_state)):
-        if t is not None and not (t.is_floating_point() or t.is_complex()):
-            raise TypeError(f"{name} must be a real or complex floating tensor, got {t.dtype}")
+    check_real_or_complex({"u": u, "k": k, "initial_state": initial_state})
     expected = (B, k.shape[1] - 1, H)
     if initial_state is not None and tuple(initial_state.shape) != expected:
         raise ValueError(

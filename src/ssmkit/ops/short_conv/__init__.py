@@ -3,7 +3,8 @@
     y_t[d] = bias[d] + sum_{j<K} weight[d, j] x_{t-(K-1)+j}[d]     (last tap = current token)
 
 Modes: ``reference`` (loop over taps) and ``conv1d`` (grouped F.conv1d); ``auto`` is ``conv1d``.
-``short_conv_step`` advances one token. See README.md.
+``short_conv_step`` advances one token; ``conv_state_at`` is the state after each row's length
+(padded batches). See README.md.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ...core.precision import float32_core
 from ..dispatch import Modes
 from .conv1d import short_conv_conv1d
 from .reference import short_conv_reference
+from .state import conv_state_at
 from .step import short_conv_step
 
 MODES = Modes("short_conv", {"conv1d": short_conv_conv1d, "reference": short_conv_reference})
@@ -72,4 +74,4 @@ def _validate(x: Tensor, weight: Tensor, bias: Tensor | None, initial_state: Ten
         )
 
 
-__all__ = ["short_conv", "short_conv_reference", "short_conv_conv1d", "short_conv_step", "MODES"]
+__all__ = ["short_conv", "short_conv_reference", "short_conv_conv1d", "short_conv_step", "conv_state_at", "MODES"]
