@@ -55,3 +55,15 @@ def test_sequence_model_forwards_dt_with_mask_and_state():
     mask[1, 6:] = False
     out = m(x, mask=mask, dt=dt)
     assert_close_rel(out[1, :6], m(x[1:, :6], dt=dt[1:, :6])[0], 1e-12, "masked with dt")
+
+
+def test_the_stack_checks_its_input_once_and_its_layers_never():
+    """One NaN/Inf check per model call, at the backbone's input, opt-out; none per layer."""
+    bb = _stack("s4d,lru,mamba")
+    assert not any(b.mixer.check_finite for b in bb.blocks)
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    x[1, 3, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"the backbone's input x \(B, L, D\) contains NaN or Inf"):
+        bb(x)
+    unchecked = Backbone(BackboneConfig(d_model=8, n_layers=3, mixer="s4d,lru,mamba", check_finite=False)).double()
+    assert torch.isnan(unchecked(x)[1]).any() and not torch.isnan(unchecked(x)[0]).any()

@@ -4,6 +4,7 @@ A layer pattern names the mixer of each layer, e.g. ``"s4d"`` (every layer) or a
 ``"s4d,s4d,s5"`` (one name per layer). The stack keeps the SequenceMixer contract: ``forward`` with
 state and mask, pure ``step``, ``init_state``; its state is the tuple of its layers' states.
 Per-token time deltas ``dt`` (irregular sampling, docs/irregular.md) go to every layer's mixer.
+The input is checked for NaN / Inf once per call, here (``check_finite``), not by every layer.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..layers import create_mixer
 from ..config import check
+from ..layers import create_mixer
+from ..layers.base import check_finite, skip_finite_checks
 from ..layers.state import State
 
 NORMS = ("rmsnorm", "layernorm")
@@ -30,6 +32,8 @@ class BackboneConfig:
     norm_eps: float = 1e-5
     ffn_mult: int = 0  # hidden width multiple of a GELU MLP after each mixer; 0 = no MLP
     dropout: float = 0.0
+    # Raise on NaN / Inf in the input, once per forward (one host sync; False skips it).
+    check_finite: bool = True
 
     def __post_init__(self) -> None:
         check(self.d_model > 0, "d_model", f"must be > 0, got {self.d_model}")
@@ -58,6 +62,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm = make_norm(cfg)
         self.mixer = mixer if mixer is not None else create_mixer(name, cfg.d_model, **cfg.mixer_cfg)
+        skip_finite_checks(self.mixer)  # the stack checks its input once (BackboneConfig.check_finite)
         self.drop = nn.Dropout(cfg.dropout)
         self.ffn = None
         if cfg.ffn_mult:
@@ -91,6 +96,8 @@ class Backbone(nn.Module):
         dt: Tensor | None = None, return_state: bool = False,
     ) -> Tensor | tuple[Tensor, tuple]:
         """x (B, L, D); ``dt`` (B, L) time deltas for every layer (each must accept them)."""
+        if self.config.check_finite:
+            check_finite(x, "the backbone's input x (B, L, D)")
         if dt is not None:
             self.check_accepts_dt()
         states = state if state is not None else (None,) * len(self.blocks)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import check
+from ..layers.base import check_finite, skip_finite_checks
 from ..layers.bidirectional import COMBINES, Bidirectional
 from ..layers.registry import create_mixer
 from .backbone import BackboneConfig, make_norm
@@ -114,6 +115,7 @@ class MixerBlock(nn.Module):
             self.mixer = BidirectionalMixer(name, cfg.d_model, combine, **cfg.mixer_cfg)
         else:
             self.mixer = create_mixer(name, cfg.d_model, **cfg.mixer_cfg)
+        skip_finite_checks(self.mixer)  # GraphModel checks its input once (BackboneConfig.check_finite)
         self.drop = nn.Dropout(cfg.dropout)
         self.ffn = None
         if cfg.ffn_mult:
@@ -161,6 +163,7 @@ class GraphModel(nn.Module):
         self.node_stack = (MixerStack(backbone, cfg.bidirectional, cfg.combine, final_norm=False)
                            if temporal and cfg.temporal == "time_nodes" else None)
         self.head = nn.Linear(backbone.d_model, spec.n_out)
+        self.check_finite = backbone.check_finite
 
     def node_orders(self, batch: int) -> Tensor:
         """(batch, n) node order of each example: fresh random ones when training with ``augment``
@@ -214,6 +217,8 @@ class GraphModel(nn.Module):
                              f"snapshot(s) of the {n}-node graph, got {tuple(inputs.shape)}")
         if mask is not None and tuple(mask.shape) != (B, L):
             raise ValueError(f"mask must be (B, L) = {(B, L)}, got {tuple(mask.shape)}")
+        if self.check_finite:
+            check_finite(inputs, "the graph model's inputs (B, T*n, F)")
         return B, L, F
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import check
+from ..layers.base import check_finite
 from .backbone import BackboneConfig, Block, make_norm
 from .registry import DataSpec, register_arch
 from .scans import SCANS, ScanMixer
@@ -74,8 +75,11 @@ class ScanStack(nn.Module):
         self.blocks = nn.ModuleList(
             Block(n, cfg, mixer=ScanMixer(scan, n, D, grid, extra_tokens, **cfg.mixer_cfg)) for n in cfg.layer_names())
         self.norm = make_norm(cfg)
+        self.check_finite = cfg.check_finite
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.check_finite:  # once for the stack; its blocks' mixers do not check
+            check_finite(x, "the scan stack's input x (B, L, D)")
         for block in self.blocks:
             x, _ = block(x, None, None)
         return self.norm(x)
