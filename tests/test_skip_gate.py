@@ -18,7 +18,8 @@ SUITE = {
                      "def test_runs():\n    assert True\n\n"
                      "def test_needs_a_compiler():\n    pytest.skip('no compiler (gate test)')\n",
     "test_module_skip.py": "import pytest\n\n"
-                           "pytest.importorskip('no_such_module_for_the_gate', reason='interop missing (gate test)')\n\n"
+                           "pytest.importorskip('no_such_module_for_the_gate',\n"
+                           "                    reason='interop missing (gate test)')\n\n"
                            "def test_never_runs():\n    assert True\n",
 }
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 from ssmkit.cli.main import main
 from ssmkit.ops.selective_scan import mode_unavailable_reason
 
