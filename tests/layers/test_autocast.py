@@ -5,7 +5,7 @@ outputs and gradients are finite and close to the float32 forward, states stay f
 
 Tolerances, per family, follow the measured error (``ssmkit.testing.measured_tol``: 4x the error
 at seed 0, the tests' seed, and at least 1.5x the worst of seeds 0-4), so a regression of a few x
-in any family fails. bf16 keeps 8 significant bits: unit roundoff u = 2^-8 = 3.9e-3. Measured
+in any family fails; never looser than the former single bounds (``CEILING``). bf16 keeps 8 significant bits: unit roundoff u = 2^-8 = 3.9e-3. Measured
 (D=16, L=33; the same at L=2048, e.g. mamba 4.8e-3 and hgrn2 9.3e-3: the core accumulates in float32):
 - out: the forward output, ||y - y32|| / ||y32||: 2.6e-3 (lstm) .. 1.1e-2 (hgrn2), a few u (a
   projection rounds its input and its output).
@@ -86,8 +86,13 @@ BF16_MEASURED = {
 }
 
 
+# The former bounds for every family; the state's 1.5e-2 is what tells a float32 core from a core
+# run in bf16 (2.4e-2, gla at L=64), so the margin rule may not raise it (it would for mamba: 2.3e-2).
+CEILING = {"out": 5e-2, "step": 5e-2, "state": 1.5e-2, "step_state": 1.5e-2, "grad_x": 8e-2, "grad_p": 8e-2}
+
+
 def tol(name: str, check: str) -> float:
-    return measured_tol(*BF16_MEASURED[name][check])
+    return min(measured_tol(*BF16_MEASURED[name][check]), CEILING[check])
 
 
 def test_every_mixer_has_measured_bf16_errors():
