@@ -1,11 +1,12 @@
-"""Shared test helpers. Test files import them with ``from conftest import assert_close_rel``."""
+"""Shared test helpers (test files import them with ``from conftest import assert_close_rel``), and
+the rule that a skip fails the session (tests/skip_gate.py; ``SSMKIT_ALLOW_SKIPS=1`` allows them)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from skip_gate import install_skip_gate
 from ssmkit.testing import assert_close_rel, rel_err  # noqa: F401  (re-exported for tests)
-
 
 # pytest-xdist runs one worker per core; a second intra-op thread per worker only oversubscribes
 # the cores (measured: ~5x more CPU for the same small-tensor tests).
@@ -15,3 +16,7 @@ torch.set_num_threads(1)
 @pytest.fixture
 def gen() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    install_skip_gate(config)

@@ -1,7 +1,11 @@
-"""ssmkit.runtime: glibc allocator thresholds for long sequences."""
+"""ssmkit.runtime: glibc allocator thresholds for long sequences.
+
+What the tuning buys (fewer page faults per long-sequence op) depends on the machine and the heap's
+history, so it is measured by ``ssmkit bench``, not asserted here; these tests check what the code
+deterministically does: which mallopt calls it makes, and what it reports.
+"""
 from __future__ import annotations
 
-import ctypes.util
 import os
 import platform
 import subprocess
@@ -9,46 +13,48 @@ import sys
 
 import pytest
 
+from ssmkit import runtime
 from ssmkit.runtime import tune_allocator, tune_allocator_from_env
 
-GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and ctypes.util.find_library("c")
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
-FAULTS = """
-import resource, sys, torch
-from ssmkit.runtime import release_free_memory, tune_allocator
-tuned = sys.argv[1] == "tuned" and tune_allocator()
+class FakeLibc:
+    """Records the calls that runtime makes into the C library, and answers like glibc (1 = done)."""
 
-def faults():
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t = torch.empty(16 * 2**20, dtype=torch.float32)  # 64 MB: above glibc's default mmap threshold
-    t.fill_(1.0)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    del t
-    return after - before
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
 
-faults()  # the first one faults its pages in
-print(int(tuned), int(release_free_memory()), *(faults() for _ in range(6)))
-"""
+    def function(self, name: str):
+        def call(*args: int) -> int:
+            self.calls.append((name, *args))
+            return 1
+
+        return call
 
 
-def _later_allocation_faults(mode: str) -> tuple[bool, bool, list[int]]:
-    """In a fresh process (a clean heap): page faults of six 64 MB tensors after a first was freed."""
-    out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True,
+def test_tune_allocator_raises_both_thresholds_through_mallopt(monkeypatch):
+    libc = FakeLibc()
+    monkeypatch.setattr(runtime, "_libc_function", libc.function)
+    assert tune_allocator(mmap_threshold=1 << 20, trim_threshold=1 << 21) is True
+    assert libc.calls == [("mallopt", -3, 1 << 20), ("mallopt", -1, 1 << 21)]  # M_MMAP_, M_TRIM_THRESHOLD
+    assert runtime.release_free_memory() is True
+    assert libc.calls[-1] == ("malloc_trim", 0)
+
+
+def test_without_glibc_nothing_is_applied(monkeypatch):
+    monkeypatch.setattr(runtime, "_libc_function", lambda name: None)
+    assert tune_allocator() is False
+    assert runtime.release_free_memory() is False
+
+
+def test_the_real_c_library_accepts_the_thresholds_where_it_is_glibc():
+    # In a fresh process: the thresholds stay set for the rest of the process that sets them.
+    code = ("from ssmkit.runtime import tune_allocator, release_free_memory; "
+            "print(tune_allocator(), release_free_memory())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout.split()
-    return bool(int(out[0])), bool(int(out[1])), [int(v) for v in out[2:]]
-
-
-@pytest.mark.skipif(not GLIBC, reason="mallopt thresholds exist only in glibc")
-def test_tuned_allocator_reuses_freed_blocks_instead_of_faulting_pages_in_again():
-    # 64 MB is 16,384 pages of 4 KB: glibc's default mmaps every such allocation and faults all its
-    # pages in again. Tuned, most later allocations reuse the freed block (measured: 0 faults in 4 or
-    # 5 of 6 after a trim; the heap is sometimes given back between two, which this does not explain).
-    applied, trimmed, faults = _later_allocation_faults("tuned")
-    assert applied and trimmed
-    assert sum(f < 2_000 for f in faults) >= 2, faults
-    applied, _, faults = _later_allocation_faults("default")
-    assert not applied and all(f > 10_000 for f in faults), faults
+    assert out == [str(bool(GLIBC))] * 2, out
 
 
 def test_bad_thresholds_are_named():

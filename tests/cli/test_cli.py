@@ -14,14 +14,24 @@ def test_list_prints_every_mixer(capsys):
 
 def test_check_passes_and_reports_rows(capsys):
     name = "s4d"
-    assert main(["check", name, "--length", "5"]) == 0
+    assert main(["check", name, "--lengths", "5"]) == 0
     out = capsys.readouterr().out
     assert "ALL PASS" in out and "PASS" in out and "step" in out
+    assert "mode:reference" not in out, "the reference against itself is no check"
+
+
+def test_check_by_default_crosses_chunks_at_two_lengths(capsys):
+    assert main(["check", "gla"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("gla ")]
+    settings = {(r[1], r[2]) for r in rows}
+    assert settings == {("L=13", "chunk_size=4"), ("L=389", "chunk_size=64")}
+    assert {r[3] for r in rows} >= {"mode:chunked", "mode:parallel", "step", "split:chunked", "mask:chunked",
+                                     "grad:chunked"}
 
 
 def test_check_fails_with_nonzero_exit_when_tolerance_is_impossible(capsys):
     name = "s4d"
-    assert main(["check", name, "--length", "5", "--tol", "-1"]) == 1
+    assert main(["check", name, "--lengths", "5", "--tol", "-1"]) == 1
     assert "FAILED" in capsys.readouterr().out
 
 

@@ -3,17 +3,22 @@ outputs and gradients are finite and close to the float32 forward, states stay f
 ``step`` works under autocast too. The recurrence / kernel / scan core runs in float32
 (``ssmkit.core.precision.float32_core``); only matmul-shaped projections run in bf16.
 
-Tolerances. bf16 keeps 8 significant bits: unit roundoff u = 2^-8 = 3.9e-3. A projection rounds
-its input and its output, so a mixer's output carries a few u of error relative to its norm;
-measured (D=16, L=33, seed 0): at most 1.1e-2 (hgrn2), most 3e-3..7e-3, and the same at L=2048
-(no growth with L: the core accumulates in float32). One step token is noisier: hgrn2's readout
-RMS-normalizes o = q S per token, and where that sum cancels (|o| << |q| |S|) the rounding of q
-is amplified: 3.9e-2 for seed 0 (1.2e-2 for seed 1; every other family at most 1.1e-2).
-OUT_TOL = 5e-2 (~13 u) holds all of these with room. The state is compared elementwise against its largest entry: measured at most 5.8e-3
-(~1.5 u: only the inputs of the recurrence are rounded); a core run in bf16 instead gave 2.4e-2
-(gla, L=64), so STATE_TOL = 1.5e-2 tells the two apart. Gradients go back through the bf16
-projections twice (forward activations and backward products): measured at most 2.2e-2
-(x gradient, rwkv6) and 3.8e-2 (parameters, hgrn2, relative to the largest entry); GRAD_TOL = 8e-2.
+Tolerances, per family, follow the measured error (``ssmkit.testing.measured_tol``: 4x the error
+at seed 0, the tests' seed, and at least 1.5x the worst of seeds 0-4), so a regression of a few x
+in any family fails; never looser than the former single bounds (``CEILING``). bf16 keeps 8 significant bits: unit roundoff u = 2^-8 = 3.9e-3. Measured
+(D=16, L=33; the same at L=2048, e.g. mamba 4.8e-3 and hgrn2 9.3e-3: the core accumulates in float32):
+- out: the forward output, ||y - y32|| / ||y32||: 2.6e-3 (lstm) .. 1.1e-2 (hgrn2), a few u (a
+  projection rounds its input and its output).
+- state: the final state against its largest entry: at most 6.9e-3 (~1.8 u: only the inputs of the
+  recurrence are rounded; a core run in bf16 instead gave 2.4e-2, gla at L=64). Exactly 0 where
+  the state math reads the float32 input unrounded (S4, S4D, DSS, Liquid-S4, S4ND: the SSM runs
+  before any projection; LSTM, GRU: the whole cell runs in float32), so those stay exact.
+- grad_x (norm-wise) and grad_p (against each parameter gradient's largest entry): the backward
+  goes through the bf16 projections twice; up to 4.5e-2 (hgrn2), and grad_p varies most with the
+  seed (mamba2: 9.9e-3 at seed 0, 7.1e-2 at seed 3).
+- step, step_state: one ``step`` after an 8-token prefix, and a forward continuing the carried
+  state (the larger of the two). hgrn2's readout RMS-normalizes o = q S per token, and where that
+  sum cancels (|o| << |q| |S|) the rounding of q is amplified: 3.9e-2.
 """
 from __future__ import annotations
 
@@ -23,13 +28,75 @@ import pytest
 import torch
 
 import ssmkit
-from ssmkit.testing import rel_err
+from ssmkit.testing import measured_tol, rel_err
 from ssmkit.core.precision import float32_core, to_float32
 from ssmkit.layers.base import _leaves
 
 MIXERS = ssmkit.list_mixers()
-OUT_TOL, STATE_TOL, GRAD_TOL = 5e-2, 1.5e-2, 8e-2
 STATE_DTYPES = {torch.float32, torch.complex64}
+
+# (error at seed 0, worst of seeds 0-4), measured with torch 2.13.0 on CPU; see the module doc.
+BF16_MEASURED = {
+    "attention": dict(out=(3.2e-3, 3.6e-3), state=(4.2e-3, 5.9e-3), grad_x=(5.1e-3, 7.0e-3),
+                      grad_p=(1.2e-2, 1.3e-2), step=(2.9e-3, 3.7e-3), step_state=(7.2e-3, 7.2e-3)),
+    "deltanet": dict(out=(8.0e-3, 8.0e-3), state=(3.4e-3, 6.5e-3), grad_x=(8.1e-3, 9.4e-3),
+                     grad_p=(1.1e-2, 1.7e-2), step=(7.1e-3, 1.1e-2), step_state=(7.3e-3, 8.4e-3)),
+    "dss": dict(out=(3.6e-3, 3.9e-3), state=(0.0, 0.0), grad_x=(3.3e-3, 4.0e-3),
+                grad_p=(5.7e-3, 8.2e-3), step=(2.5e-3, 3.9e-3), step_state=(0.0, 0.0)),
+    "gla": dict(out=(6.8e-3, 7.9e-3), state=(4.0e-3, 4.0e-3), grad_x=(1.5e-2, 1.9e-2),
+                grad_p=(2.2e-2, 3.8e-2), step=(5.3e-3, 8.9e-3), step_state=(3.2e-3, 4.1e-3)),
+    "gru": dict(out=(2.7e-3, 3.4e-3), state=(0.0, 0.0), grad_x=(3.0e-3, 3.0e-3),
+                grad_p=(3.5e-3, 4.8e-3), step=(2.6e-3, 3.3e-3), step_state=(0.0, 0.0)),
+    "gss": dict(out=(4.2e-3, 5.5e-3), state=(2.2e-3, 4.0e-3), grad_x=(6.1e-3, 6.6e-3),
+                grad_p=(1.5e-2, 4.3e-2), step=(3.5e-3, 6.5e-3), step_state=(3.9e-3, 5.3e-3)),
+    "h3": dict(out=(5.7e-3, 7.0e-3), state=(5.0e-3, 5.2e-3), grad_x=(5.7e-3, 6.3e-3),
+               grad_p=(1.2e-2, 1.5e-2), step=(2.8e-3, 5.2e-3), step_state=(4.4e-3, 8.4e-3)),
+    "hgrn2": dict(out=(1.1e-2, 1.1e-2), state=(4.0e-3, 6.9e-3), grad_x=(2.2e-2, 4.5e-2),
+                  grad_p=(3.8e-2, 4.5e-2), step=(3.9e-2, 3.9e-2), step_state=(4.0e-3, 7.9e-3)),
+    "hyena": dict(out=(4.4e-3, 5.0e-3), state=(3.3e-3, 4.8e-3), grad_x=(5.7e-3, 7.2e-3),
+                  grad_p=(8.3e-3, 3.3e-2), step=(2.5e-3, 3.7e-3), step_state=(3.7e-3, 5.2e-3)),
+    "linear_attention": dict(out=(2.9e-3, 3.1e-3), state=(1.1e-3, 1.3e-3), grad_x=(4.1e-3, 5.7e-3),
+                             grad_p=(6.6e-3, 7.7e-3), step=(2.8e-3, 3.6e-3), step_state=(1.9e-3, 2.6e-3)),
+    "liquid_s4": dict(out=(3.7e-3, 3.7e-3), state=(0.0, 0.0), grad_x=(3.9e-3, 4.1e-3),
+                      grad_p=(6.9e-3, 1.0e-2), step=(2.8e-3, 4.0e-3), step_state=(0.0, 0.0)),
+    "lru": dict(out=(4.9e-3, 4.9e-3), state=(2.8e-3, 4.4e-3), grad_x=(5.3e-3, 5.6e-3),
+                grad_p=(7.0e-3, 1.3e-2), step=(4.5e-3, 7.0e-3), step_state=(2.6e-3, 3.2e-3)),
+    "lstm": dict(out=(2.6e-3, 2.8e-3), state=(0.0, 0.0), grad_x=(2.9e-3, 3.2e-3),
+                 grad_p=(3.3e-3, 5.6e-3), step=(1.8e-3, 2.7e-3), step_state=(0.0, 0.0)),
+    "mamba": dict(out=(4.8e-3, 4.9e-3), state=(5.8e-3, 5.8e-3), grad_x=(5.0e-3, 5.2e-3),
+                  grad_p=(1.3e-2, 1.6e-2), step=(5.3e-3, 8.4e-3), step_state=(2.8e-3, 4.7e-3)),
+    "mamba2": dict(out=(5.0e-3, 5.0e-3), state=(3.2e-3, 4.8e-3), grad_x=(6.1e-3, 6.1e-3),
+                   grad_p=(9.9e-3, 7.1e-2), step=(5.3e-3, 7.2e-3), step_state=(3.0e-3, 4.3e-3)),
+    "mlstm": dict(out=(7.1e-3, 9.0e-3), state=(4.8e-3, 6.9e-3), grad_x=(8.7e-3, 9.2e-3),
+                  grad_p=(2.1e-2, 2.8e-2), step=(1.1e-2, 1.1e-2), step_state=(3.6e-3, 6.7e-3)),
+    "retnet": dict(out=(7.2e-3, 9.1e-3), state=(3.5e-3, 5.2e-3), grad_x=(8.5e-3, 2.6e-2),
+                   grad_p=(1.0e-2, 3.4e-2), step=(6.7e-3, 8.6e-3), step_state=(4.2e-3, 6.3e-3)),
+    "rglru": dict(out=(4.0e-3, 4.0e-3), state=(2.7e-3, 4.0e-3), grad_x=(5.0e-3, 5.7e-3),
+                  grad_p=(7.0e-3, 1.1e-2), step=(4.3e-3, 4.3e-3), step_state=(2.4e-3, 5.5e-3)),
+    "rwkv6": dict(out=(6.9e-3, 7.0e-3), state=(2.7e-3, 2.9e-3), grad_x=(9.7e-3, 9.7e-3),
+                  grad_p=(1.2e-2, 2.4e-2), step=(5.0e-3, 7.2e-3), step_state=(2.7e-3, 4.8e-3)),
+    "s4": dict(out=(3.5e-3, 3.9e-3), state=(0.0, 0.0), grad_x=(3.6e-3, 4.2e-3),
+               grad_p=(6.5e-3, 9.1e-3), step=(2.8e-3, 4.1e-3), step_state=(0.0, 0.0)),
+    "s4d": dict(out=(3.5e-3, 3.9e-3), state=(0.0, 0.0), grad_x=(3.0e-3, 3.9e-3),
+                grad_p=(6.8e-3, 1.0e-2), step=(3.4e-3, 3.7e-3), step_state=(0.0, 0.0)),
+    "s4nd": dict(out=(3.5e-3, 3.5e-3), state=(0.0, 0.0), grad_x=(3.7e-3, 4.1e-3),
+                 grad_p=(6.7e-3, 1.3e-2), step=(3.3e-3, 3.5e-3), step_state=(0.0, 0.0)),
+    "s5": dict(out=(2.9e-3, 2.9e-3), state=(3.6e-3, 3.6e-3), grad_x=(2.5e-3, 2.7e-3),
+               grad_p=(5.2e-3, 1.8e-2), step=(2.8e-3, 3.9e-3), step_state=(3.1e-3, 4.5e-3)),
+}
+
+
+# The former bounds for every family; the state's 1.5e-2 is what tells a float32 core from a core
+# run in bf16 (2.4e-2, gla at L=64), so the margin rule may not raise it (it would for mamba: 2.3e-2).
+CEILING = {"out": 5e-2, "step": 5e-2, "state": 1.5e-2, "step_state": 1.5e-2, "grad_x": 8e-2, "grad_p": 8e-2}
+
+
+def tol(name: str, check: str) -> float:
+    return min(measured_tol(*BF16_MEASURED[name][check]), CEILING[check])
+
+
+def test_every_mixer_has_measured_bf16_errors():
+    assert set(BF16_MEASURED) == set(MIXERS)
 
 
 def norm_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -57,15 +124,16 @@ def test_bf16_autocast_forward_backward_close_to_float32(name):
     assert torch.isfinite(y.float()).all() and torch.isfinite(gx).all()
     assert all(torch.isfinite(g).all() for g in gp) and len(gp) == len(gp32)
     assert all(p.dtype == torch.float32 for p in m.parameters())
-    err = norm_err(y, y32.detach())
-    assert err < OUT_TOL, f"output: {err:.2e}"
     dtypes = {t.dtype for t in _leaves(s)}
     assert dtypes <= STATE_DTYPES, f"state dtypes {dtypes}: a carried state must stay float32-class"
-    for a, b in zip(_leaves(s), _leaves(s32)):
-        assert rel_err(a, b.detach()) < STATE_TOL
-    assert norm_err(gx, gx32) < GRAD_TOL
-    for a, b in zip(gp, gp32):
-        assert rel_err(a, b) < GRAD_TOL
+    errors = {
+        "out": norm_err(y, y32.detach()),
+        "state": max(rel_err(a, b.detach()) for a, b in zip(_leaves(s), _leaves(s32))),
+        "grad_x": norm_err(gx, gx32),
+        "grad_p": max(rel_err(a, b) for a, b in zip(gp, gp32)),
+    }
+    too_large = {k: f"{e:.2e} > {tol(name, k):.1e}" for k, e in errors.items() if not e <= tol(name, k)}
+    assert not too_large, too_large
 
 
 @pytest.mark.parametrize("name", [n for n in MIXERS if ssmkit.layers.get_mixer_class(n).causal])
@@ -81,10 +149,12 @@ def test_bf16_autocast_step_and_carried_state(name):
             y, n = m.step(x[:, 8], s)
             y_split = m(x[:, 8:], s)  # a forward continuing the carried state
     assert y.dtype == torch.bfloat16 and {t.dtype for t in _leaves(n)} <= STATE_DTYPES
-    assert norm_err(y, y32) < OUT_TOL
-    assert norm_err(y_split[:, 0], y32) < OUT_TOL
-    for a, b in zip(_leaves(n), _leaves(n32)):
-        assert rel_err(a, b) < STATE_TOL
+    errors = {
+        "step": max(norm_err(y, y32), norm_err(y_split[:, 0], y32)),
+        "step_state": max(rel_err(a, b) for a, b in zip(_leaves(n), _leaves(n32))),
+    }
+    too_large = {k: f"{e:.2e} > {tol(name, k):.1e}" for k, e in errors.items() if not e <= tol(name, k)}
+    assert not too_large, too_large
 
 
 def test_float32_core_casts_and_disables_autocast_only_under_autocast():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssmkit.testing import check_mixer
+from ssmkit.testing import check_mixer, equivalence
 from ssmkit.layers import SequenceMixer, register_mixer
 from ssmkit.layers.base import MixerConfig, check, compact, lengths_mask, uncompact
 from ssmkit.layers.registry import MIXERS
@@ -75,7 +75,36 @@ def test_checker_catches_a_wrong_mode(ema_registered):
     results = {r.check: r for r in check_mixer(ema_registered, bug=True)}
     assert not results["mode:scan"].passed
     assert not results["grad:scan"].passed
-    assert results["mode:reference"].passed
+    assert "mode:reference" not in results, "the reference against itself cannot fail"
+    assert results["split:reference"].passed
+
+
+def test_a_mode_that_cannot_run_is_a_failing_row_naming_why(ema_registered, monkeypatch):
+    monkeypatch.setattr(EMA, "mode_unavailable_reason", lambda self, m, x: "no widget (test)" if m == "scan" else None)
+    results = {r.check: r for r in check_mixer(ema_registered)}
+    row = results["mode:scan"]
+    assert not row.passed and "cannot run: no widget (test)" in str(row) and "FAIL" in str(row)
+    assert not [c for c in results if c.endswith(":scan") and c != "mode:scan"]
+    assert results["step"].passed
+    # Only a mode listed as needing hardware that this machine lacks is reported without failing.
+    monkeypatch.setitem(equivalence.HARDWARE_MODES, "scan", "a widget")
+    row = {r.check: r for r in check_mixer(ema_registered)}["mode:scan"]
+    assert row.passed and row.allowed and "n/a" in str(row) and "needs a widget" in str(row)
+
+
+@pytest.mark.parametrize("length, chunk", [(13, 4), (17, 4), (389, 128), (7, 2), (16, 4), (2, 1), (1, 1)])
+def test_crossing_chunk_has_three_chunks_and_a_remainder_where_one_exists(length, chunk):
+    assert equivalence.crossing_chunk(length) == chunk
+
+
+def test_checker_lowers_chunk_fields_to_cross_chunks():
+    assert equivalence.crossing_config("mamba2", 13) == {"chunk_size": 4}
+    assert equivalence.crossing_config("mamba2", 389) == {"chunk_size": 32}  # its default: never raised
+    assert equivalence.crossing_config("s4d", 389) == {"scan_chunk": 128}
+    assert equivalence.crossing_config("lstm", 13) == {}
+    rows = check_mixer("gla", length=13)
+    assert {r.setting for r in rows} == {"L=13 chunk_size=4"}
+    assert {r.setting for r in check_mixer("gla", length=13, chunk_size=8)} == {"L=13 chunk_size=8"}
 
 
 def test_compact_roundtrip():

@@ -1,13 +1,14 @@
-"""Registry-wide contract: every registered mixer, every check of ``ssmkit check``, bad input;
-for the families that accept per-token time deltas dt, the same equivalences with dt."""
+"""Registry-wide contract: every registered mixer, every check of ``ssmkit check`` (at its default
+lengths, every declared mode: one that cannot run fails), bad input; for the families that accept
+per-token time deltas dt, the same equivalences with dt."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 import ssmkit
-from ssmkit.testing.equivalence import _state_err, check_mixer
-from ssmkit.testing import rel_err
+from ssmkit.testing.equivalence import DEFAULT_LENGTHS, _state_err, check_mixer
+from ssmkit.testing import measured_tol, rel_err
 from ssmkit.layers import Bidirectional
 
 MIXERS = ssmkit.list_mixers()
@@ -22,31 +23,65 @@ def test_every_family_is_registered():
     assert FAMILIES <= set(MIXERS), sorted(FAMILIES - set(MIXERS))
 
 
+@pytest.mark.parametrize("length", DEFAULT_LENGTHS, ids=lambda n: f"L{n}")
 @pytest.mark.parametrize("name", MIXERS)
-def test_equivalence(name):
-    results = check_mixer(name, length=13)
+def test_equivalence(name, length):
+    results = check_mixer(name, length=length)
     failed = [str(r) for r in results if not r.passed]
     assert not failed, "\n".join(failed)
+    declared = ssmkit.layers.get_mixer_class(name).modes
+    ref = "reference" if "reference" in declared else declared[0]
+    assert {r.check for r in results if r.check.startswith("mode:")} == {f"mode:{m}" for m in declared if m != ref}
+
+
+def test_mamba_checks_its_compiled_scan():
+    """The C++ scan is part of what CI tests (scripts/setup.sh installs ninja; the machines have a
+    compiler): its rows are there and pass, at a length that crosses its 64-step checkpoints."""
+    assert ssmkit.layers.get_mixer_class("mamba").modes[0] == "cpp"
+    rows = {r.check: r for r in check_mixer("mamba", length=DEFAULT_LENGTHS[-1])}
+    for check in ("mode:cpp", "split:cpp", "state:cpp", "mask:cpp", "grad:cpp"):
+        assert rows[check].passed, str(rows[check])
 
 
 @pytest.mark.parametrize("name", MIXERS)
 def test_length_one_and_odd_lengths(name):
     for length in (1, 2, 7):
         results = check_mixer(name, length=length, batch=2, seed=length)
-        failed = [str(r) for r in results if not r.passed and not r.check.startswith("mask")]
+        failed = [str(r) for r in results if not r.passed]
         assert not failed, f"L={length}\n" + "\n".join(failed)
+
+
+# float32 forward vs float64 forward, relative to the float64 output's largest entry (D=16, L=33):
+# (error at seed 0, the test's seed; largest over seeds 0-4), measured with torch 2.13.0 on CPU.
+# float32's unit roundoff is 6e-8: the families lose 1.6 (attention) to 30 (s4) units of it.
+FP32_MEASURED = {
+    "attention": (9.6e-08, 1.7e-07), "deltanet": (3.7e-07, 3.7e-07), "dss": (2.1e-07, 9.0e-07),
+    "gla": (4.7e-07, 4.7e-07), "gru": (1.2e-07, 1.7e-07), "gss": (2.9e-07, 2.9e-07),
+    "h3": (2.2e-07, 3.9e-07), "hgrn2": (6.7e-07, 1.2e-06), "hyena": (1.5e-07, 2.4e-07),
+    "linear_attention": (1.4e-07, 2.0e-07), "liquid_s4": (7.0e-07, 1.1e-06), "lru": (7.6e-07, 7.7e-07),
+    "lstm": (1.5e-07, 1.8e-07), "mamba": (2.2e-07, 3.3e-07), "mamba2": (2.5e-07, 3.0e-07),
+    "mlstm": (1.8e-07, 3.8e-07), "retnet": (2.6e-07, 6.7e-07), "rglru": (2.3e-07, 2.4e-07),
+    "rwkv6": (4.5e-07, 4.7e-07), "s4": (1.8e-06, 4.8e-06), "s4d": (5.4e-07, 7.8e-07),
+    "s4nd": (2.0e-07, 2.3e-07), "s5": (1.8e-07, 1.9e-07),
+}
+
+
+def test_every_mixer_has_a_measured_float32_error():
+    assert set(FP32_MEASURED) == set(MIXERS)
 
 
 @pytest.mark.parametrize("name", MIXERS)
 def test_float32_forward_matches_float64(name):
+    """Tolerance: 4x the error measured at seed 0, at least 1.5x the worst of seeds 0-4."""
     torch.manual_seed(0)
     m = ssmkit.create_mixer(name, 16)
     x = torch.randn(2, 33, 16)
     y32 = m(x)
     y64 = m.double()(x.double())
     assert y32.dtype == torch.float32
-    err = ((y32.double() - y64).abs().max() / y64.abs().max()).item()
-    assert err < 1e-3, err
+    err = rel_err(y32, y64)
+    tol = measured_tol(*FP32_MEASURED[name])
+    assert err <= tol, f"{err:.2e} > {tol:.1e} (measured {FP32_MEASURED[name]})"
 
 
 @pytest.mark.parametrize("name", MIXERS)
@@ -128,7 +163,8 @@ def _ref(m) -> str:
 
 
 def _dt_modes(m, x) -> list[str]:
-    return [k for k in m.available_modes(x) if m.dt_modes is None or k in m.dt_modes]
+    """Every declared mode that takes dt; one that cannot run here raises (a failure, not a skip)."""
+    return [k for k in m.modes if m.dt_modes is None or k in m.dt_modes]
 
 
 @pytest.mark.parametrize("name", DT_MIXERS)
