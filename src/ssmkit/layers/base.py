@@ -230,9 +230,13 @@ class SequenceMixer(nn.Module):
     def _modes(self) -> Modes:
         return self.modes if isinstance(self.modes, Modes) else Modes(type(self).__name__, self.modes)
 
+    def mode_unavailable_reason(self, mode: str, x: Tensor | None = None) -> str | None:
+        """Why ``mode`` cannot run for inputs like ``x`` (None when it can); the op says for optional ones."""
+        return self._modes().unavailable_reason(mode, x)
+
     def available_modes(self, x: Tensor | None = None) -> list[str]:
-        """The modes that can run on this device and input (the op says why an optional one cannot)."""
-        return self._modes().available(x)
+        """The modes that can run on this device and input."""
+        return [m for m in self._modes() if self.mode_unavailable_reason(m, x) is None]
 
     def resolve_mode(self, mode: str, x: Tensor, *, with_dt: bool = False) -> str:
         """The mode to run: ``auto`` resolved for ``x``; with ``with_dt`` only a mode in ``dt_modes``."""
