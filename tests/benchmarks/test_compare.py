@@ -12,7 +12,6 @@ import torch
 
 from ssmkit.benchmarks import compare as cmp
 from ssmkit.benchmarks.published import PUBLISHED, published_for
-from ssmkit.tasks import create_task
 
 MIXERS = ["s4d", "attention"]
 MICRO = ["d_model=8", "n_layers=1", "batch_size=4", "progress=false", "log_every=1",
@@ -177,13 +176,6 @@ def test_default_spec_is_the_embedded_comparison():
     assert list(runs) == cmp.DEFAULT_MIXERS
     assert {r.task for r in runs.values()} == {"selective_copy"}
     assert len({(r.train.steps, r.train.batch_size, r.train.lr) for r in runs.values()}) == 1  # same budget
-
-
-def test_chance_is_the_most_frequent_answer():
-    task = create_task("copy_memory", n_symbols=2, n_copy=1, delay=2, n_eval=400)
-    chance = cmp.chance_accuracy(task)
-    assert 0.5 <= chance < 0.6  # two equally likely symbols
-    assert cmp.chance_accuracy(create_task("adding", length=8, n_eval=4)) is None
 
 
 def test_published_rows_only_for_the_papers_setting():

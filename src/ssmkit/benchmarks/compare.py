@@ -19,7 +19,7 @@ measured the same way, for the speed / memory plot.
 ``results.json`` holds every number with the versions and settings; the Markdown table shows the
 mean ± sample std over seeds, the chance level (always answering the most frequent test answer)
 and published numbers where the task's setting matches a paper's (``published.py``).
-Forecasting tasks also get the seasonal naive forecast's test MSE / MAE (``naive_baseline``),
+Forecasting tasks also get the seasonal naive forecast's test MSE / MAE (``tasks.naive_baseline``),
 scored like the models: the task's own ``metrics`` over the same test batches, in the same
 standardized units; the table shows MAE beside MSE and the baseline as a row.
 Every file is written atomically (a temporary file in the same folder, then renamed).
@@ -42,8 +42,7 @@ import torch
 from .. import __version__
 from ..io import atomic_write
 from ..models import BackboneConfig
-from ..tasks import IGNORE, Task, create_task
-from ..tasks.forecast import seasonal_naive
+from ..tasks import Task, chance_accuracy, create_task, higher_is_better, naive_baseline, primary_metric
 from ..training import TrainConfig, fit
 from . import speed
 from .presets import get_preset
@@ -52,8 +51,6 @@ from .run_config import RunConfig, apply_overrides, build_run_model, check_run
 from .timing import best_time
 
 FORMAT, VERSION = "ssmkit-compare", 1
-PRIMARY = {"classify": "accuracy", "tag": "accuracy", "lm": "bits_per_token", "forecast": "mse", "regress": "mse"}
-HIGHER_IS_BETTER = {"accuracy"}
 DEFAULT_PRESET = "selective_copy_small"
 DEFAULT_MIXERS = ["mamba", "s4d", "attention", "lstm"]
 DEFAULT_LENGTHS = [256, 1024, 4096]
@@ -114,39 +111,6 @@ def base_run(task: str | None, mixer: str | None, preset: str | None) -> RunConf
 
 
 # ---------------------------------------------------------------- measurements
-
-
-def chance_accuracy(task: Task) -> float | None:
-    """Accuracy of always answering the most frequent test answer (None for real-valued outputs)."""
-    if task.info.kind not in ("classify", "tag", "lm"):
-        return None
-    counts = torch.zeros(task.info.n_classes, dtype=torch.long)
-    for batch in task.batches("test", 1024):
-        t = batch.targets[batch.targets != IGNORE]
-        counts += torch.bincount(t.flatten(), minlength=task.info.n_classes)[: task.info.n_classes]
-    total = int(counts.sum())
-    return float(counts.max()) / total if total else None
-
-
-def naive_baseline(task: Task, batch_size: int = 1024) -> dict[str, Any] | None:
-    """The seasonal naive forecast on the test split of a forecasting task (None for other tasks).
-
-    Scored exactly as ``training.evaluate`` scores a model: ``task.metrics`` summed over
-    ``task.batches("test")``, so the windows, the standardized units and the averaging are the
-    models' own.
-    """
-    season = getattr(task, "season", None)
-    if task.info.kind != "forecast" or season is None:
-        return None
-    totals: dict[str, list[float]] = {}
-    for batch in task.batches("test", batch_size):
-        pred = seasonal_naive(batch.inputs, task.info.horizon, season)
-        for name, (total, count) in task.metrics(pred, batch).items():
-            acc = totals.setdefault(name, [0.0, 0])
-            acc[0] += total
-            acc[1] += count
-    return {"name": f"seasonal naive (m={season})", "season": season,
-            "metrics": {f"test_{n}": t / max(c, 1) for n, (t, c) in sorted(totals.items())}}
 
 
 def state_floats(model: torch.nn.Module, length: int) -> int:
@@ -261,7 +225,7 @@ def compare(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = pri
     first = next(iter(runs.values()))
     task = create_task(first.task, **first.task_cfg)
     info = task.info
-    metric = PRIMARY[info.kind]
+    metric = primary_metric(info.kind)
     chance = chance_accuracy(task) if metric == "accuracy" else None
     baseline = naive_baseline(task)
     started = time.perf_counter()
@@ -283,7 +247,7 @@ def compare(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = pri
         "format": FORMAT, "version": VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "task": info.name, "task_cfg": task_cfg, "task_info": dataclasses.asdict(info),
-        "metric": f"test_{metric}", "higher_is_better": metric in HIGHER_IS_BETTER, "chance": chance,
+        "metric": f"test_{metric}", "higher_is_better": higher_is_better(metric), "chance": chance,
         "baseline": baseline,
         "mixers": list(runs), "seeds": list(spec.seeds), "preset": spec.preset or (DEFAULT_PRESET if spec.task is None else None),
         "overrides": list(spec.overrides), "budget_steps": spec.budget,

@@ -133,7 +133,7 @@ def _legacy_overrides(args: argparse.Namespace) -> list[str]:
 def _print_metrics(prefix: str, metrics: dict[str, float], task, split: str = "test") -> None:
     """Each metric with its yardstick: chance beside accuracy; on a forecasting task's test split,
     the seasonal naive forecast beside MSE / MAE (scored on the same windows and units)."""
-    from ssmkit.benchmarks.compare import chance_accuracy, naive_baseline
+    from ssmkit.tasks import chance_accuracy, naive_baseline
 
     chance = chance_accuracy(task) if "accuracy" in metrics else None
     naive = naive_baseline(task) if split == "test" else None

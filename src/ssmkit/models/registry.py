@@ -16,19 +16,23 @@ from torch import nn
 from ..config import build_config
 from ..registry import Registry
 from .backbone import BackboneConfig
+from .kinds import TaskKind
 
 
 @dataclasses.dataclass
 class DataSpec:
     """What a model needs to know of its task's data (``TaskInfo.data_spec()``)."""
 
-    kind: str  # classify | tag | lm | forecast | regress
+    kind: TaskKind  # a str is accepted and turned into the TaskKind
     n_out: int  # classes (classify/tag/lm) or values (regress)
     vocab_size: int | None = None  # token inputs (B, L) when set
     d_input: int = 1  # C: features per position otherwise (B, L, C)
     horizon: int = 0  # forecast steps
     image_shape: tuple[int, int, int] | None = None  # (H, W, C) when inputs are images flattened row-major to (B, H*W, C)
     graph: Any = None  # models.graph_structure.GraphSpec (fixed graph, snapshots per input) of a graph task's build_model
+
+    def __post_init__(self) -> None:
+        self.kind = TaskKind.parse(self.kind)
 
 
 @dataclasses.dataclass

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..config import check
 from .backbone import BackboneConfig, Block, make_norm
+from .kinds import TaskKind
 from .registry import DataSpec, register_arch
 from .scans import SCANS, ScanMixer
 
@@ -90,8 +91,8 @@ class VisionModel(nn.Module):
             raise ValueError("arch 'vision' needs image inputs: this task's DataSpec has no image_shape (its "
                              "sequence is not an image read row-major, e.g. psmnist scrambles the pixels); "
                              "use smnist, sfashion or digits")
-        if spec.kind != "classify":
-            raise ValueError(f"arch 'vision' classifies images; the task's kind is {spec.kind!r}")
+        if spec.kind != TaskKind.CLASSIFY:
+            raise ValueError(f"arch 'vision' classifies images; the task's kind is '{spec.kind}'")
         if spec.vocab_size is not None:
             raise ValueError("arch 'vision' reads pixel values (B, H*W, C); this task gives token ids "
                              "(protocol=tokens): set task.protocol=values")

@@ -447,11 +447,11 @@ class Pathfinder(Task):
             yield Batch(x, torch.from_numpy(r % 2))
 
 
-@register_task("pathfinder")
+@register_task("pathfinder", PathfinderConfig)
 def pathfinder(**cfg: Any) -> Pathfinder:
     return Pathfinder("pathfinder", **cfg)
 
 
-@register_task("pathx")
+@register_task("pathx", PathfinderConfig)
 def pathx(**cfg: Any) -> Pathfinder:
     return Pathfinder("pathx", **{**pathx_settings(), **cfg})

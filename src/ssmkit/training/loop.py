@@ -22,20 +22,19 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..tasks.base import Batch, Task
+from ..tasks.metrics import improves, primary_metric
 from . import distributed
 from .checkpoint import (
     BEST, MODEL, OPTIMIZER, CheckpointError, decode_bytes, encode_bytes, join_optimizer_state,
     latest_checkpoint, read_checkpoint, save_checkpoint, split_optimizer_state,
 )
-from .config import HIGHER_IS_BETTER, TrainConfig
+from .config import TrainConfig
 from .distributed import Dist, all_gather_bytes, all_sum
 from .optim import param_groups
 from .progress import Reporter, TrainMeter
 from .schedule import warmup_cosine
 from .tbptt import forward_backward, loss_weight
 
-DEFAULT_VAL_METRIC = {"classify": "accuracy", "tag": "accuracy", "lm": "bits_per_token",
-                      "forecast": "mse", "regress": "mse"}
 # config fields that do not change the trajectory: a resume may change them without a warning
 _OPERATIONAL = {"log_every", "log_dir", "tensorboard", "progress", "checkpoint_dir", "checkpoint_every",
                 "keep_checkpoints", "eval_batch_size", "device"}
@@ -134,7 +133,7 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
                          f"{d.world} processes")
     total = cfg.epochs * steps_per_epoch(task, cfg.batch_size, d.world) if cfg.epochs else cfg.steps
     warmup = int(cfg.warmup_fraction * total)
-    metric = DEFAULT_VAL_METRIC[task.info.kind] if cfg.val_metric == "auto" else cfg.val_metric
+    metric = primary_metric(task.info.kind) if cfg.val_metric == "auto" else cfg.val_metric
     opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.ssm_lr), betas=cfg.betas)
     peaks = [g["lr"] for g in opt.param_groups]
     pos, best, notes = Position(), None, []
@@ -202,7 +201,7 @@ def _validate(task: Task, model: nn.Module, cfg: TrainConfig, pos: Position, met
         raise ValueError(f"invalid config value for 'val_metric': {metric!r} is not reported by task "
                          f"{task.info.name!r} (it reports {sorted(values)})")
     value = values[metric]
-    if pos.best_metric is None or (value > pos.best_metric if metric in HIGHER_IS_BETTER else value < pos.best_metric):
+    if improves(value, pos.best_metric, metric):
         pos.best_metric, pos.best_step, pos.evals_since_best = value, pos.step, 0
         return {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()}
     pos.evals_since_best += 1
