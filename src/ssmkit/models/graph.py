@@ -112,9 +112,9 @@ class MixerBlock(nn.Module):
         super().__init__()
         self.norm = make_norm(cfg)
         if bidirectional:
-            self.mixer = BidirectionalMixer(name, cfg.d_model, combine, **cfg.mixer_cfg)
+            self.mixer = BidirectionalMixer(name, cfg.d_model, combine, **cfg.mixer_settings(name))
         else:
-            self.mixer = create_mixer(name, cfg.d_model, **cfg.mixer_cfg)
+            self.mixer = create_mixer(name, cfg.d_model, **cfg.mixer_settings(name))
         self.drop = nn.Dropout(cfg.dropout)
         self.ffn = None
         if cfg.ffn_mult:

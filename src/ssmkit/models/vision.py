@@ -73,7 +73,7 @@ class ScanStack(nn.Module):
         super().__init__()
         D = cfg.d_model
         self.blocks = nn.ModuleList(
-            Block(n, cfg, mixer=ScanMixer(scan, n, D, grid, extra_tokens, **cfg.mixer_cfg)) for n in cfg.layer_names())
+            Block(n, cfg, mixer=ScanMixer(scan, n, D, grid, extra_tokens, **cfg.mixer_settings(n))) for n in cfg.layer_names())
         self.norm = make_norm(cfg)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -104,7 +104,7 @@ class VisionModel(nn.Module):
         names = backbone.layer_names()
         if cfg.scan == "s4nd" and any(n != "s4nd" for n in names):
             raise ValueError(f"arch.scan='s4nd' runs the S4ND layer's 2-D kernel and needs mixer 's4nd' in "
-                             f"every layer, got mixer {backbone.mixer!r}")
+                             f"every layer, got mixer '{backbone.mixer_label()}'")
         D = backbone.d_model
         self.config, self.image_shape = cfg, (H, W, C)
         self.embed = PatchEmbed((H, W, C), p, D)
