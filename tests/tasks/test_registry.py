@@ -21,7 +21,8 @@ def test_every_task_registers_its_config_class():
         cls = task_config_class(name)
         assert cls is not None and dataclasses.is_dataclass(cls), name
     assert task_config_class("copy_memory") is CopyMemoryConfig
-    assert task_config_class("pathx") is task_config_class("pathfinder")  # one config, other defaults
+    assert issubclass(task_config_class("pathx"), task_config_class("pathfinder"))  # Path-X's defaults
+    assert task_config_class("pathx")().size == 128
 
 
 def test_reading_a_config_class_loads_no_data(monkeypatch):
