@@ -16,6 +16,8 @@ class TaskKind(str, enum.Enum):
     FORECAST = "forecast"  # a horizon of future values: targets (B, horizon, C) float
     REGRESS = "regress"  # real values read at the last real token: targets (B, n_out) float
 
+    __hash__ = str.__hash__  # hash as the value, as equality does: a member finds its str key in a dict
+
     def __str__(self) -> str:
         return self.value
 
