@@ -5,6 +5,8 @@ Others (``vision``, ``forecaster``, ``ts_classifier``, ``graph``, ...) register 
 typed ``Config`` whose fields the command line sets as ``arch.<field>=value``. A builder receives
 the backbone config, the task's ``DataSpec`` (what the data looks like), the classify pool and its
 validated Config, and returns an ``nn.Module`` called as ``model(inputs, mask=mask)``.
+``create_model`` records how it built a model on it (``model.recipe``: backbone, pool,
+architecture and its settings as JSON), so that a run that trains it can describe it (run.json).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..config import build_config
+from ..config import build_config, to_json
 from ..registry import Registry
 from .backbone import BackboneConfig
 from .kinds import TaskKind
@@ -65,4 +67,6 @@ def arch_config(name: str, cfg: dict[str, Any]) -> Any:
 def create_model(arch: str, backbone: BackboneConfig, spec: DataSpec, pool: str = "mean", **cfg: Any) -> nn.Module:
     """Build architecture ``arch`` around a ``backbone`` stack for data described by ``spec``."""
     config = arch_config(arch, cfg)
-    return ARCHS.get(arch)(backbone, spec, pool, config)
+    model = ARCHS.get(arch)(backbone, spec, pool, config)
+    model.recipe = {"model": to_json(backbone), "pool": pool, "arch": arch, "arch_cfg": to_json(cfg)}
+    return model
