@@ -41,13 +41,11 @@ import torch
 
 from .. import __version__
 from ..io import atomic_write
-from ..models import BackboneConfig
-from ..tasks import Task, chance_accuracy, create_task, higher_is_better, naive_baseline, primary_metric
-from ..training import TrainConfig, fit
+from ..tasks import Task, chance_accuracy, higher_is_better, naive_baseline, primary_metric
+from ..runs import RunConfig, build_model, build_task, resolve_run
+from ..training import fit
 from . import speed
-from .presets import get_preset
 from .published import published_for
-from .run_config import RunConfig, apply_overrides, build_run_model, check_run
 from .timing import best_time
 
 FORMAT, VERSION = "ssmkit-compare", 1
@@ -84,30 +82,13 @@ class CompareSpec:
             if item.partition("=")[0].strip() in ("mixer", "seed"):
                 raise ValueError(f"override {item!r}: compare sets the mixer and seed of each run; "
                                  "use --mixers and --seeds")
-        out = {}
-        for mixer in self.mixers:
-            run = base_run(self.task, mixer, self.preset)
-            budget = [f"steps={self.budget}", "epochs=0"] if self.budget is not None else []
-            out[mixer] = apply_overrides(run, budget + self.overrides)
+        budget = [f"steps={self.budget}", "epochs=0"] if self.budget is not None else []
+        out = {mixer: resolve_run(self.task, mixer, self.preset, budget + self.overrides, DEFAULT_PRESET)
+               for mixer in self.mixers}
         tasks = {(r.task, json.dumps(r.task_cfg, sort_keys=True)) for r in out.values()}
         if len(tasks) > 1:  # one task instance serves every run: the mixers must see the same data
             raise ValueError(f"the runs of {self.mixers} use different task settings {sorted(tasks)}")
         return out
-
-
-def base_run(task: str | None, mixer: str | None, preset: str | None) -> RunConfig:
-    """A preset (the default comparison's when neither task nor preset is named), or the plain
-    defaults (``BackboneConfig()``, ``TrainConfig()``) on ``task``."""
-    if preset is None and task is None:
-        preset = DEFAULT_PRESET
-    if preset is not None:
-        run = get_preset(preset, mixer)
-        if task is not None and task != run.task:
-            raise ValueError(f"preset {preset!r} runs task {run.task!r}, not {task!r}; drop --task or the preset")
-        return run
-    run = RunConfig(task=task, model=BackboneConfig(mixer=mixer or "s4d"), train=TrainConfig())
-    check_run(run)
-    return run
 
 
 # ---------------------------------------------------------------- measurements
@@ -199,10 +180,10 @@ def run_one(run: RunConfig, task: Task, seed: int, log: Callable[[str], None]) -
     """Train one (mixer, seed) and measure it; returns its results.json record."""
     cfg = dataclasses.replace(run.train, seed=seed)
     torch.manual_seed(seed)  # the model's initialization
-    model = build_run_model(task, run)
+    model = build_model(task, run)
     n_params = sum(p.numel() for p in model.parameters())
     wall, cpu = time.perf_counter(), time.process_time()
-    result = fit(task, model, cfg, log=log)
+    result = fit(task, model, cfg, log=log, run=dataclasses.replace(run, train=cfg).to_json())
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     metrics = {k: float(v) for k, v in result.items() if k.startswith(("test_", "best_val_"))}
     return {
@@ -223,7 +204,7 @@ def compare(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = pri
     require_matplotlib()
     out = Path(out)
     first = next(iter(runs.values()))
-    task = create_task(first.task, **first.task_cfg)
+    task = build_task(first)
     info = task.info
     metric = primary_metric(info.kind)
     chance = chance_accuracy(task) if metric == "accuracy" else None
