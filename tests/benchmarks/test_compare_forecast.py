@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ssmkit.benchmarks import compare as cmp
+from ssmkit.benchmarks.report import markdown_table
 from ssmkit.tasks import create_task, naive_baseline
 
 MICRO = ["arch=forecaster", "d_model=8", "n_layers=1", "batch_size=8", "progress=false", "task.series=nile"]
@@ -26,4 +27,4 @@ def test_compare_records_and_prints_the_baseline(tmp_path):
     lstm = next(r for r in data["runs"] if r["mixer"] == "lstm")["metrics"]
     assert f"| `lstm` | {lstm['test_mse']:.4f} | {lstm['test_mae']:.4f} |" in table
     old = {k: v for k, v in data.items() if k != "baseline"}  # results written before baselines existed
-    assert "seasonal naive" not in cmp.markdown_table(old)
+    assert "seasonal naive" not in markdown_table(old)

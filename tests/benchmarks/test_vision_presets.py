@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ssmkit.benchmarks.compare import markdown_table
+from ssmkit.benchmarks.report import markdown_table
 from ssmkit.runs import build_model, get_preset
 from ssmkit.tasks import create_task
 

@@ -220,9 +220,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ssmkit.benchmarks.compare import (
-        DEFAULT_MIXERS, DEFAULT_PRESET, CompareSpec, compare, markdown_table, readme_block,
-    )
+    from ssmkit.benchmarks.compare import DEFAULT_MIXERS, CompareSpec, compare
+    from ssmkit.benchmarks.report import markdown_table, readme_block
 
     if args.readme_table:
         print(readme_block(args.readme_table))
@@ -232,9 +231,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                        budget=args.budget, overrides=list(args.set))
     if args.lengths:
         spec.lengths = _csv_ints(args.lengths)
-    preset = args.preset or (None if args.task else DEFAULT_PRESET)
-    out = Path(args.out or f"results/compare-{preset or args.task}")
-    print(f"compare {', '.join(mixers)} on {args.task or 'the preset task'} (preset {preset}); "
+    out = Path(args.out or f"results/compare-{spec.preset_name or args.task}")
+    print(f"compare {', '.join(mixers)} on {args.task or 'the preset task'} (preset {spec.preset_name}); "
           f"seeds {spec.seeds}; torch {torch.__version__}, {torch.get_num_threads()} threads; results in {out}")
     results = compare(spec, out)
     print()
