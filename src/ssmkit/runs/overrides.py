@@ -100,23 +100,21 @@ def _model(base: BackboneConfig, items: list[tuple[str, str]], mixer_items: list
     for field, text in mixer_items:
         name, dot, own_field = field.partition(".")
         if dot and name in MIXERS:
-            own = dict(mixer_cfg.get(name, {}))
-            own[own_field] = _mixer_value((name,), own_field, text, f"mixer.{name}", mixers, name)
-            mixer_cfg[name] = own
+            mixer_cfg[name] = {**mixer_cfg.get(name, {}), own_field: _mixer_value(mixers, name, own_field, text)}
         else:
-            mixer_cfg[field] = _mixer_value(mixers, field, text, "mixer", mixers)
+            mixer_cfg[field] = _mixer_value(mixers, None, field, text)
     return dataclasses.replace(base, **{**values, "mixer_cfg": mixer_cfg})
 
 
-def _mixer_value(owners: tuple[str, ...], field: str, text: str, prefix: str, mixers: tuple[str, ...],
-                 name: str | None = None) -> Any:
-    """``text`` parsed to the type ``field`` has in the first of ``owners`` whose Config has it."""
+def _mixer_value(mixers: tuple[str, ...], name: str | None, field: str, text: str) -> Any:
+    """``mixer.<field>=text`` (``name`` None: shared by the stack's mixers) or ``mixer.<name>.<field>=text``,
+    parsed to the type the field has in the first mixer whose Config has it."""
     if field == MODE:
         return text.strip()
-    having = [m for m in owners if field in config_fields(m)]
+    having = [m for m in ((name,) if name else mixers) if field in config_fields(m)]
     if not having:  # the stack's own check names the key and lists the valid ones
         check_mixer_cfg(mixers, {name: {field: text}} if name else {field: text})
-    return field_value(get_mixer_class(having[0]).Config, prefix, field, text)
+    return field_value(get_mixer_class(having[0]).Config, f"mixer.{name}" if name else "mixer", field, text)
 
 
 def _prefixed_values(config_class: type, prefix: str, owner: str, items: list[tuple[str, str]]) -> dict[str, Any]:
