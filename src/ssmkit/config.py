@@ -161,6 +161,14 @@ def parse_value(text: str, tp: Any, field: str) -> Any:
             raise bad(f"{len(args)} comma-separated values")
         kinds = [args[0]] * len(items) if len(args) == 1 or args[1:] == (Ellipsis,) else list(args)
         return origin(parse_value(t, k, field) for t, k in zip(items, kinds))
+    if origin in (Union, types.UnionType):  # e.g. str | tuple[str, ...]: the first member that parses
+        members = typing.get_args(inner)
+        for member in members:
+            try:
+                return parse_value(text, member, field)
+            except ValueError:
+                continue
+        raise bad(" or ".join(type_name(m) for m in members))
     if origin is dict or inner is Any:
         try:
             value = json.loads(text)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ssmkit.benchmarks.compare import markdown_table
-from ssmkit.benchmarks.presets import get_preset
-from ssmkit.benchmarks.run_config import build_run_model
+from ssmkit.benchmarks.report import markdown_table
+from ssmkit.runs import build_model, get_preset
 from ssmkit.tasks import create_task
 
 
@@ -20,7 +19,7 @@ def test_vision_presets(name, task, scan):
 def test_preset_model_builds_on_an_image_task():
     run = get_preset("smnist_patches", "s4d")
     task = create_task("digits")  # the 8 x 8 image: 2 x 2 patches of 4 x 4 (smnist: 7 x 7)
-    model = build_run_model(task, run)
+    model = build_model(task, run)
     assert model.n_patches == 4 and model.cls_index == 2
     assert model.embed.grid == (2, 2)
 

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from ssmkit.benchmarks.run_config import RunConfig, apply_overrides, build_run_model
+from ssmkit.runs import RunConfig, apply_overrides, build_model
 from ssmkit.models import BackboneConfig, DataSpec, SequenceModel, create_model, list_archs, register_arch
 from ssmkit.tasks import create_task
 from ssmkit.training import TrainConfig
@@ -55,7 +55,7 @@ def test_registered_architecture_is_built_by_a_run():
     assert RunConfig.from_json(run.to_json()) == run
     with pytest.raises(ValueError, match="scale"):
         apply_overrides(run, ["arch.scale=wide"])
-    model = build_run_model(create_task("adding", length=10), run)
+    model = build_model(create_task("adding", length=10), run)
     assert isinstance(model, Scaled) and model.scale == 2.5
     # back to the default architecture: its (empty) settings, not the other one's
     assert apply_overrides(run, ["arch=sequence"]).arch_cfg == {}

@@ -30,7 +30,7 @@ def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, list[Any]
 
 def metric_bars(results: dict[str, Any], path: Path) -> None:
     """Bars of the test metric per mixer (mean, std over seeds as error bars), chance, baseline and published marks."""
-    from .compare import summarize
+    from .report import summarize
 
     rows = summarize(results)
     metric = results["metric"].removeprefix("test_")

@@ -19,13 +19,13 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from ..ops.selective_scan import MODES, selective_scan
+from .timing import best_time
 
 
 @dataclasses.dataclass
@@ -76,16 +76,6 @@ def _peak_mb(name: str, L: int, B: int, D: int, N: int, backward: bool) -> float
     env = dict(os.environ, PYTHONPATH=path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     return float(out.stdout.split()[-1]) if out.returncode == 0 and out.stdout.split() else None
-
-
-def _best(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _mambapy_scan() -> Callable | None:
@@ -162,9 +152,9 @@ def bench_selective_scan(
                 y, h = fn(*grad_args)
                 (y.sum() + h.sum()).backward()
 
-            fwd = _best(forward, repeats)
+            fwd = best_time(forward, repeats)
             peak_f = _peak_mb(name, L, B, D, N, backward=False)
-            fb = _best(forward_backward, repeats) if backward else None
+            fb = best_time(forward_backward, repeats) if backward else None
             peak_fb = _peak_mb(name, L, B, D, N, backward=True) if backward else None
             rows.append(ScanRow(name, L, fwd, fb, peak_f, peak_fb))
             if on_row is not None:

@@ -1,12 +1,12 @@
 """``ssmkit <verb>``: list | check | bench | tasks | train | eval | compare.
 
-The CLI only maps arguments onto library calls (``benchmarks.run_config`` for key=value settings,
-``benchmarks.presets`` for published setups, ``benchmarks.compare`` for comparisons).
+The CLI only maps arguments onto library calls: ``ssmkit.runs`` for a run's settings, presets and
+checkpoints (tasks, train, eval), ``ssmkit.testing`` for check, and ``ssmkit.benchmarks`` for the
+compare and bench verbs only.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -107,8 +107,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench_plot(args: argparse.Namespace, rows: list, baseline: str) -> None:
     if not args.plot:
         return
-    from pathlib import Path
-
     from ssmkit.benchmarks.plots import bench_curves
 
     path = Path(args.plot)
@@ -118,18 +116,10 @@ def _bench_plot(args: argparse.Namespace, rows: list, baseline: str) -> None:
 
 
 def _run_config(args: argparse.Namespace, legacy: list[str]):
-    """The RunConfig of ``train`` / ``eval``: a preset or the plain defaults, then legacy flags, then --set."""
-    from ssmkit.benchmarks.compare import base_run
-    from ssmkit.benchmarks.run_config import apply_overrides, split_override
+    """The RunConfig of ``train`` / ``eval``: ``runs.resolve_run`` with legacy flags, then --set."""
+    from ssmkit.runs import resolve_run
 
-    overrides = legacy + list(args.set)
-    mixer = args.mixer
-    for item in overrides:  # the preset's mixer settings follow the mixer that will run
-        key, value = split_override(item)
-        if key == "mixer":
-            mixer = value.strip()
-    preset = args.preset or (None if args.task else "copy_memory_demo")
-    return apply_overrides(base_run(args.task, mixer, preset), overrides)
+    return resolve_run(args.task, args.mixer, args.preset, legacy + list(args.set))
 
 
 def _legacy_overrides(args: argparse.Namespace) -> list[str]:
@@ -142,7 +132,7 @@ def _legacy_overrides(args: argparse.Namespace) -> list[str]:
 def _print_metrics(prefix: str, metrics: dict[str, float], task, split: str = "test") -> None:
     """Each metric with its yardstick: chance beside accuracy; on a forecasting task's test split,
     the seasonal naive forecast beside MSE / MAE (scored on the same windows and units)."""
-    from ssmkit.benchmarks.compare import chance_accuracy, naive_baseline
+    from ssmkit.tasks import chance_accuracy, naive_baseline
 
     chance = chance_accuracy(task) if "accuracy" in metrics else None
     naive = naive_baseline(task) if split == "test" else None
@@ -157,11 +147,8 @@ def _print_metrics(prefix: str, metrics: dict[str, float], task, split: str = "t
 
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
-    import json
 
-    from ssmkit.io import atomic_write
-    from ssmkit.benchmarks.run_config import build_run_model
-    from ssmkit.tasks import create_task
+    from ssmkit.runs import build_model, build_task
     from ssmkit.training import fit
 
     run = _run_config(args, _legacy_overrides(args))
@@ -170,17 +157,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             run.train, checkpoint_dir=run.train.checkpoint_dir or args.out, log_dir=run.train.log_dir or args.out))
     if args.resume and not run.train.checkpoint_dir:
         raise ValueError("--resume needs a checkpoint folder: give --out DIR (or --set checkpoint_dir=DIR)")
-    task = create_task(run.task, **run.task_cfg)
+    task = build_task(run)
     torch.manual_seed(run.train.seed)
-    model = build_run_model(task, run)
+    model = build_model(task, run)
     info = task.info
-    print(f"task {info.name} (L={info.length}; {info.notes}); mixer {run.model.mixer}; "
+    print(f"task {info.name} (L={info.length}; {info.notes}); mixer {run.model.mixer_label()}; "
           f"{sum(p.numel() for p in model.parameters())} parameters" + (f"; {run.source}" if run.source else ""))
-    if run.train.checkpoint_dir and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 writes
-        # what `ssmkit eval` needs to rebuild the model: the checkpoints hold weights and training state only
-        path = Path(run.train.checkpoint_dir) / RUN_FILE
-        atomic_write(path, lambda p: p.write_text(json.dumps(run.to_json(), indent=1) + "\n"))
-    result = fit(task, model, run.train, resume=args.resume)
+    # fit writes run.json beside the checkpoints and in each, so `ssmkit eval` can rebuild the model
+    result = fit(task, model, run.train, resume=args.resume, run=run.to_json())
     tests = {k.removeprefix("test_"): v for k, v in result.items() if k.startswith("test_")}
     _print_metrics("test ", tests, task)
     print(f"in {result['train_seconds']:.0f} s" + (f"; checkpoints in {run.train.checkpoint_dir}"
@@ -188,64 +172,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-RUN_FILE = "run.json"
-
-
-def _find_checkpoint(path: Path) -> tuple[Path, Path | None]:
-    """(checkpoint folder, run.json or None) for a step-XXXXXXXX folder or a folder of them."""
-    from ssmkit.training import latest_checkpoint
-
-    if not path.exists():
-        raise FileNotFoundError(f"--checkpoint {path}: no such folder")
-    step = path if (path / "state.json").is_file() else latest_checkpoint(path)
-    if step is None:
-        raise FileNotFoundError(f"--checkpoint {path}: neither a checkpoint (step-XXXXXXXX with state.json) "
-                                "nor a folder holding checkpoints")
-    for folder in (step, step.parent):
-        if (folder / RUN_FILE).is_file():
-            return step, folder / RUN_FILE
-    return step, None
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
-
-    from ssmkit.benchmarks.run_config import RunConfig, apply_overrides, build_run_model
-    from ssmkit.tasks import create_task
+    from ssmkit.runs import apply_overrides, build_model, build_task, find_checkpoint, read_run
     from ssmkit.training import evaluate, read_checkpoint
-    from ssmkit.training.checkpoint import BEST, MODEL
+    from ssmkit.training.checkpoint import BEST, MODEL, RUN
 
-    step, run_file = _find_checkpoint(Path(args.checkpoint))
+    step, run_file = find_checkpoint(args.checkpoint)
     if run_file is not None:
-        run = apply_overrides(RunConfig.from_json(json.loads(run_file.read_text())), list(args.set))
+        run = apply_overrides(read_run(run_file), list(args.set))
         if args.task and args.task != run.task:
             raise ValueError(f"--task {args.task} but the checkpoint's run ({run_file}) trained task {run.task!r}")
     elif args.task or args.preset:
         run = _run_config(args, [])
     else:
-        raise ValueError(f"{step}: no {RUN_FILE} beside the checkpoint (ssmkit train writes one); name the "
-                         "task and model with --task/--preset, --mixer and --set")
+        raise ValueError(f"{step}: no {RUN} in or beside the checkpoint (training.fit writes one for runs it can "
+                         "describe); name the task and model with --task/--preset, --mixer and --set")
     meta, files = read_checkpoint(step)
     if meta.get("task") not in (None, run.task):
         raise ValueError(f"{step} is a checkpoint of task {meta.get('task')!r}, not {run.task!r}")
     name = BEST if args.weights == "best" and BEST in files else MODEL
-    task = create_task(run.task, **run.task_cfg)
-    model = build_run_model(task, run)
+    task = build_task(run)
+    model = build_model(task, run)
     try:
         model.load_state_dict(files[name])
     except RuntimeError as e:
-        raise RuntimeError(f"{step / name} does not fit the model of {run.task} / {run.model.mixer}: {e}") from None
+        raise RuntimeError(f"{step / name} does not fit the model of {run.task} / {run.model.mixer_label()}: "
+                           f"{e}") from None
     if run.train.device != "cpu" and torch.cuda.is_available():
         model.to("cuda" if run.train.device == "auto" else run.train.device)
-    print(f"task {run.task}, mixer {run.model.mixer}: {step} ({'best-val' if name == BEST else 'final'} weights), "
-          f"split {args.split}")
+    print(f"task {run.task}, mixer {run.model.mixer_label()}: {step} "
+          f"({'best-val' if name == BEST else 'final'} weights), split {args.split}")
     metrics = evaluate(task, model, args.split, args.batch_size)
     _print_metrics(f"{args.split} ", metrics, task, args.split)
     return 0
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from ssmkit.benchmarks.presets import list_presets, preset_summary
+    from ssmkit.runs import list_presets, preset_summary
     from ssmkit.tasks import create_task, list_tasks
 
     print("| task | kind | train / val / test | L | classes | input | source |\n|---|---|---|---|---|---|---|")
@@ -266,9 +229,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ssmkit.benchmarks.compare import (
-        DEFAULT_MIXERS, DEFAULT_PRESET, CompareSpec, compare, markdown_table, readme_block,
-    )
+    from ssmkit.benchmarks.compare import DEFAULT_MIXERS, CompareSpec, compare
+    from ssmkit.benchmarks.report import markdown_table, readme_block
 
     if args.readme_table:
         print(readme_block(args.readme_table))
@@ -278,9 +240,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                        budget=args.budget, overrides=list(args.set))
     if args.lengths:
         spec.lengths = _csv_ints(args.lengths)
-    preset = args.preset or (None if args.task else DEFAULT_PRESET)
-    out = Path(args.out or f"results/compare-{preset or args.task}")
-    print(f"compare {', '.join(mixers)} on {args.task or 'the preset task'} (preset {preset}); "
+    out = Path(args.out or f"results/compare-{spec.preset_name or args.task}")
+    print(f"compare {', '.join(mixers)} on {args.task or 'the preset task'} (preset {spec.preset_name}); "
           f"seeds {spec.seeds}; torch {torch.__version__}, {torch.get_num_threads()} threads; results in {out}")
     results = compare(spec, out)
     print()

@@ -1,5 +1,6 @@
 """Backbones built from any registered mixer, and the models on top of them."""
 from .backbone import Backbone, BackboneConfig
+from .kinds import TaskKind
 from .lm import CausalLM
 from .registry import DataSpec, create_model, list_archs, register_arch
 from .pretrained import load_pretrained, save_pretrained
@@ -9,6 +10,6 @@ from . import vision  # noqa: F401  (registers arch "vision")
 from . import timeseries  # registers the forecaster and ts_classifier architectures
 
 __all__ = [
-    "Backbone", "BackboneConfig", "CausalLM", "DataSpec", "SequenceModel", "create_model", "list_archs",
+    "Backbone", "BackboneConfig", "CausalLM", "DataSpec", "SequenceModel", "TaskKind", "create_model", "list_archs",
     "load_pretrained", "register_arch", "save_pretrained",
 ]

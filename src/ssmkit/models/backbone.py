@@ -1,7 +1,9 @@
 """Residual pre-norm stack of any registered mixers: x <- x + mixer(norm(x)) [+ x + ffn(norm(x))].
 
-A layer pattern names the mixer of each layer, e.g. ``"s4d"`` (every layer) or a hybrid
-``"s4d,s4d,s5"`` (one name per layer). The stack keeps the SequenceMixer contract: ``forward`` with
+``BackboneConfig.mixer`` names the mixer of every layer (``"s4d"``) or of each layer, a hybrid
+(``("s4d", "s4d", "s5")``; ``"s4d,s4d,s5"`` is read as that tuple), and ``mixer_cfg`` holds settings
+shared by the mixers that have them and per mixer name (``models.mixer_stack``). The stack keeps the
+SequenceMixer contract: ``forward`` with
 state and mask, pure ``step``, ``init_state``; its state is the tuple of its layers' states.
 Per-token time deltas ``dt`` (irregular sampling, docs/irregular.md) go to every layer's mixer.
 The input is checked for NaN / Inf once per call, here (``check_finite``), not by every layer.
@@ -18,6 +20,7 @@ from ..config import check
 from ..layers import create_mixer
 from ..layers.base import check_finite, skip_finite_checks
 from ..layers.state import State
+from .mixer_stack import Mixer, check_mixer_cfg, distinct, mixer_label, normalize_mixer, settings_for
 
 NORMS = ("rmsnorm", "layernorm")
 
@@ -26,8 +29,8 @@ NORMS = ("rmsnorm", "layernorm")
 class BackboneConfig:
     d_model: int = 64  # D
     n_layers: int = 2
-    mixer: str = "s4d"  # one name for every layer, or a comma-separated name per layer
-    mixer_cfg: dict[str, Any] = dataclasses.field(default_factory=dict)  # passed to every mixer
+    mixer: Mixer = "s4d"  # one name for every layer, or a tuple of one name per layer (a hybrid)
+    mixer_cfg: dict[str, Any] = dataclasses.field(default_factory=dict)  # shared and per-name settings (mixer_stack)
     norm: str = "rmsnorm"
     norm_eps: float = 1e-5
     ffn_mult: int = 0  # hidden width multiple of a GELU MLP after each mixer; 0 = no MLP
@@ -42,12 +45,27 @@ class BackboneConfig:
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         check(self.ffn_mult >= 0, "ffn_mult", f"must be >= 0, got {self.ffn_mult}")
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
-        n = len(self.layer_names())
+        self.mixer = normalize_mixer(self.mixer)
+        n = 1 if isinstance(self.mixer, str) else len(self.mixer)
         check(n in (1, self.n_layers), "mixer", f"names {n} layers but n_layers={self.n_layers}")
+        check(isinstance(self.mixer_cfg, dict), "mixer_cfg", f"must be a dict, got {self.mixer_cfg!r}")
+        check_mixer_cfg(self.mixer, self.mixer_cfg)
 
     def layer_names(self) -> list[str]:
-        names = [m.strip() for m in self.mixer.split(",")]
-        return names * self.n_layers if len(names) == 1 else names
+        """The mixer of each layer."""
+        return [self.mixer] * self.n_layers if isinstance(self.mixer, str) else list(self.mixer)
+
+    def mixers(self) -> tuple[str, ...]:
+        """The stack's mixers, each once, in layer order."""
+        return distinct(self.mixer)
+
+    def mixer_settings(self, name: str) -> dict[str, Any]:
+        """Keyword arguments of ``create_mixer(name, d_model, **kw)`` for a layer running ``name``."""
+        return settings_for(name, self.mixer_cfg)
+
+    def mixer_label(self) -> str:
+        """``"s4d"`` or ``"s4d,mamba,attention"``, as the command line writes it."""
+        return mixer_label(self.mixer)
 
 
 def make_norm(cfg: BackboneConfig) -> nn.Module:
@@ -61,7 +79,7 @@ class Block(nn.Module):
     def __init__(self, name: str, cfg: BackboneConfig, mixer: nn.Module | None = None) -> None:
         super().__init__()
         self.norm = make_norm(cfg)
-        self.mixer = mixer if mixer is not None else create_mixer(name, cfg.d_model, **cfg.mixer_cfg)
+        self.mixer = mixer if mixer is not None else create_mixer(name, cfg.d_model, **cfg.mixer_settings(name))
         skip_finite_checks(self.mixer)  # the stack checks its input once (BackboneConfig.check_finite)
         self.drop = nn.Dropout(cfg.dropout)
         self.ffn = None

@@ -37,6 +37,7 @@ from ..layers.bidirectional import COMBINES, Bidirectional
 from ..layers.registry import create_mixer
 from .backbone import BackboneConfig, make_norm
 from .graph_structure import ORDERS, GraphSpec, inverse_order, node_order
+from .kinds import TaskKind
 from .registry import DataSpec, register_arch
 
 LOCALS = ("mean", "gnn")
@@ -112,9 +113,9 @@ class MixerBlock(nn.Module):
         super().__init__()
         self.norm = make_norm(cfg)
         if bidirectional:
-            self.mixer = BidirectionalMixer(name, cfg.d_model, combine, **cfg.mixer_cfg)
+            self.mixer = BidirectionalMixer(name, cfg.d_model, combine, **cfg.mixer_settings(name))
         else:
-            self.mixer = create_mixer(name, cfg.d_model, **cfg.mixer_cfg)
+            self.mixer = create_mixer(name, cfg.d_model, **cfg.mixer_settings(name))
         skip_finite_checks(self.mixer)  # GraphModel checks its input once (BackboneConfig.check_finite)
         self.drop = nn.Dropout(cfg.dropout)
         self.ffn = None
@@ -146,7 +147,7 @@ class GraphModel(nn.Module):
         check(isinstance(gs, GraphSpec), "arch",
               "'graph' needs a graph task (its DataSpec.graph, set by the task's build_model, e.g. "
               f"karate_club or graph_epidemic); this task gave {type(gs).__name__}")
-        check(spec.kind == "tag", "arch", f"'graph' predicts per node (task kind 'tag'), not {spec.kind!r}")
+        check(spec.kind == TaskKind.TAG, "arch", f"'graph' predicts per node (task kind 'tag'), not '{spec.kind}'")
         check(spec.vocab_size is None, "arch", "'graph' takes float node features, not token ids")
         n = gs.graph.n_nodes
         check(cfg.root < n, "root", f"{cfg.root} is not a node of the {n}-node graph")

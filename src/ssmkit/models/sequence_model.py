@@ -14,9 +14,9 @@ from torch import Tensor, nn
 
 from ..config import check
 from .backbone import Backbone, BackboneConfig
+from .kinds import TaskKind
 from .registry import DataSpec, NoConfig, register_arch
 
-KINDS = ("classify", "tag", "lm", "forecast", "regress")
 POOLS = ("mean", "last")
 
 
@@ -24,7 +24,7 @@ class SequenceModel(nn.Module):
     def __init__(
         self,
         backbone: BackboneConfig,
-        kind: str,
+        kind: TaskKind | str,
         n_out: int,
         vocab_size: int | None = None,
         d_input: int = 1,
@@ -32,14 +32,14 @@ class SequenceModel(nn.Module):
         pool: str = "mean",
     ) -> None:
         super().__init__()
-        check(kind in KINDS, "kind", f"must be one of {KINDS}, got {kind!r}")
+        kind = TaskKind.parse(kind)
         check(pool in POOLS, "pool", f"must be one of {POOLS}, got {pool!r}")
-        check(kind != "forecast" or horizon > 0, "horizon", f"must be > 0 for forecasting, got {horizon}")
+        check(kind != TaskKind.FORECAST or horizon > 0, "horizon", f"must be > 0 for forecasting, got {horizon}")
         D = backbone.d_model
         self.kind, self.pool, self.horizon, self.d_input = kind, pool, horizon, d_input
         self.encoder = nn.Embedding(vocab_size, D) if vocab_size else nn.Linear(d_input, D)
         self.backbone = Backbone(backbone)
-        self.head = nn.Linear(D, horizon * d_input if kind == "forecast" else n_out)
+        self.head = nn.Linear(D, horizon * d_input if kind == TaskKind.FORECAST else n_out)
 
     def forward(
         self, inputs: Tensor, mask: Tensor | None = None, state: tuple | None = None, *,
@@ -55,18 +55,18 @@ class SequenceModel(nn.Module):
         return self._head(h, mask)
 
     def _head(self, h: Tensor, mask: Tensor | None) -> Tensor:
-        if self.kind in ("tag", "lm"):
+        if self.kind.per_position:
             return self.head(h)
         if mask is None:
             mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
-        if self.kind in ("forecast", "regress") or self.pool == "last":
+        if self.kind.real_valued or self.pool == "last":
             last = mask.long().cumsum(1).argmax(1)  # last real position of each row
             pooled = h[torch.arange(h.shape[0], device=h.device), last]
         else:
             w = mask[..., None].to(h.dtype)
             pooled = (h * w).sum(1) / w.sum(1).clamp_min(1)
         out = self.head(pooled)
-        return out.unflatten(-1, (self.horizon, self.d_input)) if self.kind == "forecast" else out
+        return out.unflatten(-1, (self.horizon, self.d_input)) if self.kind == TaskKind.FORECAST else out
 
 
 @register_arch("sequence")

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from ..config import check
 from ..layers.base import compact
 from .backbone import Backbone, BackboneConfig
+from .kinds import TaskKind
 from .registry import DataSpec, register_arch
 from .revin import NORMS, RevIN
 
@@ -149,9 +150,9 @@ class Forecaster(nn.Module):
 @register_arch("forecaster", ForecasterConfig)
 def build_forecaster(backbone: BackboneConfig, spec: DataSpec, pool: str, cfg: ForecasterConfig) -> Forecaster:
     """Direct multi-step forecaster with RevIN (tasks of kind forecast)."""
-    if spec.kind != "forecast" or spec.vocab_size is not None:
+    if spec.kind != TaskKind.FORECAST or spec.vocab_size is not None:
         raise ValueError(f"architecture 'forecaster' needs a forecast task with feature inputs, got kind "
-                         f"{spec.kind!r}" + (" with token inputs" if spec.vocab_size is not None else ""))
+                         f"'{spec.kind}'" + (" with token inputs" if spec.vocab_size is not None else ""))
     return Forecaster(backbone, spec.d_input, spec.horizon, cfg)
 
 
@@ -201,7 +202,7 @@ class TsClassifier(nn.Module):
 @register_arch("ts_classifier", TsClassifierConfig)
 def build_ts_classifier(backbone: BackboneConfig, spec: DataSpec, pool: str, cfg: TsClassifierConfig) -> TsClassifier:
     """Time-series classifier with masked mean / max / last pooling (tasks of kind classify)."""
-    if spec.kind != "classify" or spec.vocab_size is not None:
+    if spec.kind != TaskKind.CLASSIFY or spec.vocab_size is not None:
         raise ValueError(f"architecture 'ts_classifier' needs a classify task with feature inputs, got kind "
-                         f"{spec.kind!r}" + (" with token inputs" if spec.vocab_size is not None else ""))
+                         f"'{spec.kind}'" + (" with token inputs" if spec.vocab_size is not None else ""))
     return TsClassifier(backbone, spec.d_input, spec.n_out, cfg.pooling or pool, cfg.instance_norm, cfg.eps)

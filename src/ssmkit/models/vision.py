@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ..config import check
 from ..layers.base import check_finite
 from .backbone import BackboneConfig, Block, make_norm
+from .kinds import TaskKind
 from .registry import DataSpec, register_arch
 from .scans import SCANS, ScanMixer
 
@@ -73,7 +74,7 @@ class ScanStack(nn.Module):
         super().__init__()
         D = cfg.d_model
         self.blocks = nn.ModuleList(
-            Block(n, cfg, mixer=ScanMixer(scan, n, D, grid, extra_tokens, **cfg.mixer_cfg)) for n in cfg.layer_names())
+            Block(n, cfg, mixer=ScanMixer(scan, n, D, grid, extra_tokens, **cfg.mixer_settings(n))) for n in cfg.layer_names())
         self.norm = make_norm(cfg)
         self.check_finite = cfg.check_finite
 
@@ -94,8 +95,8 @@ class VisionModel(nn.Module):
             raise ValueError("arch 'vision' needs image inputs: this task's DataSpec has no image_shape (its "
                              "sequence is not an image read row-major, e.g. psmnist scrambles the pixels); "
                              "use smnist, sfashion or digits")
-        if spec.kind != "classify":
-            raise ValueError(f"arch 'vision' classifies images; the task's kind is {spec.kind!r}")
+        if spec.kind != TaskKind.CLASSIFY:
+            raise ValueError(f"arch 'vision' classifies images; the task's kind is '{spec.kind}'")
         if spec.vocab_size is not None:
             raise ValueError("arch 'vision' reads pixel values (B, H*W, C); this task gives token ids "
                              "(protocol=tokens): set task.protocol=values")
@@ -107,7 +108,7 @@ class VisionModel(nn.Module):
         names = backbone.layer_names()
         if cfg.scan == "s4nd" and any(n != "s4nd" for n in names):
             raise ValueError(f"arch.scan='s4nd' runs the S4ND layer's 2-D kernel and needs mixer 's4nd' in "
-                             f"every layer, got mixer {backbone.mixer!r}")
+                             f"every layer, got mixer '{backbone.mixer_label()}'")
         D = backbone.d_model
         self.config, self.image_shape = cfg, (H, W, C)
         self.embed = PatchEmbed((H, W, C), p, D)

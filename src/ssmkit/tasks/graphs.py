@@ -117,7 +117,7 @@ def node_split(labels: Tensor, n_train_per_class: int, n_val: int, seed: int) ->
     return {"train": train_nodes.sort().values, "val": rest[:n_val].sort().values, "test": rest[n_val:].sort().values}
 
 
-@register_task("karate_club")
+@register_task("karate_club", KarateConfig)
 class KarateClub(GraphTask):
     def __init__(self, **cfg: Any) -> None:
         self.cfg = c = build_config(KarateConfig, cfg)
@@ -195,7 +195,7 @@ def simulate_sir(graph: Graph, cfg: EpidemicConfig, batch_size: int, generator: 
     return torch.stack(states, 1)
 
 
-@register_task("graph_epidemic")
+@register_task("graph_epidemic", EpidemicConfig)
 class GraphEpidemic(GraphTask):
     def __init__(self, **cfg: Any) -> None:
         self.cfg = c = build_config(EpidemicConfig, cfg)

@@ -196,19 +196,19 @@ def _mnist_task(name: str, cfg: PixelConfig, permutation: np.ndarray | None, not
                      notes, permutation, image_shape=(28, 28, 1))
 
 
-@register_task("smnist")
+@register_task("smnist", PixelConfig)
 def smnist(**cfg) -> PixelTask:
     return _mnist_task("smnist", build_config(PixelConfig, cfg), None, "MNIST 28x28, row-major pixels")
 
 
-@register_task("psmnist")
+@register_task("psmnist", PermutedConfig)
 def psmnist(**cfg) -> PixelTask:
     c = build_config(PermutedConfig, cfg)
     perm = np.random.default_rng(c.permute_seed).permutation(784)
     return _mnist_task("psmnist", c, perm, f"MNIST 28x28, pixels permuted (permute_seed {c.permute_seed})")
 
 
-@register_task("sfashion")
+@register_task("sfashion", CarvedConfig)
 def sfashion(**cfg) -> PixelTask:
     c = build_config(CarvedConfig, cfg)
     d = load_fashion()
@@ -220,7 +220,7 @@ def sfashion(**cfg) -> PixelTask:
                      image_shape=(28, 28, 1))
 
 
-@register_task("digits")
+@register_task("digits", DigitsConfig)
 def digits(**cfg) -> PixelTask:
     c = build_config(DigitsConfig, cfg)
     d = load_digits()

@@ -70,7 +70,7 @@ def irregular_sines_batch(cfg: IrregularSinesConfig, batch_size: int, generator:
     return Batch(x.float()[..., None], labels, None, dt)
 
 
-@register_task("irregular_sines")
+@register_task("irregular_sines", IrregularSinesConfig)
 class IrregularSines(GeneratedTask):
     def __init__(self, **cfg) -> None:
         self.cfg = c = build_config(IrregularSinesConfig, cfg)

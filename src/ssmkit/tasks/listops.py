@@ -195,7 +195,7 @@ def to_string(tokens: np.ndarray | torch.Tensor) -> str:
     return " ".join(VOCAB[int(t)] for t in tokens if int(t) != PAD)
 
 
-@register_task("listops")
+@register_task("listops", ListOpsConfig)
 class ListOps(Task):
     """The data set is built (or read from the cache) on first use, so ``info`` is free."""
 

@@ -61,7 +61,7 @@ _GENERATOR_VERSION = 1  # part of the cache key: bump when the drawing changes
 
 @dataclasses.dataclass
 class PathfinderConfig:
-    """Defaults: LRA's Pathfinder-32 settings (``pathx_settings`` gives Path-X's)."""
+    """Defaults: LRA's Pathfinder-32 settings (``PathXConfig`` holds Path-X's)."""
 
     size: int = 32  # image side; L = size**2
     padding: int = 1  # border kept free of paddles
@@ -112,10 +112,26 @@ class PathfinderConfig:
         return {**out, "paddle_margins": list(self.paddle_margins), "version": _GENERATOR_VERSION}
 
 
+@dataclasses.dataclass
+class PathXConfig(PathfinderConfig):
+    """LRA's Path-X (Pathfinder-128) settings as defaults; the other fields keep Pathfinder-32's."""
+
+    size: int = 128
+    paddle_length: float = 5.0
+    paddle_margins: tuple[int, ...] = (2, 3)
+    paddle_thickness: float = 1.5
+    marker_radius: float = 3.0
+    seed_distance: float = 20.0
+    continuity: float = 1.8
+    n_distractors: int = 35 // 4  # 35 // distractor_length
+    contrast: float = 0.9
+
+
 def pathx_settings() -> dict[str, Any]:
-    """LRA's Path-X (Pathfinder-128) settings; the rest of ``PathfinderConfig``'s defaults apply."""
-    return dict(size=128, paddle_length=5.0, paddle_margins=(2, 3), paddle_thickness=1.5, marker_radius=3.0,
-                seed_distance=20.0, continuity=1.8, distractor_length=4, n_distractors=35 // 4, contrast=0.9)
+    """The fields whose Path-X defaults differ from Pathfinder-32's."""
+    x, pf32 = PathXConfig(), PathfinderConfig()
+    return {f.name: getattr(x, f.name) for f in dataclasses.fields(PathfinderConfig)
+            if getattr(x, f.name) != getattr(pf32, f.name)}
 
 
 @dataclasses.dataclass
@@ -411,8 +427,8 @@ def split_images(cfg: PathfinderConfig, split: str, n: int) -> np.ndarray:
 class Pathfinder(Task):
     """A split is generated (or read from the cache) on first use, so ``info`` is free."""
 
-    def __init__(self, name: str, **cfg: Any) -> None:
-        self.cfg = c = build_config(PathfinderConfig, cfg)
+    def __init__(self, name: str, config_class: type[PathfinderConfig] = PathfinderConfig, **cfg: Any) -> None:
+        self.cfg = c = build_config(config_class, cfg)
         self.sizes = {"train": c.n_train, "val": c.n_val, "test": c.n_test}
         self._images: dict[str, np.ndarray] = {}
         tokens = c.protocol == "tokens"
@@ -447,11 +463,11 @@ class Pathfinder(Task):
             yield Batch(x, torch.from_numpy(r % 2))
 
 
-@register_task("pathfinder")
+@register_task("pathfinder", PathfinderConfig)
 def pathfinder(**cfg: Any) -> Pathfinder:
     return Pathfinder("pathfinder", **cfg)
 
 
-@register_task("pathx")
+@register_task("pathx", PathXConfig)
 def pathx(**cfg: Any) -> Pathfinder:
-    return Pathfinder("pathx", **{**pathx_settings(), **cfg})
+    return Pathfinder("pathx", PathXConfig, **cfg)

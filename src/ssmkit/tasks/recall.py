@@ -74,7 +74,7 @@ def selective_copy_batch(
     return inputs, targets
 
 
-@register_task("selective_copy")
+@register_task("selective_copy", SelectiveCopyConfig)
 class SelectiveCopy(GeneratedTask):
     def __init__(self, **cfg) -> None:
         self.cfg = c = build_config(SelectiveCopyConfig, cfg)
@@ -116,7 +116,7 @@ def induction_heads_batch(
     return inputs, targets
 
 
-@register_task("induction_heads")
+@register_task("induction_heads", InductionHeadsConfig)
 class InductionHeads(GeneratedTask):
     def __init__(self, **cfg) -> None:
         self.cfg = c = build_config(InductionHeadsConfig, cfg)
@@ -182,7 +182,7 @@ def mqar_batch(cfg: MQARConfig, batch_size: int, generator: torch.Generator) -> 
 _BLOCK = 1000  # examples drawn per generator when a fixed split is built
 
 
-@register_task("mqar")
+@register_task("mqar", MQARConfig)
 class MQAR(Task):
     def __init__(self, **cfg) -> None:
         self.cfg = c = build_config(MQARConfig, cfg)

@@ -76,7 +76,7 @@ class GeneratedTask(Task):
             yield self.make_batch(min(batch_size, n - start), split_generator(split, seed, epoch, index))
 
 
-@register_task("copy_memory")
+@register_task("copy_memory", CopyMemoryConfig)
 class CopyMemory(GeneratedTask):
     def __init__(self, **cfg) -> None:
         self.cfg = c = build_config(CopyMemoryConfig, cfg)
@@ -116,7 +116,7 @@ def adding_batch(cfg: AddingConfig, batch_size: int, generator: torch.Generator)
     return torch.stack([values, markers], -1), target
 
 
-@register_task("adding")
+@register_task("adding", AddingConfig)
 class Adding(GeneratedTask):
     def __init__(self, **cfg) -> None:
         self.cfg = c = build_config(AddingConfig, cfg)

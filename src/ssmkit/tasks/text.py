@@ -107,7 +107,7 @@ def build_shakespeare(cfg: ShakespeareConfig) -> dict[str, np.ndarray]:
     return {**out, **names, "vocab": np.array([ord(ch) for ch in chars], dtype=np.int32)}
 
 
-@register_task("shakespeare")
+@register_task("shakespeare", ShakespeareConfig)
 class Shakespeare(Task):
     def __init__(self, **cfg) -> None:
         self.cfg = c = build_config(ShakespeareConfig, cfg)
@@ -195,7 +195,7 @@ def read_bbc_news(root: Path | None = None) -> tuple[list[bytes], np.ndarray, li
     return docs, np.array(labels, dtype=np.int64), classes
 
 
-@register_task("bbc_news")
+@register_task("bbc_news", BBCNewsConfig)
 class BBCNews(ExampleTask):
     def __init__(self, **cfg) -> None:
         self.cfg = c = build_config(BBCNewsConfig, cfg)

@@ -156,7 +156,7 @@ class UCRConfig:
         check(0 < self.val_fraction < 1, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
 
 
-@register_task("ucr")
+@register_task("ucr", UCRConfig)
 class UCR(ExampleTask):
     def __init__(self, **cfg) -> None:
         self.cfg = c = build_config(UCRConfig, cfg)

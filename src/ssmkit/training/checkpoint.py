@@ -8,7 +8,9 @@ A checkpoint is a folder ``step-XXXXXXXX/`` holding
 - ``best_model.safetensors``: the best-val weights so far (when the run evaluates);
 - ``state.json``: format and version, step, the optimizer's param groups and scalar state, the data
   position and early-stopping state (``progress``), the config, each rank's RNG states (base64 of
-  the generator's bytes), and the size and SHA-256 of every tensor file.
+  the generator's bytes), and the size and SHA-256 of every tensor file;
+- ``run.json`` (when the run is described): the task, model and training settings that rebuild the
+  model (``ssmkit.runs.RunConfig.to_json()``; ``ssmkit eval`` reads it).
 
 Writing: every file goes into a hidden temporary folder, is flushed to disk, and the folder then
 takes its final name (``ssmkit.io.atomic_folder``), so a reader sees a whole checkpoint or none;
@@ -31,6 +33,7 @@ from ..io import atomic_folder, remove_stale
 
 FORMAT, VERSION = "ssmkit-checkpoint", 1
 STATE = "state.json"
+RUN = "run.json"  # the run's description, beside the checkpoints and in each one
 MODEL, OPTIMIZER, BEST = "model.safetensors", "optimizer.safetensors", "best_model.safetensors"
 _NAME = re.compile(r"step-(\d{8})")
 _REQUIRED = ("step", "progress", "config", "rng", "optimizer", "files")
@@ -122,9 +125,11 @@ def checkpoint_path(directory: str | Path, step: int) -> Path:
 
 
 def save_checkpoint(
-    directory: str | Path, step: int, files: dict[str, dict[str, Tensor]], state: dict[str, Any], keep: int
+    directory: str | Path, step: int, files: dict[str, dict[str, Tensor]], state: dict[str, Any], keep: int,
+    documents: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``files`` (name -> tensors) and ``state`` (JSON-able) as ``step-XXXXXXXX``; keep the newest ``keep``."""
+    """Write ``files`` (name -> tensors), ``state`` (JSON-able) and ``documents`` (file name -> JSON-able,
+    e.g. run.json) as ``step-XXXXXXXX``; keep the newest ``keep``."""
     st = _safetensors()
     directory = Path(directory)
     remove_stale(directory, ".step-*.tmp-*")  # left by a writer that was killed mid-write
@@ -138,6 +143,8 @@ def save_checkpoint(
             record[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name), "aliases": aliases}
         meta = {"format": FORMAT, "version": VERSION, "step": step, **state, "files": record}
         (tmp / STATE).write_text(json.dumps(meta, indent=1, allow_nan=True))
+        for name, document in (documents or {}).items():
+            (tmp / name).write_text(json.dumps(document, indent=1) + "\n")
     for stale_step in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(stale_step)
     return final

@@ -11,8 +11,6 @@ import re
 
 from ..config import check, check_types
 
-HIGHER_IS_BETTER = ("accuracy",)  # val metrics to maximize; every other metric (mse, bits, ...) is minimized
-
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -37,7 +35,7 @@ class TrainConfig:
     # evaluation and early stopping
     eval_every: int = 0  # steps between val evaluations; 0 = none (test on the final weights)
     eval_batch_size: int = 256
-    val_metric: str = "auto"  # auto: accuracy (classify/tag), bits_per_token (lm), mse (forecast/regress)
+    val_metric: str = "auto"  # auto: the task kind's primary metric (ssmkit.tasks.metrics.PRIMARY_METRIC)
     patience: int = 0  # stop after this many evaluations without val improvement; 0 = never
     # logs and checkpoints (written by rank 0 only)
     log_every: int = 50  # steps between train log records

@@ -5,7 +5,9 @@ lr, gradient clipping, optional bf16 autocast and truncated BPTT (``tbptt.py``).
 every ``eval_every`` steps drives early stopping, and the test split is scored at the end with the
 best-val weights. The data stream is a pure function of (seed, epoch), so a run is fully described
 by its weights, optimizer state, step, data position and RNG states: that is what a checkpoint
-holds, and ``fit(..., resume=True)`` continues bit for bit where the last one left off.
+holds, and ``fit(..., resume=True)`` continues bit for bit where the last one left off. Beside the
+checkpoints and in each one, fit writes run.json, the run's description (``description.py``), so
+that ``ssmkit eval`` can rebuild the model of any checkpoint.
 Under ``torchrun`` the same code runs on every process (``distributed.py``).
 """
 from __future__ import annotations
@@ -14,28 +16,29 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
+from ..io import write_text
 from ..tasks.base import Batch, Task
+from ..tasks.metrics import improves, primary_metric
 from . import distributed
 from .checkpoint import (
-    BEST, MODEL, OPTIMIZER, CheckpointError, decode_bytes, encode_bytes, join_optimizer_state,
+    BEST, MODEL, OPTIMIZER, RUN, CheckpointError, decode_bytes, encode_bytes, join_optimizer_state,
     latest_checkpoint, read_checkpoint, save_checkpoint, split_optimizer_state,
 )
-from .config import HIGHER_IS_BETTER, TrainConfig
+from .config import TrainConfig
+from .description import describe_run
 from .distributed import Dist, all_gather_bytes, all_sum
 from .optim import param_groups
 from .progress import Reporter, TrainMeter
 from .schedule import warmup_cosine
 from .tbptt import forward_backward, loss_weight
 
-DEFAULT_VAL_METRIC = {"classify": "accuracy", "tag": "accuracy", "lm": "bits_per_token",
-                      "forecast": "mse", "regress": "mse"}
 # config fields that do not change the trajectory: a resume may change them without a warning
 _OPERATIONAL = {"log_every", "log_dir", "tensorboard", "progress", "checkpoint_dir", "checkpoint_every",
                 "keep_checkpoints", "eval_batch_size", "device"}
@@ -110,23 +113,29 @@ def evaluate(task: Task, model: nn.Module, split: str, batch_size: int = 256, *,
 
 
 def fit(task: Task, model: nn.Module, cfg: TrainConfig | None = None, *,
-        log: Callable[[str], None] = print, resume: bool | str | Path = False) -> dict[str, float]:
+        log: Callable[[str], None] = print, resume: bool | str | Path = False,
+        run: dict[str, Any] | None = None) -> dict[str, float]:
     """Train ``model`` on ``task``; returns test metrics (``test_<name>``), best val metric and timing.
 
     ``resume=True`` continues from the newest checkpoint in ``cfg.checkpoint_dir``; a path names a
     checkpoint folder. The model ends with the best-val weights when the run evaluated on val.
+    With ``cfg.checkpoint_dir`` set, ``run`` (``ssmkit.runs.RunConfig.to_json()``; default: described
+    from the task's and the model's recipes) is written as run.json beside the checkpoints and in each.
     """
     cfg = TrainConfig() if cfg is None else cfg
+    run = run if run is not None else describe_run(task, model, cfg)
     d = distributed.setup(cfg.device)
     try:
-        return _fit(task, model, cfg, d, log, resume)
+        return _fit(task, model, cfg, d, log, resume, run)
     finally:
         distributed.teardown(d)
 
 
 def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[[str], None],
-         resume: bool | str | Path) -> dict[str, float]:
+         resume: bool | str | Path, run: dict[str, Any] | None) -> dict[str, float]:
     start = time.perf_counter()
+    if cfg.checkpoint_dir and run is not None and d.main:  # before training: an interrupted run is described too
+        write_text(Path(cfg.checkpoint_dir) / RUN, json.dumps(run, indent=1) + "\n")
     torch.manual_seed(cfg.seed + d.rank)  # dropout streams differ between processes
     model.to(d.device)
     if cfg.batch_size < d.world:
@@ -134,7 +143,7 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
                          f"{d.world} processes")
     total = cfg.epochs * steps_per_epoch(task, cfg.batch_size, d.world) if cfg.epochs else cfg.steps
     warmup = int(cfg.warmup_fraction * total)
-    metric = DEFAULT_VAL_METRIC[task.info.kind] if cfg.val_metric == "auto" else cfg.val_metric
+    metric = primary_metric(task.info.kind) if cfg.val_metric == "auto" else cfg.val_metric
     opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.ssm_lr), betas=cfg.betas)
     peaks = [g["lr"] for g in opt.param_groups]
     pos, best, notes = Position(), None, []
@@ -179,7 +188,7 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
                 best = _validate(task, model, cfg, pos, metric, best, report)
             if cfg.checkpoint_dir and (pos.step == total or pos.stopped_early
                                        or (cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0)):
-                _save(cfg, d, task, pos, model, opt, best, report)
+                _save(cfg, d, task, pos, model, opt, best, report, run)
         result: dict[str, float] = {"steps": pos.step}
         if best is not None:
             model.load_state_dict(best)
@@ -202,7 +211,7 @@ def _validate(task: Task, model: nn.Module, cfg: TrainConfig, pos: Position, met
         raise ValueError(f"invalid config value for 'val_metric': {metric!r} is not reported by task "
                          f"{task.info.name!r} (it reports {sorted(values)})")
     value = values[metric]
-    if pos.best_metric is None or (value > pos.best_metric if metric in HIGHER_IS_BETTER else value < pos.best_metric):
+    if improves(value, pos.best_metric, metric):
         pos.best_metric, pos.best_step, pos.evals_since_best = value, pos.step, 0
         return {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()}
     pos.evals_since_best += 1
@@ -227,7 +236,8 @@ def _config_json(cfg: TrainConfig) -> dict:
 
 
 def _save(cfg: TrainConfig, d: Dist, task: Task, pos: Position, model: nn.Module,
-          opt: torch.optim.Optimizer, best: dict[str, Tensor] | None, report: Reporter) -> None:
+          opt: torch.optim.Optimizer, best: dict[str, Tensor] | None, report: Reporter,
+          run: dict[str, Any] | None) -> None:
     rng = _rng_states(d)
     if d.main:
         tensors, rest = split_optimizer_state(opt.state_dict())
@@ -235,7 +245,8 @@ def _save(cfg: TrainConfig, d: Dist, task: Task, pos: Position, model: nn.Module
         state = {"progress": dataclasses.asdict(pos), "config": _config_json(cfg), "rng": rng, "optimizer": rest,
                  "task": task.info.name, "world_size": d.world,
                  "versions": {"ssmkit": __version__, "torch": torch.__version__}}
-        path = save_checkpoint(cfg.checkpoint_dir, pos.step, files, state, cfg.keep_checkpoints)
+        path = save_checkpoint(cfg.checkpoint_dir, pos.step, files, state, cfg.keep_checkpoints,
+                               documents={RUN: run} if run is not None else None)
         report.message(f"saved checkpoint {path}")
     distributed.barrier(d)  # nobody races ahead (or exits) before the checkpoint is on disk
 

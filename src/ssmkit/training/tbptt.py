@@ -26,12 +26,11 @@ from torch.nn.parallel import DistributedDataParallel
 from ..layers.state import detach_state
 from ..tasks.base import IGNORE, Batch, Task
 
-PER_POSITION = ("tag", "lm")  # kinds whose outputs are per position, so chunks are independent readouts
 
 
 def loss_weight(task: Task, batch: Batch) -> int:
     """The number of elements ``task.loss`` averages over for this batch."""
-    if task.info.kind in ("forecast", "regress"):
+    if task.info.kind.real_valued:
         return batch.targets.numel()
     return int((batch.targets != IGNORE).sum())
 
@@ -64,9 +63,9 @@ def forward_backward(
     Returns (sum_k mean_k * w_k, detached, for logging; the (chunk, detached outputs) pairs when
     ``keep_outputs``). ``chunk`` 0 means the whole batch in one pass without state.
     """
-    if chunk and task.info.kind not in PER_POSITION:
+    if chunk and not task.info.kind.per_position:
         raise ValueError(f"invalid config value for 'tbptt': truncated BPTT needs a per-position task "
-                         f"({PER_POSITION}), task {task.info.name!r} is {task.info.kind!r}")
+                         f"(tag, lm), task {task.info.name!r} is '{task.info.kind}'")
     parts = time_chunks(batch, chunk)
     device = batch.inputs.device
     total = torch.zeros((), device=device, dtype=torch.float64)  # a float32 model's loss sums exactly here

@@ -1,86 +1,85 @@
 """Named presets: the published setups as Python functions ``preset(mixer) -> RunConfig``.
 
-Each preset gives the task, model and training numbers of a paper's experiment, with the source
-of every number in ``RunConfig.source``. ``mixer`` replaces the paper's mixer; a preset's mixer
-settings (e.g. the state size) are given only to mixers whose ``Config`` has those fields.
+Presets are one ``ssmkit.registry.Registry`` (``PRESETS``). Each gives the task, model and
+training numbers of a paper's experiment, with the source of every number in ``RunConfig.source``.
+``mixer`` replaces the paper's mixer (a hybrid, one name per layer, sets the depth); a preset's
+mixer settings (e.g. the state size) are kept only where a mixer of the stack has those fields.
 What ssmkit's backbone cannot reproduce (S4's BatchNorm, post-norm and bidirectional layers) is
 said in the preset's docstring; everything else can be changed with ``--set key=value``.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
-from ..layers.registry import get_mixer_class
 from ..models import BackboneConfig
+from ..models.mixer_stack import Mixer, config_fields, distinct, normalize_mixer
+from ..registry import Registry
 from ..training import TrainConfig
-from .run_config import RunConfig, check_run
+from .config import RunConfig, check_run
 
-Preset = Callable[[str | None], RunConfig]
-_PRESETS: dict[str, Preset] = {}
+Preset = Callable[[Mixer | None], RunConfig]
+PRESETS: Registry[Preset] = Registry("preset")
 
 
 def register_preset(name: str) -> Callable[[Preset], Preset]:
-    def decorator(fn: Preset) -> Preset:
-        if name in _PRESETS:
-            raise ValueError(f"preset name '{name}' is already registered")
-        _PRESETS[name] = fn
-        return fn
-
-    return decorator
+    """``@register_preset("name")`` on ``preset(mixer) -> RunConfig``."""
+    return PRESETS.register(name)
 
 
 def list_presets() -> list[str]:
-    return sorted(_PRESETS)
+    return PRESETS.names()
 
 
 def preset_summary(name: str) -> str:
     """The first line of the preset's docstring."""
-    return (get_preset_fn(name).__doc__ or "").strip().splitlines()[0]
+    return (PRESETS.get(name).__doc__ or "").strip().splitlines()[0]
 
 
-def get_preset_fn(name: str) -> Preset:
-    if name not in _PRESETS:
-        raise KeyError(f"unknown preset {name!r}; presets: {list_presets()}")
-    return _PRESETS[name]
-
-
-def get_preset(name: str, mixer: str | None = None) -> RunConfig:
+def get_preset(name: str, mixer: Mixer | None = None) -> RunConfig:
     """The preset ``name`` with ``mixer`` in place of the paper's (None: the paper's)."""
-    run = get_preset_fn(name)(mixer)
+    run = PRESETS.create(name, mixer)
     check_run(run)
     return run
 
 
-def mixer_settings(mixer: str, **wanted: Any) -> dict[str, Any]:
-    """The entries of ``wanted`` that ``mixer``'s Config has (d_state for SSMs, not for attention)."""
-    fields = {f.name for f in dataclasses.fields(get_mixer_class(mixer).Config)}
+def mixer_settings(mixer: Mixer, **wanted: Any) -> dict[str, Any]:
+    """The entries of ``wanted`` that a mixer of the stack has (d_state for SSMs, not for attention)."""
+    fields = {f for name in distinct(normalize_mixer(mixer)) for f in config_fields(name)}
     return {k: v for k, v in wanted.items() if k in fields}
+
+
+def backbone(mixer: Mixer, **fields: Any) -> BackboneConfig:
+    """The preset's ``BackboneConfig`` with ``mixer`` in every layer; a hybrid (one name per layer)
+    sets the depth instead of ``n_layers``."""
+    mixer = normalize_mixer(mixer)
+    if not isinstance(mixer, str):
+        fields["n_layers"] = len(mixer)
+    return BackboneConfig(mixer=mixer, **fields)
 
 
 # ---------------------------------------------------------------- ssmkit's own small setups
 
 
 @register_preset("copy_memory_demo")
-def copy_memory_demo(mixer: str | None = None) -> RunConfig:
+def copy_memory_demo(mixer: Mixer | None = None) -> RunConfig:
     """ssmkit's demo (the default of `ssmkit train`): copy memory, delay 20, 2 layers of width 64, 300 steps."""
     return RunConfig(
         task="copy_memory", task_cfg={"delay": 20},
-        model=BackboneConfig(d_model=64, n_layers=2, mixer=mixer or "s4d"),
+        model=backbone(d_model=64, n_layers=2, mixer=mixer or "s4d"),
         train=TrainConfig(steps=300, batch_size=32, lr=3e-3),
         source="ssmkit demo (no paper)",
     )
 
 
 @register_preset("selective_copy_small")
-def selective_copy_small(mixer: str | None = None) -> RunConfig:
+def selective_copy_small(mixer: Mixer | None = None) -> RunConfig:
     """ssmkit's default comparison: Mamba's selective copying at L=136 (4 tokens among 128 noise), 1000 steps of 32."""
     # Sized so that the four default mixers finish in < 10 minutes on 2 CPU cores. lr 1e-2 for every
     # parameter: at 3e-3 Mamba had not left its initial plateau after 300 steps; at 1e-2 it leaves it
     # after 300-400 steps and reaches 100 % by step 1000 (seeds 0 and 1), while s4d stops near 76 %.
     return RunConfig(
         task="selective_copy", task_cfg={"n_noise": 128, "n_copy": 4, "vocab_size": 16, "n_eval": 500},
-        model=BackboneConfig(d_model=64, n_layers=2, mixer=mixer or "mamba"),
+        model=backbone(d_model=64, n_layers=2, mixer=mixer or "mamba"),
         train=TrainConfig(steps=1000, batch_size=32, lr=1e-2, ssm_lr=1e-2, weight_decay=0.0,
                           eval_batch_size=500, log_every=100),
         source="ssmkit: Mamba's selective copying (Gu & Dao 2023, E.1) at length 136 instead of 4128",
@@ -93,13 +92,13 @@ _S4_SOURCE = ("S4 (Gu, Goel & Re 2022), Table 11 / state-spaces/s4 configs/exper
               "ssmkit differs: pre-norm LayerNorm instead of BatchNorm, causal layers instead of bidirectional")
 
 
-def _s4_lra(task: str, file: str, mixer: str | None, *, d_model: int, n_layers: int, batch_size: int,
+def _s4_lra(task: str, file: str, mixer: Mixer | None, *, d_model: int, n_layers: int, batch_size: int,
             epochs: int, lr: float, weight_decay: float, ssm_lr: float, warmup_fraction: float,
             dt_min: float, pool: str, task_cfg: dict[str, Any] | None = None) -> RunConfig:
     mixer = mixer or "s4"
     return RunConfig(
         task=task, task_cfg=task_cfg or {},
-        model=BackboneConfig(d_model=d_model, n_layers=n_layers, mixer=mixer, norm="layernorm", dropout=0.0,
+        model=backbone(d_model=d_model, n_layers=n_layers, mixer=mixer, norm="layernorm", dropout=0.0,
                              mixer_cfg=mixer_settings(mixer, d_state=64, dt_min=dt_min, dt_max=0.1)),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, ssm_lr=ssm_lr,
                           warmup_fraction=warmup_fraction, eval_every=0),
@@ -108,7 +107,7 @@ def _s4_lra(task: str, file: str, mixer: str | None, *, d_model: int, n_layers: 
 
 
 @register_preset("s4_lra_listops")
-def s4_lra_listops(mixer: str | None = None) -> RunConfig:
+def s4_lra_listops(mixer: Mixer | None = None) -> RunConfig:
     """S4 on LRA ListOps: 8 layers x 128, N=64, lr 0.01 (SSM 0.001), wd 0.05, batch 50, 40 epochs (paper: 59.60 %)."""
     # cosine_warmup: 1000 warmup steps of 80,000 (configs/scheduler/cosine_warmup.yaml + the experiment file)
     return _s4_lra("listops", "listops", mixer, d_model=128, n_layers=8, batch_size=50, epochs=40, lr=0.01,
@@ -116,7 +115,7 @@ def s4_lra_listops(mixer: str | None = None) -> RunConfig:
 
 
 @register_preset("s4_lra_pathfinder")
-def s4_lra_pathfinder(mixer: str | None = None) -> RunConfig:
+def s4_lra_pathfinder(mixer: Mixer | None = None) -> RunConfig:
     """S4 on LRA Pathfinder: 6 layers x 256, N=64, lr 0.004 (SSM 0.001), wd 0.03, batch 64, 200 epochs (paper: 94.20 %)."""
     # 2,500 warmup steps (1 epoch) of 500,000; decoder mode "last"
     return _s4_lra("pathfinder", "pathfinder", mixer, d_model=256, n_layers=6, batch_size=64, epochs=200,
@@ -125,7 +124,7 @@ def s4_lra_pathfinder(mixer: str | None = None) -> RunConfig:
 
 
 @register_preset("s4_lra_pathx")
-def s4_lra_pathx(mixer: str | None = None) -> RunConfig:
+def s4_lra_pathx(mixer: Mixer | None = None) -> RunConfig:
     """S4 on LRA Path-X: 6 layers x 256, N=64, lr 0.001 (SSM 0.0005), wd 0.05, batch 16, 50 epochs, dt_min 1e-4 (paper: 96.35 %)."""
     # 50,000 warmup steps (5 epochs) of 500,000; decoder mode "last" (the default of the pathfinder pipeline)
     return _s4_lra("pathx", "pathx", mixer, d_model=256, n_layers=6, batch_size=16, epochs=50, lr=0.001,
@@ -139,11 +138,11 @@ _MAMBA_SOURCE = "Mamba (Gu & Dao 2023), Appendix E.1 Synthetic Tasks"
 
 
 @register_preset("mamba_selective_copy")
-def mamba_selective_copy(mixer: str | None = None) -> RunConfig:
+def mamba_selective_copy(mixer: Mixer | None = None) -> RunConfig:
     """Mamba's selective copying: L=4096, 16 tokens, vocab 16; 2 layers x 64; 400K steps, constant lr 1e-4, batch 64."""
     return RunConfig(
         task="selective_copy", task_cfg={"n_noise": 4096, "n_copy": 16, "vocab_size": 16},
-        model=BackboneConfig(d_model=64, n_layers=2, mixer=mixer or "mamba"),
+        model=backbone(d_model=64, n_layers=2, mixer=mixer or "mamba"),
         # constant lr: no warmup, no decay; one lr for every parameter as in the paper;
         # weight decay is not stated for this task: 0 as in the paper's induction-heads setup
         train=TrainConfig(steps=400_000, batch_size=64, lr=1e-4, ssm_lr=1e-4, weight_decay=0.0,
@@ -153,7 +152,7 @@ def mamba_selective_copy(mixer: str | None = None) -> RunConfig:
 
 
 @register_preset("mamba_induction_heads")
-def mamba_induction_heads(mixer: str | None = None) -> RunConfig:
+def mamba_induction_heads(mixer: Mixer | None = None) -> RunConfig:
     """Mamba's induction heads: L=256, vocab 16; 2 layers x 64; batch 8, Adam without wd, constant lr 1e-3 (Mamba) / 2e-4."""
     mixer = mixer or "mamba"
     # Mamba: lr 1e-3, 25 "epochs" of 8,192 steps; attention 2e-4 and 50 epochs; LTI (H3, Hyena) 2e-4 and 10 epochs
@@ -161,7 +160,7 @@ def mamba_induction_heads(mixer: str | None = None) -> RunConfig:
     lr = 1e-3 if mixer == "mamba" else 2e-4
     return RunConfig(
         task="induction_heads", task_cfg={"length": 256, "vocab_size": 16},
-        model=BackboneConfig(d_model=64, n_layers=2, mixer=mixer),
+        model=backbone(d_model=64, n_layers=2, mixer=mixer),
         train=TrainConfig(steps=epochs * 8192, batch_size=8, lr=lr, ssm_lr=lr, weight_decay=0.0,
                           warmup_fraction=0.0, min_lr_ratio=1.0, eval_every=8192),
         source=_MAMBA_SOURCE + " (Induction Heads)",
@@ -172,7 +171,7 @@ def mamba_induction_heads(mixer: str | None = None) -> RunConfig:
 
 
 @register_preset("zoology_mqar")
-def zoology_mqar(mixer: str | None = None) -> RunConfig:
+def zoology_mqar(mixer: Mixer | None = None) -> RunConfig:
     """Zoology MQAR (L=64, 4 pairs, vocab 8192): width 128, 2 layers (attention) / 4 (others), 64 epochs, batch 512, wd 0.1."""
     mixer = mixer or "attention"
     # Zoology sweeps lr over logspace(-4, -2, 4) and reports the best; 2.15e-3 is the third point.
@@ -180,7 +179,7 @@ def zoology_mqar(mixer: str | None = None) -> RunConfig:
     return RunConfig(
         task="mqar", task_cfg={"vocab_size": 8192, "input_seq_len": 64, "num_kv_pairs": 4, "power_a": 0.01,
                                "random_non_queries": False, "n_train": 100_000, "n_test": 3_000},
-        model=BackboneConfig(d_model=128, n_layers=2 if mixer == "attention" else 4, mixer=mixer),
+        model=backbone(d_model=128, n_layers=2 if mixer == "attention" else 4, mixer=mixer),
         train=TrainConfig(epochs=64, batch_size=512, lr=10 ** (-4 + 2 * 2 / 3), weight_decay=0.1,
                           warmup_fraction=0.0, grad_clip=0.0),
         source=("Zoology (Arora et al. 2023), HazyResearch/zoology "
@@ -191,11 +190,11 @@ def zoology_mqar(mixer: str | None = None) -> RunConfig:
 # ---------------------------------------------------------------- vision (arch=vision, docs/vision.md)
 
 
-def _vision(task: str, mixer: str | None, scan: str, source: str, steps: int) -> RunConfig:
+def _vision(task: str, mixer: Mixer | None, scan: str, source: str, steps: int) -> RunConfig:
     mixer = mixer or "mamba"
     return RunConfig(
         task=task, task_cfg={"protocol": "values"},
-        model=BackboneConfig(d_model=64, n_layers=2, mixer=mixer),
+        model=backbone(d_model=64, n_layers=2, mixer=mixer),
         train=TrainConfig(steps=steps, batch_size=64, lr=2e-3, weight_decay=0.05, eval_batch_size=500, log_every=100),
         arch="vision", arch_cfg={"scan": "s4nd" if mixer == "s4nd" else scan, "patch": 4},
         source=source,
@@ -203,7 +202,7 @@ def _vision(task: str, mixer: str | None, scan: str, source: str, steps: int) ->
 
 
 @register_preset("smnist_patches")
-def smnist_patches(mixer: str | None = None) -> RunConfig:
+def smnist_patches(mixer: Mixer | None = None) -> RunConfig:
     """sMNIST as 7x7 = 49 patches of 4x4, Vim scan (bidirectional, middle class token); 2 layers x 64, 600 steps of 64."""
     # Sized for a few CPU minutes per mixer: 38,400 images seen (0.77 epoch of the 50k train split).
     # Mixer s4nd gets scan s4nd (its 2-D kernel), every other mixer the Vim scan.
@@ -212,7 +211,7 @@ def smnist_patches(mixer: str | None = None) -> RunConfig:
 
 
 @register_preset("fashion_vision")
-def fashion_vision(mixer: str | None = None) -> RunConfig:
+def fashion_vision(mixer: Mixer | None = None) -> RunConfig:
     """Fashion-MNIST as 7x7 = 49 patches of 4x4, VMamba cross-scan (four directions); 2 layers x 64, 600 steps of 64."""
     return _vision("sfashion", mixer, "cross", "ssmkit: VMamba's SS2D cross-scan (Liu et al. 2024) on Fashion-MNIST "
                    "patches, scaled down (VMamba: 4x4 patches of 224x224 ImageNet images, hierarchical stages)",
@@ -223,13 +222,13 @@ def fashion_vision(mixer: str | None = None) -> RunConfig:
 
 
 @register_preset("forecast_small")
-def forecast_small(mixer: str | None = None) -> RunConfig:
+def forecast_small(mixer: Mixer | None = None) -> RunConfig:
     """ssmkit's forecasting demo: El Nino SST, 48 months -> 12, RevIN + direct head, 2 layers x 32, 300 steps."""
     # Sized so that three mixers finish in a few minutes on 2 CPU cores; val every 50 steps picks
     # the weights scored on test (454 training windows: the model overfits after a few hundred steps).
     return RunConfig(
         task="forecast", task_cfg={"series": "elnino"},
-        model=BackboneConfig(d_model=32, n_layers=2, mixer=mixer or "s4d"),
+        model=backbone(d_model=32, n_layers=2, mixer=mixer or "s4d"),
         train=TrainConfig(steps=300, batch_size=32, lr=3e-3, eval_every=50, log_every=100),
         arch="forecaster", arch_cfg={"head": "last", "revin": "affine"},
         source="ssmkit demo (no paper): statsmodels elnino, seasonal naive baseline m=12",
@@ -237,13 +236,13 @@ def forecast_small(mixer: str | None = None) -> RunConfig:
 
 
 @register_preset("graph_karate")
-def graph_karate(mixer: str | None = None) -> RunConfig:
+def graph_karate(mixer: Mixer | None = None) -> RunConfig:
     """ssmkit: node-sequence graph model (Graph-Mamba style) on Zachary's karate club, 2 labels per club; 2 layers x 32, 100 steps."""
     # Full-graph steps (one graph per batch); degree order, 2-hop mean encoder, bidirectional layers.
     # lr 1e-2: the 4 labelled nodes are fitted within ~50 steps; val (8 nodes) every 10 steps picks the weights.
     return RunConfig(
         task="karate_club", task_cfg={"features": "identity", "n_train_per_class": 2, "n_val": 8},
-        model=BackboneConfig(d_model=32, n_layers=2, mixer=mixer or "mamba"),
+        model=backbone(d_model=32, n_layers=2, mixer=mixer or "mamba"),
         train=TrainConfig(steps=100, batch_size=1, lr=1e-2, eval_every=10, log_every=50),
         arch="graph", arch_cfg={"order": "degree", "local": "mean", "hops": 2, "bidirectional": True},
         source="ssmkit (no paper): Graph-Mamba (Wang et al. 2024) style model on networkx's karate_club_graph",

@@ -6,8 +6,7 @@ import dataclasses
 
 import pytest
 
-from ssmkit.benchmarks.presets import get_preset, list_presets, preset_summary
-from ssmkit.benchmarks.run_config import RunConfig, apply_overrides
+from ssmkit.runs import RunConfig, apply_overrides, get_preset, list_presets, preset_summary
 from ssmkit.layers.registry import get_mixer_class
 from ssmkit.models import BackboneConfig
 from ssmkit.training import TrainConfig

@@ -1,0 +1,39 @@
+"""Which metric ranks models on a task, and which way is better: the one table for every caller.
+
+``Task.metrics`` reports ``accuracy`` (classify, tag, lm), ``bits_per_token`` (lm) and ``mse`` /
+``mae`` (forecast, regress). The training loop keeps the best-val weights by the primary metric
+of the task's kind (``TrainConfig.val_metric="auto"``), and ``ssmkit compare`` ranks and tabulates
+mixers by it; both read it here.
+"""
+from __future__ import annotations
+
+from ..models import TaskKind
+
+PRIMARY_METRIC: dict[TaskKind, str] = {
+    TaskKind.CLASSIFY: "accuracy",
+    TaskKind.TAG: "accuracy",
+    TaskKind.LM: "bits_per_token",
+    TaskKind.FORECAST: "mse",
+    TaskKind.REGRESS: "mse",
+}
+HIGHER_IS_BETTER = frozenset({"accuracy"})  # every other metric (mse, mae, bits_per_token) is minimized
+_SPLIT_PREFIXES = ("best_val_", "test_", "val_")  # how results name a metric of a split
+
+
+def primary_metric(kind: TaskKind | str) -> str:
+    """The metric that ranks models on a task of this kind."""
+    return PRIMARY_METRIC[TaskKind.parse(kind)]
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better (a split prefix such as ``test_`` is ignored)."""
+    for prefix in _SPLIT_PREFIXES:
+        if metric.startswith(prefix):
+            metric = metric[len(prefix):]
+            break
+    return metric in HIGHER_IS_BETTER
+
+
+def improves(value: float, best: float | None, metric: str) -> bool:
+    """Whether ``value`` beats ``best`` (None: nothing yet) on ``metric``."""
+    return best is None or (value > best if higher_is_better(metric) else value < best)
