@@ -7,6 +7,7 @@ become a config through ``ssmkit.config.config_from_overrides(TrainConfig, ["lr=
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 from ..config import check, check_types
@@ -50,6 +51,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        for name in ("lr", "ssm_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            check(value is None or math.isfinite(value), name, f"must be a finite number, got {value}")
         check(self.steps > 0 or self.epochs > 0, "steps", f"must be > 0 (or set epochs > 0), got {self.steps}")
         for name in ("steps", "epochs", "eval_every", "patience", "tbptt", "checkpoint_every"):
             check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")

@@ -27,6 +27,7 @@ from .checkpoint import (
     BEST, MODEL, OPTIMIZER, CheckpointError, decode_bytes, encode_bytes, join_optimizer_state,
     latest_checkpoint, read_checkpoint, save_checkpoint, split_optimizer_state,
 )
+from ..config import check_types
 from .config import HIGHER_IS_BETTER, TrainConfig
 from .distributed import Dist, all_gather_bytes, all_sum
 from .optim import param_groups
@@ -240,6 +241,18 @@ def _save(cfg: TrainConfig, d: Dist, task: Task, pos: Position, model: nn.Module
     distributed.barrier(d)  # nobody races ahead (or exits) before the checkpoint is on disk
 
 
+def _check_resume_fields(meta: dict, path: Path) -> None:
+    """What a resume reads beyond read_checkpoint's generic checks, as errors naming the field."""
+    cpu = meta["rng"].get("torch_cpu")
+    if not isinstance(cpu, list) or not cpu or not all(isinstance(r, str) for r in cpu):
+        raise CheckpointError(f"{path / 'state.json'}: field 'rng.torch_cpu' must be a non-empty list of base64 "
+                              "strings (one generator state per process)")
+    opt = meta["optimizer"]
+    if not isinstance(opt.get("param_groups"), list) or not isinstance(opt.get("scalars"), dict):
+        raise CheckpointError(f"{path / 'state.json'}: field 'optimizer' must be an object with 'param_groups' "
+                              "(a list) and 'scalars' (an object)")
+
+
 def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, model: nn.Module,
              opt: torch.optim.Optimizer) -> tuple[Position, dict[str, Tensor] | None, list[str]]:
     """Load weights, optimizer, position and RNG from a checkpoint; returns notes to show."""
@@ -252,6 +265,7 @@ def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, m
     else:
         path = Path(resume)
     meta, files = read_checkpoint(path)
+    _check_resume_fields(meta, path)
     if meta.get("task") != task.info.name:
         raise CheckpointError(f"{path}: a checkpoint of task {meta.get('task')!r}, not {task.info.name!r}")
     try:
@@ -261,16 +275,20 @@ def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, m
     try:
         opt.load_state_dict(join_optimizer_state(files[OPTIMIZER], meta["optimizer"]))
         pos = Position(**meta["progress"])
+        check_types(pos)
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path / 'state.json'}: optimizer or progress state does not fit this run: {e}") from None
     best = files.get(BEST)
     notes = [f"resuming from {path} (step {pos.step})"]
     rng = meta["rng"]
     if len(rng["torch_cpu"]) == d.world:
-        torch.set_rng_state(torch.frombuffer(bytearray(decode_bytes(rng["torch_cpu"][d.rank])), dtype=torch.uint8))
-        if d.device.type == "cuda" and len(rng.get("cuda", [])) == d.world:
-            cuda = torch.frombuffer(bytearray(decode_bytes(rng["cuda"][d.rank])), dtype=torch.uint8)
-            torch.cuda.set_rng_state(cuda, d.device)
+        try:
+            torch.set_rng_state(torch.frombuffer(bytearray(decode_bytes(rng["torch_cpu"][d.rank])), dtype=torch.uint8))
+            if d.device.type == "cuda" and len(rng.get("cuda", [])) == d.world:
+                cuda = torch.frombuffer(bytearray(decode_bytes(rng["cuda"][d.rank])), dtype=torch.uint8)
+                torch.cuda.set_rng_state(cuda, d.device)
+        except (ValueError, RuntimeError) as e:  # binascii.Error is a ValueError
+            raise CheckpointError(f"{path / 'state.json'}: field 'rng' does not hold generator states: {e}") from None
     else:
         notes.append(f"resume: the checkpoint ran on {len(rng['torch_cpu'])} process(es), this run on "
                      f"{d.world}; random streams (dropout) restart from the seed")
