@@ -53,6 +53,13 @@ class Position:
     best_step: int = 0
     evals_since_best: int = 0
     stopped_early: bool = False
+    lr_scale: float = 1.0  # on_nonfinite=skip halves it at each skipped step
+    skipped_steps: int = 0  # steps whose update was dropped for a non-finite loss or gradient
+    skips_in_a_row: int = 0
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss, gradient or weight; nothing non-finite was saved."""
 
 
 def steps_per_epoch(task: Task, batch_size: int, world: int) -> int:
@@ -160,17 +167,24 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
             global_weight = all_sum([weight], d)[0]
             factor = warmup_cosine(pos.step, total, warmup, cfg.min_lr_ratio)
             for group, peak in zip(opt.param_groups, peaks):
-                group["lr"] = peak * factor
+                group["lr"] = peak * factor * pos.lr_scale
             log_now = (pos.step + 1) % cfg.log_every == 0 or pos.step + 1 == total
             opt.zero_grad(set_to_none=True)
             loss_sum, outputs = forward_backward(task, net, local.to(d.device), chunk=cfg.tbptt,
                                                  scale=d.world / max(global_weight, 1), bf16=cfg.bf16,
                                                  keep_outputs=log_now)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
             if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+                norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            else:
+                norm = nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=d.device)
+            if _finite(loss_sum, norm, d):
+                opt.step()
+                pos.skips_in_a_row = 0
+                meter.add(loss_sum, weight, _tokens(local))
+            else:
+                _diverged(cfg, pos, loss_sum / max(weight, 1), norm, report)
             pos.step, pos.epoch, pos.batch_index = pos.step + 1, epoch, index + 1
-            meter.add(loss_sum, weight, _tokens(local))
             report.advance()
             if log_now:
                 for part, out in outputs:
@@ -192,6 +206,43 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
         return result
     finally:
         report.close()
+
+
+def _finite(loss_sum: Tensor, norm: Tensor, d: Dist) -> bool:
+    """Whether this step's loss and global gradient norm are finite on every process (one host sync;
+    under DDP the processes agree through one small all-reduce, so they stop or skip together)."""
+    ok = bool(torch.isfinite(loss_sum) & torch.isfinite(norm))
+    return all_sum([float(not ok)], d)[0] == 0 if d.world > 1 else ok
+
+
+def _last_good(cfg: TrainConfig) -> str:
+    if not cfg.checkpoint_dir:
+        return "none (no checkpoint_dir)"
+    path = latest_checkpoint(cfg.checkpoint_dir)
+    return f"{path} (resume from it with --resume, e.g. with a lower lr)" if path else "none written yet"
+
+
+def _diverged(cfg: TrainConfig, pos: Position, loss: Tensor, norm: Tensor, report: Reporter) -> None:
+    """A step with a non-finite loss or gradient: stop (the default) or drop its update and halve the lr."""
+    what = f"loss {float(loss):.4g}, gradient norm {float(norm):.4g}"
+    if cfg.on_nonfinite == "skip" and pos.skips_in_a_row < cfg.max_skips:
+        pos.lr_scale *= 0.5
+        pos.skipped_steps += 1
+        pos.skips_in_a_row += 1
+        report.message(f"step {pos.step + 1}: {what}; update skipped, lr scale now {pos.lr_scale:g} "
+                       f"({pos.skips_in_a_row} of {cfg.max_skips} skips in a row)")
+        return
+    tail = f" after {pos.skips_in_a_row} skipped steps in a row" if cfg.on_nonfinite == "skip" else ""
+    raise DivergenceError(f"training diverged at step {pos.step + 1}: {what}{tail}; last good checkpoint: "
+                          f"{_last_good(cfg)}")
+
+
+def _nonfinite_weight(model: nn.Module) -> str | None:
+    """The name of the first parameter of ``model`` holding NaN or Inf (None when all are finite)."""
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            return name
+    return None
 
 
 def _validate(task: Task, model: nn.Module, cfg: TrainConfig, pos: Position, metric: str,
@@ -229,6 +280,10 @@ def _config_json(cfg: TrainConfig) -> dict:
 
 def _save(cfg: TrainConfig, d: Dist, task: Task, pos: Position, model: nn.Module,
           opt: torch.optim.Optimizer, best: dict[str, Tensor] | None, report: Reporter) -> None:
+    bad = _nonfinite_weight(model)
+    if bad is not None:  # finite loss and gradients, yet an update overflowed (e.g. a huge lr)
+        raise DivergenceError(f"training diverged at step {pos.step}: weight {bad!r} holds NaN or Inf after the "
+                              f"update; not saved; last good checkpoint: {_last_good(cfg)}")
     rng = _rng_states(d)
     if d.main:
         tensors, rest = split_optimizer_state(opt.state_dict())
@@ -272,6 +327,10 @@ def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, m
         model.load_state_dict(files[MODEL])
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{path / MODEL} does not fit the model: {e}") from None
+    bad = _nonfinite_weight(model)
+    if bad is not None:
+        raise CheckpointError(f"{path / MODEL}: weight {bad!r} holds NaN or Inf (a diverged run); resume from an "
+                              "earlier checkpoint")
     try:
         opt.load_state_dict(join_optimizer_state(files[OPTIMIZER], meta["optimizer"]))
         pos = Position(**meta["progress"])
