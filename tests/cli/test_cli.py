@@ -1,6 +1,8 @@
 """The CLI maps arguments onto library calls; its exit codes and messages are part of the interface."""
 from __future__ import annotations
 
+import pytest
+
 import ssmkit
 from ssmkit.cli.main import main
 
@@ -64,3 +66,20 @@ def test_bench_plot_writes_a_png(tmp_path, capsys):
 def test_bench_plot_of_an_unplotted_suite_is_refused(capsys):
     assert main(["bench", "--suite", "decode", "--plot", "x.png"]) == 2
     assert "--plot draws the lti and mixers suites" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["compare", "--seeds", "a"], ["--seeds", "'a' is not an integer", "seeds >= 0"]),
+    (["compare", "--seeds", "-1"], ["--seeds", "-1 is out of range"]),
+    (["compare", "--lengths", "64,,0"], ["--lengths", "0 is out of range", "lengths >= 1"]),
+    (["bench", "--lengths", "0"], ["--lengths", "0 is out of range"]),
+    (["bench", "--batch", "0"], ["--batch", "expected an integer >= 1"]),
+    (["check", "--lengths", "x"], ["--lengths", "'x' is not an integer"]),
+])
+def test_bad_numbers_on_the_command_line_are_named(argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err, err

@@ -123,3 +123,81 @@ def test_corrupt_files_are_named(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04garbage")
     with pytest.raises(ValueError, match="pytorch_model.bin"):
         load_pretrained(tmp_path)
+
+
+def _small_lm(seed: int) -> CausalLM:
+    torch.manual_seed(seed)
+    return CausalLM(BackboneConfig(d_model=16, n_layers=1, mixer="s4d", mixer_cfg={"d_state": 8}), V).eval()
+
+
+def test_save_keeps_other_files_and_replaces_the_pair(tmp_path):
+    save_pretrained(_small_lm(0), tmp_path)
+    (tmp_path / "README.md").write_text("my notes")
+    new = _small_lm(1)
+    save_pretrained(new, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    ids = torch.randint(0, V, (1, 5))
+    assert torch.equal(load_pretrained(tmp_path)(ids), new(ids))
+    assert not [p for p in tmp_path.parent.iterdir() if p.name.startswith(f".{tmp_path.name}.")]
+
+
+def test_a_kill_between_the_two_files_leaves_the_old_model(tmp_path):
+    """SIGKILL after model.safetensors is written and before config.json: the folder still loads the old pair."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    old = _small_lm(0)
+    save_pretrained(old, tmp_path / "m")
+    code = (
+        "import os, signal, torch, pathlib\n"
+        "import safetensors.torch as st\n"
+        "from ssmkit.models import CausalLM, BackboneConfig\n"
+        "from ssmkit.models.pretrained import save_pretrained\n"
+        "real = st.save_file\n"
+        "def save_then_die(*a, **k):\n"
+        "    real(*a, **k)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "st.save_file = save_then_die\n"
+        "torch.manual_seed(1)\n"
+        f"lm = CausalLM(BackboneConfig(d_model=16, n_layers=1, mixer='s4d', mixer_cfg={{'d_state': 8}}), {V})\n"
+        f"save_pretrained(lm, {str(tmp_path / 'm')!r})\n"
+    )
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    ids = torch.randint(0, V, (1, 5))
+    assert torch.equal(load_pretrained(tmp_path / "m")(ids), old(ids))
+    save_pretrained(_small_lm(2), tmp_path / "m")  # a later save still works beside the dead writer's leftovers
+
+
+def test_malformed_config_names_the_file_and_field(tmp_path):
+    save_pretrained(_small_lm(0), tmp_path)
+    cfg_file = tmp_path / "config.json"
+    good = json.loads(cfg_file.read_text())
+    cases = [
+        ({k: v for k, v in good.items() if k != "vocab_size"}, "missing field 'vocab_size'"),
+        ({**good, "vocab_size": "64"}, "field 'vocab_size' must be a positive int"),
+        ({**good, "tie_embeddings": 1}, "field 'tie_embeddings' must be bool"),
+        ({**good, "backbone": {**good["backbone"], "d_model": -3}}, "field 'backbone'.*d_model"),
+        ({**good, "backbone": {**good["backbone"], "width": 3}}, "field 'backbone'.*unknown config key"),
+        ({**good, "backbone": [1, 2]}, "field 'backbone' must be an object"),
+        ([1, 2], "expected a JSON object"),
+    ]
+    for cfg, message in cases:
+        cfg_file.write_text(json.dumps(cfg))
+        with pytest.raises(ValueError, match=message) as err:
+            load_pretrained(tmp_path)
+        assert str(cfg_file) in str(err.value) or "corrupt config file" in str(err.value)
+
+
+def test_nan_weights_are_refused_naming_the_tensor(tmp_path):
+    lm = _small_lm(0)
+    with torch.no_grad():
+        lm.backbone.blocks[0].mixer.D[3] = float("nan")
+    save_pretrained(lm, tmp_path)
+    with pytest.raises(ValueError, match=r"weight 'backbone\.blocks\.0\.mixer\.D' contains NaN"):
+        load_pretrained(tmp_path)

@@ -207,3 +207,45 @@ def test_checkpoint_of_another_model_or_task_is_refused(good):
     with pytest.raises(FileNotFoundError, match="no step-XXXXXXXX checkpoint"):
         fit(task, tiny_model(task), TrainConfig(steps=1, checkpoint_dir=str(good / "nothing"), **QUIET),
             log=lambda s: None, resume=True)
+
+
+def _edit_state(path: Path, edit) -> None:
+    meta = json.loads((path / "state.json").read_text())
+    edit(meta)
+    (path / "state.json").write_text(json.dumps(meta))
+
+
+MALFORMED = {
+    "step_text": (lambda m: m.update(step="7"), "field 'step' must be an int >= 0"),
+    "progress_list": (lambda m: m.update(progress=[1, 2]), "field 'progress' must be an object"),
+    "rng_list": (lambda m: m.update(rng=["x"]), "field 'rng' must be an object"),
+    "file_record": (lambda m: m["files"][MODEL].update(bytes="many"), f"field 'files.{MODEL}'"),
+    "file_outside": (lambda m: m["files"].update({"../x": m["files"][MODEL]}), "field 'files.../x'"),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_malformed_state_json_names_the_field(good, tmp_path, name):
+    edit, words = MALFORMED[name]
+    path = tmp_path / good.name
+    shutil.copytree(good, path)
+    _edit_state(path, edit)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert "state.json" in str(info.value) and words in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda m: m["rng"].pop("torch_cpu"), "field 'rng.torch_cpu'"),
+    (lambda m: m["optimizer"].update(param_groups=3), "field 'optimizer'"),
+    (lambda m: m["progress"].update(step="x"), "progress state does not fit"),
+    (lambda m: m["rng"].update(torch_cpu=["not base64!"]), "field 'rng'"),
+    (lambda m: m["rng"].update(torch_cpu=["AAAA"]), "field 'rng'"),
+])
+def test_malformed_resume_state_names_the_field(good, tmp_path, edit, words):
+    path = tmp_path / good.name
+    shutil.copytree(good, path)
+    _edit_state(path, edit)
+    task = TinyTask("classify")
+    with pytest.raises(CheckpointError, match=words):
+        fit(task, tiny_model(task), TrainConfig(steps=2, **QUIET), log=lambda s: None, resume=path)

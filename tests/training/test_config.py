@@ -34,6 +34,9 @@ def test_overrides_parse_to_the_field_types():
     (["patience=3"], ValueError, ["'patience'", "eval_every"]),
     (["warmup_fraction=1"], ValueError, ["'warmup_fraction'", "[0, 1)"]),
     (["checkpoint_every=10"], ValueError, ["'checkpoint_every'", "checkpoint_dir"]),
+    (["lr=inf"], ValueError, ["'lr'", "finite"]),
+    (["ssm_lr=nan"], ValueError, ["'ssm_lr'", "finite"]),
+    (["grad_clip=inf"], ValueError, ["'grad_clip'", "finite"]),
 ], ids=lambda v: v[0] if isinstance(v, list) else None)
 def test_rejections_name_the_field(override, error, words):
     with pytest.raises(error) as info:

@@ -16,8 +16,41 @@ import ssmkit
 from ssmkit.testing import DEFAULT_LENGTHS, DEFAULT_TOL, check_mixer
 
 
-def _csv_ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
+def int_list(minimum: int, what: str):
+    """An argparse type: comma-separated ints >= ``minimum``, e.g. ``--lengths 256,1024``; a bad item
+    is an argparse error naming it and what was expected."""
+
+    def parse(text: str) -> list[int]:
+        items = [v.strip() for v in text.split(",") if v.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+        out = []
+        for v in items:
+            try:
+                n = int(v)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{v!r} is not an integer (expected comma-separated {what})") from None
+            if n < minimum:
+                raise argparse.ArgumentTypeError(f"{n} is out of range (expected {what})")
+            out.append(n)
+        return out
+
+    return parse
+
+
+def at_least(minimum: int):
+    """An argparse type: one int >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int_list(minimum, f"an integer >= {minimum}")(text)
+        if len(value) != 1:
+            raise argparse.ArgumentTypeError(f"expected one integer >= {minimum}, got {text!r}")
+        return value[0]
+
+    return parse
+
+
+LENGTHS = int_list(1, "lengths >= 1")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -36,10 +69,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     names = args.names or ssmkit.list_mixers()
-    lengths = _csv_ints(args.lengths)
+    lengths = args.lengths
     failed = 0
     print(f"{'mixer':<18} {'setting':<22} {'check':<18} {'max rel err':>10}  result   "
-          f"(float64, L={args.lengths}, chunk fields lowered to cross >= 3 chunks, tol={args.tol:g})")
+          f"(float64, L={','.join(map(str, lengths))}, chunk fields lowered to cross >= 3 chunks, tol={args.tol:g})")
     # The checks run tiny tensors (D=8), where a second intra-op thread only adds synchronization:
     # measured on a busy 2-core machine, 37 s with 2 threads vs 5 s with one for all 23 mixers.
     threads = torch.get_num_threads()
@@ -64,7 +97,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ssmkit.benchmarks import speed
 
     torch.manual_seed(0)
-    lengths = _csv_ints(args.lengths)
+    lengths = args.lengths
     mixers = args.mixers.split(",") if args.mixers else None
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, B={args.batch}, "
           f"D={args.d_model}; suite {args.suite}")
@@ -236,10 +269,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(readme_block(args.readme_table))
         return 0
     mixers = [m.strip() for m in args.mixers.split(",") if m.strip()] if args.mixers else list(DEFAULT_MIXERS)
-    spec = CompareSpec(mixers=mixers, task=args.task, preset=args.preset, seeds=_csv_ints(args.seeds),
+    spec = CompareSpec(mixers=mixers, task=args.task, preset=args.preset, seeds=args.seeds,
                        budget=args.budget, overrides=list(args.set))
     if args.lengths:
-        spec.lengths = _csv_ints(args.lengths)
+        spec.lengths = args.lengths
     out = Path(args.out or f"results/compare-{spec.preset_name or args.task}")
     print(f"compare {', '.join(mixers)} on {args.task or 'the preset task'} (preset {spec.preset_name}); "
           f"seeds {spec.seeds}; torch {torch.__version__}, {torch.get_num_threads()} threads; results in {out}")
@@ -257,14 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     s = sub.add_parser("list", help="registered mixers with their modes and state size")
-    s.add_argument("--d-model", type=int, default=64)
+    s.add_argument("--d-model", type=at_least(1), default=64)
     s.set_defaults(fn=cmd_list)
 
     s = sub.add_parser("check", help="equivalence of every mode, step, split and mask (float64)")
     s.add_argument("names", nargs="*", help="mixers to check (default: all registered)")
-    s.add_argument("--lengths", default=",".join(map(str, DEFAULT_LENGTHS)),
-                   help="comma-separated sequence lengths (default: %(default)s; the chunk-length fields "
-                        "of each mixer are lowered so that each length crosses >= 3 chunks with a remainder)")
+    s.add_argument("--lengths", type=LENGTHS, default=list(DEFAULT_LENGTHS),
+                   help=f"comma-separated sequence lengths (default: {','.join(map(str, DEFAULT_LENGTHS))}; the "
+                        "chunk-length fields of each mixer are lowered so that each length crosses >= 3 chunks with "
+                        "a remainder)")
     s.add_argument("--tol", type=float, default=DEFAULT_TOL, help="max relative error (default: %(default)g)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_check)
@@ -274,11 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lti: LTI families vs a bare FFT conv; mixers: vs attention; selective: the "
                         "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token")
     s.add_argument("--mixers", default="", help="comma-separated (default: depends on the suite)")
-    s.add_argument("--lengths", default="1024,4096,16384")
-    s.add_argument("--batch", type=int, default=2)
-    s.add_argument("--d-model", type=int, default=512)
-    s.add_argument("--d-state", type=int, default=64, help="N (lti suite); the selective suite uses 16")
-    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--lengths", type=LENGTHS, default=[1024, 4096, 16384])
+    s.add_argument("--batch", type=at_least(1), default=2)
+    s.add_argument("--d-model", type=at_least(1), default=512)
+    s.add_argument("--d-state", type=at_least(1), default=64, help="N (lti suite); the selective suite uses 16")
+    s.add_argument("--repeats", type=at_least(1), default=3)
     s.add_argument("--forward-only", action="store_true")
     s.add_argument("--plot", default="", metavar="PNG",
                    help="lti / mixers suites: draw seconds and the ratio to the baseline vs length to this PNG")
@@ -308,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", choices=("train", "val", "test"), default="test")
     s.add_argument("--weights", choices=("best", "final"), default="best",
                    help="best-val weights when the run evaluated on val, else the final ones")
-    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--batch-size", type=at_least(1), default=256)
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("tasks", help="registered tasks (kind, sizes, length, classes, source) and presets")
@@ -319,10 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", help="a registered task (default: the preset's)")
     s.add_argument("--mixers", default="", help="comma-separated (default: mamba,s4d,attention,lstm)")
     s.add_argument("--preset", help="a named setup (default without --task: selective_copy_small)")
-    s.add_argument("--budget", type=int, help="optimizer steps per run (default: the preset's)")
-    s.add_argument("--seeds", default="0", help="comma-separated seeds, each run once per mixer")
+    s.add_argument("--budget", type=at_least(1), help="optimizer steps per run (default: the preset's)")
+    s.add_argument("--seeds", type=int_list(0, "seeds >= 0"), default=[0], help="comma-separated seeds, each run once per mixer")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for train; repeatable")
-    s.add_argument("--lengths", help="lengths of the speed / memory plot (default: 256,1024,4096)")
+    s.add_argument("--lengths", type=LENGTHS, help="lengths of the speed / memory plot (default: 256,1024,4096)")
     s.add_argument("--out", help="results folder (default: results/compare-<preset or task>)")
     s.add_argument("--readme-table", metavar="RESULTS_JSON",
                    help="print the README's comparison block from a results.json and exit")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..config import build_config
 from ..io import atomic_folder
 from .backbone import BackboneConfig
 from .lm import CausalLM
@@ -123,30 +124,67 @@ def _load_state(model: CausalLM, weights: dict[str, Tensor], source: Path) -> No
 
 
 def load_pretrained(path: str | os.PathLike) -> CausalLM:
-    """Build a CausalLM from a local checkpoint folder in ssmkit, Hugging Face or mamba_ssm format."""
+    """Build a CausalLM from a local checkpoint folder in ssmkit, Hugging Face or mamba_ssm format.
+
+    A malformed ``config.json`` (a missing, mistyped or out-of-range field) is a ``ValueError`` that
+    names the file and the field; so is a weight holding NaN or Inf."""
     folder = Path(path)
     cfg_file = folder / "config.json"
     if not cfg_file.exists():
         raise FileNotFoundError(f"no config.json in {folder}")
     try:
         cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"corrupt config file {cfg_file}: {e}") from e
+    if not isinstance(cfg, dict):
+        raise ValueError(f"corrupt config file {cfg_file}: expected a JSON object, got {type(cfg).__name__}")
     weights = _read_weights(folder)
-    if "ssmkit" in cfg:
-        bb, vocab, tie = BackboneConfig(**cfg["backbone"]), cfg["vocab_size"], cfg["tie_embeddings"]
-    elif cfg.get("model_type") in ("mamba", "mamba2"):
-        bb, vocab, tie = _hf_config(cfg)
-        weights = {_rename(k): v for k, v in weights.items()}
-    elif "d_model" in cfg and "n_layer" in cfg:
-        bb, vocab, tie = _mamba_ssm_config(cfg, weights)
-        weights = {_rename(k): v for k, v in weights.items()}
-    else:
-        raise ValueError(f"{cfg_file}: unknown checkpoint format (expected ssmkit, Hugging Face mamba/mamba2 "
-                         "or mamba_ssm config keys)")
-    model = CausalLM(bb, vocab, tie_embeddings=tie)
+    try:
+        if "ssmkit" in cfg:
+            bb, vocab, tie = _ssmkit_config(cfg)
+        elif cfg.get("model_type") in ("mamba", "mamba2"):
+            bb, vocab, tie = _hf_config(cfg)
+            weights = {_rename(k): v for k, v in weights.items()}
+        elif "d_model" in cfg and "n_layer" in cfg:
+            bb, vocab, tie = _mamba_ssm_config(cfg, weights)
+            weights = {_rename(k): v for k, v in weights.items()}
+        else:
+            raise ValueError("unknown checkpoint format (expected ssmkit, Hugging Face mamba/mamba2 "
+                             "or mamba_ssm config keys)")
+        _check_field("vocab_size", vocab, int)
+        _check_field("tie_embeddings", tie, bool)
+        model = CausalLM(bb, vocab, tie_embeddings=tie)
+    except KeyError as e:
+        raise ValueError(f"{cfg_file}: missing field {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{cfg_file}: {e}") from None
+    _check_finite(weights, folder)
     _load_state(model, weights, folder)
     return model.eval()
+
+
+def _check_field(name: str, value: Any, kind: type) -> None:
+    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if not ok or (kind is int and value <= 0):
+        raise ValueError(f"field {name!r} must be {'a positive int' if kind is int else kind.__name__}, got {value!r}")
+
+
+def _ssmkit_config(cfg: dict[str, Any]) -> tuple[BackboneConfig, int, bool]:
+    backbone = cfg["backbone"]
+    if not isinstance(backbone, dict):
+        raise ValueError(f"field 'backbone' must be an object of BackboneConfig fields, got {backbone!r}")
+    try:
+        bb = build_config(BackboneConfig, backbone)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"field 'backbone': {e}") from None
+    return bb, cfg["vocab_size"], cfg["tie_embeddings"]
+
+
+def _check_finite(weights: dict[str, Tensor], folder: Path) -> None:
+    """A weight holding NaN or Inf cannot give a usable model: name the first such tensor."""
+    for name, t in weights.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{folder}: weight {name!r} contains NaN or Inf values (a diverged or corrupt checkpoint)")
 
 
 def save_pretrained(model: CausalLM, path: str | os.PathLike) -> None:

@@ -167,6 +167,27 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 # ---------------------------------------------------------------- reading
 
 
+def _check_state_fields(meta: dict[str, Any], state_file: Path) -> None:
+    """The types of state.json's entries, so that a malformed file is an error naming the field, not a
+    KeyError or TypeError from deep inside the loader."""
+
+    def bad(field: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"{state_file}: field {field!r} must be {expected}")
+
+    step = meta["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise bad("step", f"an int >= 0, got {step!r}")
+    for name in ("progress", "config", "rng", "optimizer", "files"):
+        if not isinstance(meta[name], dict):
+            raise bad(name, f"an object, got {type(meta[name]).__name__}")
+    for name, rec in meta["files"].items():
+        ok = (isinstance(rec, dict) and isinstance(rec.get("bytes"), int) and isinstance(rec.get("sha256"), str)
+              and isinstance(rec.get("aliases"), dict) and "/" not in name and name not in ("", ".", ".."))
+        if not ok:
+            raise bad(f"files.{name}", "an object with 'bytes' (int), 'sha256' (str) and 'aliases' (object) "
+                                       "for a file inside the checkpoint folder")
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Tensor]]]:
     """-> (state.json as a dict, {file name: tensors}), after checking format, sizes and checksums."""
     st = _safetensors()
@@ -189,6 +210,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[st
     missing = [k for k in _REQUIRED if k not in meta]
     if missing:
         raise CheckpointError(f"{state_file}: missing entries {missing} (expected {list(_REQUIRED)})")
+    _check_state_fields(meta, state_file)
     tensors = {}
     for name, rec in meta["files"].items():
         f = path / name

@@ -7,6 +7,7 @@ become a config through ``ssmkit.config.config_from_overrides(TrainConfig, ["lr=
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 from ..config import check, check_types
@@ -45,9 +46,15 @@ class TrainConfig:
     checkpoint_dir: str = ""  # step-XXXXXXXX/ checkpoint folders go here; "" = no checkpoints
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end of the run
     keep_checkpoints: int = 3  # newest checkpoints kept; older ones are deleted
+    # divergence: a non-finite loss or gradient norm (checked every step: one host sync)
+    on_nonfinite: str = "stop"  # stop: raise naming the step, loss and last good checkpoint; skip: see below
+    max_skips: int = 5  # on_nonfinite=skip: drop the step's update and halve the lr, stop after this many in a row
 
     def __post_init__(self) -> None:
         check_types(self)
+        for name in ("lr", "ssm_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            check(value is None or math.isfinite(value), name, f"must be a finite number, got {value}")
         check(self.steps > 0 or self.epochs > 0, "steps", f"must be > 0 (or set epochs > 0), got {self.steps}")
         for name in ("steps", "epochs", "eval_every", "patience", "tbptt", "checkpoint_every"):
             check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
@@ -65,5 +72,7 @@ class TrainConfig:
         check(self.patience == 0 or self.eval_every > 0, "patience",
               f"early stopping needs evaluations: set eval_every > 0 (patience={self.patience})")
         check(not self.tensorboard or bool(self.log_dir), "tensorboard", "needs log_dir to write events to")
+        check(self.on_nonfinite in ("stop", "skip"), "on_nonfinite", f"must be stop or skip, got {self.on_nonfinite!r}")
+        check(self.max_skips >= 1, "max_skips", f"must be >= 1, got {self.max_skips}")
         check(self.checkpoint_every == 0 or bool(self.checkpoint_dir), "checkpoint_every",
               "needs checkpoint_dir to write checkpoints to")

@@ -31,6 +31,7 @@ from .checkpoint import (
     BEST, MODEL, OPTIMIZER, RUN, CheckpointError, decode_bytes, encode_bytes, join_optimizer_state,
     latest_checkpoint, read_checkpoint, save_checkpoint, split_optimizer_state,
 )
+from ..config import check_types
 from .config import TrainConfig
 from .description import describe_run
 from .distributed import Dist, all_gather_bytes, all_sum
@@ -55,6 +56,13 @@ class Position:
     best_step: int = 0
     evals_since_best: int = 0
     stopped_early: bool = False
+    lr_scale: float = 1.0  # on_nonfinite=skip halves it at each skipped step
+    skipped_steps: int = 0  # steps whose update was dropped for a non-finite loss or gradient
+    skips_in_a_row: int = 0
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss, gradient or weight; nothing non-finite was saved."""
 
 
 def steps_per_epoch(task: Task, batch_size: int, world: int) -> int:
@@ -168,17 +176,24 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
             global_weight = all_sum([weight], d)[0]
             factor = warmup_cosine(pos.step, total, warmup, cfg.min_lr_ratio)
             for group, peak in zip(opt.param_groups, peaks):
-                group["lr"] = peak * factor
+                group["lr"] = peak * factor * pos.lr_scale
             log_now = (pos.step + 1) % cfg.log_every == 0 or pos.step + 1 == total
             opt.zero_grad(set_to_none=True)
             loss_sum, outputs = forward_backward(task, net, local.to(d.device), chunk=cfg.tbptt,
                                                  scale=d.world / max(global_weight, 1), bf16=cfg.bf16,
                                                  keep_outputs=log_now)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
             if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+                norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            else:
+                norm = nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=d.device)
+            if _finite(loss_sum, norm, d):
+                opt.step()
+                pos.skips_in_a_row = 0
+                meter.add(loss_sum, weight, _tokens(local))
+            else:
+                _diverged(cfg, pos, loss_sum / max(weight, 1), norm, report)
             pos.step, pos.epoch, pos.batch_index = pos.step + 1, epoch, index + 1
-            meter.add(loss_sum, weight, _tokens(local))
             report.advance()
             if log_now:
                 for part, out in outputs:
@@ -200,6 +215,43 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
         return result
     finally:
         report.close()
+
+
+def _finite(loss_sum: Tensor, norm: Tensor, d: Dist) -> bool:
+    """Whether this step's loss and global gradient norm are finite on every process (one host sync;
+    under DDP the processes agree through one small all-reduce, so they stop or skip together)."""
+    ok = bool(torch.isfinite(loss_sum) & torch.isfinite(norm))
+    return all_sum([float(not ok)], d)[0] == 0 if d.world > 1 else ok
+
+
+def _last_good(cfg: TrainConfig) -> str:
+    if not cfg.checkpoint_dir:
+        return "none (no checkpoint_dir)"
+    path = latest_checkpoint(cfg.checkpoint_dir)
+    return f"{path} (resume from it with --resume, e.g. with a lower lr)" if path else "none written yet"
+
+
+def _diverged(cfg: TrainConfig, pos: Position, loss: Tensor, norm: Tensor, report: Reporter) -> None:
+    """A step with a non-finite loss or gradient: stop (the default) or drop its update and halve the lr."""
+    what = f"loss {float(loss):.4g}, gradient norm {float(norm):.4g}"
+    if cfg.on_nonfinite == "skip" and pos.skips_in_a_row < cfg.max_skips:
+        pos.lr_scale *= 0.5
+        pos.skipped_steps += 1
+        pos.skips_in_a_row += 1
+        report.message(f"step {pos.step + 1}: {what}; update skipped, lr scale now {pos.lr_scale:g} "
+                       f"({pos.skips_in_a_row} of {cfg.max_skips} skips in a row)")
+        return
+    tail = f" after {pos.skips_in_a_row} skipped steps in a row" if cfg.on_nonfinite == "skip" else ""
+    raise DivergenceError(f"training diverged at step {pos.step + 1}: {what}{tail}; last good checkpoint: "
+                          f"{_last_good(cfg)}")
+
+
+def _nonfinite_weight(model: nn.Module) -> str | None:
+    """The name of the first parameter of ``model`` holding NaN or Inf (None when all are finite)."""
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            return name
+    return None
 
 
 def _validate(task: Task, model: nn.Module, cfg: TrainConfig, pos: Position, metric: str,
@@ -238,6 +290,10 @@ def _config_json(cfg: TrainConfig) -> dict:
 def _save(cfg: TrainConfig, d: Dist, task: Task, pos: Position, model: nn.Module,
           opt: torch.optim.Optimizer, best: dict[str, Tensor] | None, report: Reporter,
           run: dict[str, Any] | None) -> None:
+    bad = _nonfinite_weight(model)
+    if bad is not None:  # finite loss and gradients, yet an update overflowed (e.g. a huge lr)
+        raise DivergenceError(f"training diverged at step {pos.step}: weight {bad!r} holds NaN or Inf after the "
+                              f"update; not saved; last good checkpoint: {_last_good(cfg)}")
     rng = _rng_states(d)
     if d.main:
         tensors, rest = split_optimizer_state(opt.state_dict())
@@ -249,6 +305,18 @@ def _save(cfg: TrainConfig, d: Dist, task: Task, pos: Position, model: nn.Module
                                documents={RUN: run} if run is not None else None)
         report.message(f"saved checkpoint {path}")
     distributed.barrier(d)  # nobody races ahead (or exits) before the checkpoint is on disk
+
+
+def _check_resume_fields(meta: dict, path: Path) -> None:
+    """What a resume reads beyond read_checkpoint's generic checks, as errors naming the field."""
+    cpu = meta["rng"].get("torch_cpu")
+    if not isinstance(cpu, list) or not cpu or not all(isinstance(r, str) for r in cpu):
+        raise CheckpointError(f"{path / 'state.json'}: field 'rng.torch_cpu' must be a non-empty list of base64 "
+                              "strings (one generator state per process)")
+    opt = meta["optimizer"]
+    if not isinstance(opt.get("param_groups"), list) or not isinstance(opt.get("scalars"), dict):
+        raise CheckpointError(f"{path / 'state.json'}: field 'optimizer' must be an object with 'param_groups' "
+                              "(a list) and 'scalars' (an object)")
 
 
 def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, model: nn.Module,
@@ -263,25 +331,34 @@ def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, m
     else:
         path = Path(resume)
     meta, files = read_checkpoint(path)
+    _check_resume_fields(meta, path)
     if meta.get("task") != task.info.name:
         raise CheckpointError(f"{path}: a checkpoint of task {meta.get('task')!r}, not {task.info.name!r}")
     try:
         model.load_state_dict(files[MODEL])
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{path / MODEL} does not fit the model: {e}") from None
+    bad = _nonfinite_weight(model)
+    if bad is not None:
+        raise CheckpointError(f"{path / MODEL}: weight {bad!r} holds NaN or Inf (a diverged run); resume from an "
+                              "earlier checkpoint")
     try:
         opt.load_state_dict(join_optimizer_state(files[OPTIMIZER], meta["optimizer"]))
         pos = Position(**meta["progress"])
+        check_types(pos)
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path / 'state.json'}: optimizer or progress state does not fit this run: {e}") from None
     best = files.get(BEST)
     notes = [f"resuming from {path} (step {pos.step})"]
     rng = meta["rng"]
     if len(rng["torch_cpu"]) == d.world:
-        torch.set_rng_state(torch.frombuffer(bytearray(decode_bytes(rng["torch_cpu"][d.rank])), dtype=torch.uint8))
-        if d.device.type == "cuda" and len(rng.get("cuda", [])) == d.world:
-            cuda = torch.frombuffer(bytearray(decode_bytes(rng["cuda"][d.rank])), dtype=torch.uint8)
-            torch.cuda.set_rng_state(cuda, d.device)
+        try:
+            torch.set_rng_state(torch.frombuffer(bytearray(decode_bytes(rng["torch_cpu"][d.rank])), dtype=torch.uint8))
+            if d.device.type == "cuda" and len(rng.get("cuda", [])) == d.world:
+                cuda = torch.frombuffer(bytearray(decode_bytes(rng["cuda"][d.rank])), dtype=torch.uint8)
+                torch.cuda.set_rng_state(cuda, d.device)
+        except (ValueError, RuntimeError) as e:  # binascii.Error is a ValueError
+            raise CheckpointError(f"{path / 'state.json'}: field 'rng' does not hold generator states: {e}") from None
     else:
         notes.append(f"resume: the checkpoint ran on {len(rng['torch_cpu'])} process(es), this run on "
                      f"{d.world}; random streams (dropout) restart from the seed")
