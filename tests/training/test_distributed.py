@@ -1,4 +1,5 @@
 """Two CPU processes under torchrun (gloo) train to the weights of one process with the same global batch."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -46,6 +47,15 @@ def test_two_processes_equal_one(tmp_path):
         assert_close_rel(ddp[name], value, 1e-6, name)
     for key in ("test_accuracy", "test_bits_per_token", "best_val_bits_per_token"):
         assert ddp_result[key] == pytest.approx(single[key], rel=1e-6), key
+    # evaluation batches smaller than the number of processes: every rank reports every metric
+    single1 = fit(task, tiny_model(task), dataclasses.replace(ddp_config(tmp_path / "s1"), eval_batch_size=1,
+                                                              checkpoint_dir=""), log=lambda s: None)
+    single1.pop("train_seconds")
+    for rank in (0, 1):
+        ranked = json.loads((tmp_path / f"batch1-rank{rank}.json").read_text())
+        assert ranked.keys() == single1.keys(), rank
+        for key, value in single1.items():
+            assert ranked[key] == pytest.approx(value, rel=1e-6), (rank, key)
     assert ddp_result["steps"] == single["steps"] == 6
     meta, _ = read_checkpoint(tmp_path / "ck" / "step-00000006")  # written once, by rank 0
     assert meta["world_size"] == 2 and len(meta["rng"]["torch_cpu"]) == 2

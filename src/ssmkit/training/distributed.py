@@ -67,8 +67,14 @@ def current(device: torch.device) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), device)
 
 
-def teardown(d: Dist) -> None:
+def teardown(d: Dist, clean: bool = True) -> None:
+    """Leave the group this process joined. After a clean run every process first waits for the others
+    to leave their last collective (a peer that closes its connections while another still uses them
+    aborts it: "terminate called without an active exception"); after an error nobody waits, since the
+    others may never arrive."""
     if d.owns_group:
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -97,6 +103,15 @@ def all_sum(values: list[float], d: Dist) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=d.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_names(names: list[str], d: Dist) -> list[str]:
+    """The sorted union of ``names`` over the ranks (a rank that scored no rows has none of its own)."""
+    if d.world == 1:
+        return sorted(names)
+    gathered: list[list[str]] = [[] for _ in range(d.world)]
+    dist.all_gather_object(gathered, list(names))
+    return sorted({n for part in gathered for n in part})
 
 
 def all_gather_bytes(data: bytes, d: Dist) -> list[bytes]:

@@ -112,8 +112,9 @@ def evaluate(task: Task, model: nn.Module, split: str, batch_size: int = 256, *,
             acc[0] += total
             acc[1] += count
     model.train(was_training)
-    names = sorted(totals)
-    flat = all_sum([v for n in names for v in totals[n]], d)
+    # with fewer rows than processes some ranks score nothing: every rank sums the same names
+    names = distributed.all_names(list(totals), d)
+    flat = all_sum([v for n in names for v in totals.get(n, (0.0, 0))], d)
     return {n: flat[2 * i] / max(flat[2 * i + 1], 1) for i, n in enumerate(names)}
 
 
@@ -126,10 +127,13 @@ def fit(task: Task, model: nn.Module, cfg: TrainConfig | None = None, *,
     """
     cfg = TrainConfig() if cfg is None else cfg
     d = distributed.setup(cfg.device)
+    clean = False
     try:
-        return _fit(task, model, cfg, d, log, resume)
+        result = _fit(task, model, cfg, d, log, resume)
+        clean = True
+        return result
     finally:
-        distributed.teardown(d)
+        distributed.teardown(d, clean)
 
 
 def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[[str], None],
