@@ -114,7 +114,8 @@ def test_keeps_the_newest_and_leaves_no_temporary_folders(tmp_path):
     (tmp_path / ".step-00000009.tmp-1").mkdir()  # what a writer killed mid-write leaves
     fit(task, tiny_model(task), TrainConfig(steps=5, checkpoint_dir=str(tmp_path), checkpoint_every=1,
                                             keep_checkpoints=2, **QUIET), log=lambda s: None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000004", "step-00000005"]
+    # the run folder keeps its lock file (the OS lock lives on it); nothing else but the newest checkpoints
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "step-00000004", "step-00000005"]
     meta, _ = read_checkpoint(tmp_path / "step-00000005")
     assert meta["progress"]["step"] == 5 and meta["config"]["keep_checkpoints"] == 2
     assert len(meta["rng"]["torch_cpu"]) == 1 and meta["task"] == "tiny_classify"

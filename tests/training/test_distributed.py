@@ -1,4 +1,5 @@
 """Two CPU processes under torchrun (gloo) train to the weights of one process with the same global batch."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -34,7 +35,7 @@ def test_two_processes_equal_one(tmp_path):
            "MASTER_ADDR": "127.0.0.1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(HERE / "ddp_worker.py"), str(tmp_path)]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     ddp = safetensors.load_file(str(tmp_path / "weights.safetensors"))
     ddp_result = json.loads((tmp_path / "result.json").read_text())
@@ -46,7 +47,16 @@ def test_two_processes_equal_one(tmp_path):
         assert_close_rel(ddp[name], value, 1e-6, name)
     for key in ("test_accuracy", "test_bits_per_token", "best_val_bits_per_token"):
         assert ddp_result[key] == pytest.approx(single[key], rel=1e-6), key
+    # evaluation batches smaller than the number of processes: every rank reports every metric
+    single1 = fit(task, tiny_model(task), dataclasses.replace(ddp_config(tmp_path / "s1"), eval_batch_size=1,
+                                                              checkpoint_dir=""), log=lambda s: None)
+    single1.pop("train_seconds")
+    for rank in (0, 1):
+        ranked = json.loads((tmp_path / f"batch1-rank{rank}.json").read_text())
+        assert ranked.keys() == single1.keys(), rank
+        for key, value in single1.items():
+            assert ranked[key] == pytest.approx(value, rel=1e-6), (rank, key)
     assert ddp_result["steps"] == single["steps"] == 6
     meta, _ = read_checkpoint(tmp_path / "ck" / "step-00000006")  # written once, by rank 0
     assert meta["world_size"] == 2 and len(meta["rng"]["torch_cpu"]) == 2
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["step-00000006"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [".lock", "step-00000006"]

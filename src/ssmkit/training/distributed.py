@@ -5,9 +5,16 @@ the process group with NCCL on CUDA or gloo on CPU. Every rank walks the same gl
 data stream is a pure function of seed and epoch) and takes its own contiguous slice of rows
 (``shard``), so the global batch is ``batch_size`` whatever the number of processes; gradients
 are averaged by DistributedDataParallel. Rank 0 alone writes logs and checkpoints.
+
+The group is joined once per process and left at interpreter exit (``atexit``), not after each
+``fit``: a second ``fit`` in the same process (a comparison of several runs under torchrun) would
+otherwise join a new default group over the same rendezvous store, whose stale keys can pair the
+processes wrongly and hang them; and a group still alive while the interpreter shuts down aborts
+the process from a gloo thread ("terminate called without an active exception").
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 
@@ -24,7 +31,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
-    owns_group: bool = False  # this process created the group, so it destroys it at the end
+    owns_group: bool = False  # ssmkit joined the group (and leaves it at exit)
 
     @property
     def main(self) -> bool:
@@ -54,6 +61,7 @@ def setup(device: str) -> Dist:
         if target.type == "cuda":
             torch.cuda.set_device(target)
         dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+        atexit.register(_leave_group)
         owns = True
     else:
         target = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -67,8 +75,17 @@ def current(device: torch.device) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), device)
 
 
-def teardown(d: Dist) -> None:
-    if d.owns_group:
+def teardown(d: Dist, clean: bool = True) -> None:
+    """The end of a ``fit``: after a clean run every process waits until all have left their last
+    collective; after an error nobody waits, since the others may never arrive. The group stays
+    joined for the next ``fit`` of this process (module doc)."""
+    if d.world > 1 and clean:
+        dist.barrier()
+
+
+def _leave_group() -> None:
+    """At interpreter exit, before Python tears down its threads: destroy the group ssmkit joined."""
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -97,6 +114,15 @@ def all_sum(values: list[float], d: Dist) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=d.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_names(names: list[str], d: Dist) -> list[str]:
+    """The sorted union of ``names`` over the ranks (a rank that scored no rows has none of its own)."""
+    if d.world == 1:
+        return sorted(names)
+    gathered: list[list[str]] = [[] for _ in range(d.world)]
+    dist.all_gather_object(gathered, list(names))
+    return sorted({n for part in gathered for n in part})
 
 
 def all_gather_bytes(data: bytes, d: Dist) -> list[bytes]:

@@ -12,6 +12,7 @@ Under ``torchrun`` the same code runs on every process (``distributed.py``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -37,12 +38,9 @@ from .description import describe_run
 from .distributed import Dist, all_gather_bytes, all_sum
 from .optim import param_groups
 from .progress import Reporter, TrainMeter
+from .run_folder import OPERATIONAL, RunFolderError, claim, read_run, run_differences
 from .schedule import warmup_cosine
 from .tbptt import forward_backward, loss_weight
-
-# config fields that do not change the trajectory: a resume may change them without a warning
-_OPERATIONAL = {"log_every", "log_dir", "tensorboard", "progress", "checkpoint_dir", "checkpoint_every",
-                "keep_checkpoints", "eval_batch_size", "device"}
 
 
 @dataclasses.dataclass
@@ -115,35 +113,62 @@ def evaluate(task: Task, model: nn.Module, split: str, batch_size: int = 256, *,
             acc[0] += total
             acc[1] += count
     model.train(was_training)
-    names = sorted(totals)
-    flat = all_sum([v for n in names for v in totals[n]], d)
+    # with fewer rows than processes some ranks score nothing: every rank sums the same names
+    names = distributed.all_names(list(totals), d)
+    flat = all_sum([v for n in names for v in totals.get(n, (0.0, 0))], d)
     return {n: flat[2 * i] / max(flat[2 * i + 1], 1) for i, n in enumerate(names)}
 
 
 def fit(task: Task, model: nn.Module, cfg: TrainConfig | None = None, *,
         log: Callable[[str], None] = print, resume: bool | str | Path = False,
-        run: dict[str, Any] | None = None) -> dict[str, float]:
+        run: dict[str, Any] | None = None, overwrite: bool = False) -> dict[str, float]:
     """Train ``model`` on ``task``; returns test metrics (``test_<name>``), best val metric and timing.
 
     ``resume=True`` continues from the newest checkpoint in ``cfg.checkpoint_dir``; a path names a
     checkpoint folder. The model ends with the best-val weights when the run evaluated on val.
     With ``cfg.checkpoint_dir`` set, ``run`` (``ssmkit.runs.RunConfig.to_json()``; default: described
     from the task's and the model's recipes) is written as run.json beside the checkpoints and in each.
+
+    The checkpoint and log folders are claimed first (``run_folder.claim``: an OS lock, and a folder
+    that holds another run is refused unless ``resume`` continues it or ``overwrite`` moves it
+    aside). A resume compares the saved run description with ``run``: a change of the model or the
+    data is refused naming each field, a change of training settings is a warning. Nothing of the
+    run is rewritten before these checks pass.
     """
     cfg = TrainConfig() if cfg is None else cfg
     run = run if run is not None else describe_run(task, model, cfg)
     d = distributed.setup(cfg.device)
+    clean = False
     try:
-        return _fit(task, model, cfg, d, log, resume, run)
+        with contextlib.ExitStack() as folders:
+            _claim_folders(folders, cfg, d, bool(resume), overwrite, log)
+            result = _fit(task, model, cfg, d, log, resume, run)
+        clean = True
+        return result
     finally:
-        distributed.teardown(d)
+        distributed.teardown(d, clean)
+
+
+def _claim_folders(stack: contextlib.ExitStack, cfg: TrainConfig, d: Dist, resume: bool, overwrite: bool,
+                   log: Callable[[str], None]) -> None:
+    """Process 0 claims the run's folders; under torchrun every process learns whether it could."""
+    error = None
+    if d.main:
+        try:
+            for folder in dict.fromkeys(str(Path(f).resolve()) for f in (cfg.checkpoint_dir, cfg.log_dir) if f):
+                stack.enter_context(claim(folder, resume=resume, overwrite=overwrite, log=log))
+        except RunFolderError as e:
+            error = e
+    failed = all_sum([float(error is not None)], d)[0] if d.world > 1 else float(error is not None)
+    if error is not None:
+        raise error
+    if failed:
+        raise RunFolderError("process 0 could not claim the run folders (see its error)")
 
 
 def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[[str], None],
          resume: bool | str | Path, run: dict[str, Any] | None) -> dict[str, float]:
     start = time.perf_counter()
-    if cfg.checkpoint_dir and run is not None and d.main:  # before training: an interrupted run is described too
-        write_text(Path(cfg.checkpoint_dir) / RUN, json.dumps(run, indent=1) + "\n")
     torch.manual_seed(cfg.seed + d.rank)  # dropout streams differ between processes
     model.to(d.device)
     if cfg.batch_size < d.world:
@@ -156,7 +181,9 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
     peaks = [g["lr"] for g in opt.param_groups]
     pos, best, notes = Position(), None, []
     if resume:
-        pos, best, notes = _restore(resume, cfg, d, task, model, opt)
+        pos, best, notes = _restore(resume, cfg, d, task, model, opt, run)
+    if cfg.checkpoint_dir and run is not None and d.main:  # before training: an interrupted run is described too
+        write_text(Path(cfg.checkpoint_dir) / RUN, json.dumps(run, indent=1) + "\n")
     report = Reporter(cfg, total, pos.step, d, log, resumed=bool(resume))
     for note in notes:
         report.message(note)
@@ -320,8 +347,10 @@ def _check_resume_fields(meta: dict, path: Path) -> None:
 
 
 def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, model: nn.Module,
-             opt: torch.optim.Optimizer) -> tuple[Position, dict[str, Tensor] | None, list[str]]:
-    """Load weights, optimizer, position and RNG from a checkpoint; returns notes to show."""
+             opt: torch.optim.Optimizer, run: dict[str, Any] | None
+             ) -> tuple[Position, dict[str, Tensor] | None, list[str]]:
+    """Check that the checkpoint's run may continue as ``run``, then load weights, optimizer, position
+    and RNG; returns notes to show."""
     if resume is True:
         if not cfg.checkpoint_dir:
             raise ValueError("resume=True needs checkpoint_dir (the folder holding step-XXXXXXXX checkpoints)")
@@ -334,6 +363,18 @@ def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, m
     _check_resume_fields(meta, path)
     if meta.get("task") != task.info.name:
         raise CheckpointError(f"{path}: a checkpoint of task {meta.get('task')!r}, not {task.info.name!r}")
+    saved_run = read_run(path) or read_run(path.parent)
+    changes: list[str] = []
+    if saved_run is not None and run is not None:
+        refuse, changes = run_differences(saved_run, run)
+        if refuse:
+            raise RunFolderError(f"resume from {path} refused: these settings change the model or the data "
+                                 f"(saved -> now): {'; '.join(refuse)}. Resume with the saved settings, or start a "
+                                 "new run in another folder")
+    else:  # a checkpoint without a run description: compare the training settings alone
+        saved, now = meta["config"], _config_json(cfg)
+        changes = [f"train.{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items()
+                   if saved.get(k) != v and k not in OPERATIONAL]
     try:
         model.load_state_dict(files[MODEL])
     except (RuntimeError, KeyError) as e:
@@ -362,9 +403,7 @@ def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, m
     else:
         notes.append(f"resume: the checkpoint ran on {len(rng['torch_cpu'])} process(es), this run on "
                      f"{d.world}; random streams (dropout) restart from the seed")
-    saved, now = meta["config"], _config_json(cfg)
-    changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v and k not in _OPERATIONAL}
-    if changed:
-        notes.append(f"resume: config differs from the checkpoint's (old, new): {changed}; the run will "
-                     "not repeat an uninterrupted one exactly")
+    if changes:
+        notes.append(f"resume: training settings differ from the checkpoint's (saved -> now): {'; '.join(changes)}; "
+                     "the run will not repeat an uninterrupted one exactly")
     return pos, best, notes
