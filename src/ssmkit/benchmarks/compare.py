@@ -100,7 +100,8 @@ def run_cell(cell: Cell, run: RunConfig, task: Task, log_dir: str, log: Callable
     model = build_model(task, run)
     n_params = sum(p.numel() for p in model.parameters())
     wall, cpu = time.perf_counter(), time.process_time()
-    result = fit(task, model, cfg, log=log, run=dataclasses.replace(run, train=cfg).to_json())
+    # a repeated comparison into the same folder moves each cell's earlier run aside (never deletes it)
+    result = fit(task, model, cfg, log=log, run=dataclasses.replace(run, train=cfg).to_json(), overwrite=True)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     metrics = {k: float(v) for k, v in result.items() if k.startswith(("test_", "best_val_"))}
     return {

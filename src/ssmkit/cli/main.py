@@ -7,6 +7,7 @@ compare and bench verbs only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -179,15 +180,13 @@ def _print_metrics(prefix: str, metrics: dict[str, float], task, split: str = "t
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from ssmkit.runs import build_model, build_task
     from ssmkit.training import fit
 
-    run = _run_config(args, _legacy_overrides(args))
-    if args.out:
-        run = dataclasses.replace(run, train=dataclasses.replace(
-            run.train, checkpoint_dir=run.train.checkpoint_dir or args.out, log_dir=run.train.log_dir or args.out))
+    # --out is the run folder: checkpoints and logs, set before --set so that checkpoint_every and
+    # friends validate against it (and an explicit --set checkpoint_dir=... still wins)
+    out = [f"checkpoint_dir={args.out}", f"log_dir={args.out}"] if args.out else []
+    run = _run_config(args, out + _legacy_overrides(args))
     if args.resume and not run.train.checkpoint_dir:
         raise ValueError("--resume needs a checkpoint folder: give --out DIR (or --set checkpoint_dir=DIR)")
     task = build_task(run)
@@ -197,7 +196,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"task {info.name} (L={info.length}; {info.notes}); mixer {run.model.mixer_label()}; "
           f"{sum(p.numel() for p in model.parameters())} parameters" + (f"; {run.source}" if run.source else ""))
     # fit writes run.json beside the checkpoints and in each, so `ssmkit eval` can rebuild the model
-    result = fit(task, model, run.train, resume=args.resume, run=run.to_json())
+    result = fit(task, model, run.train, resume=args.resume, run=run.to_json(), overwrite=args.overwrite)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun every process has the result; one prints it
+        return 0
     tests = {k.removeprefix("test_"): v for k, v in result.items() if k.startswith("test_")}
     _print_metrics("test ", tests, task)
     print(f"in {result['train_seconds']:.0f} s" + (f"; checkpoints in {run.train.checkpoint_dir}"
@@ -331,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(s)
     s.add_argument("--out", help="checkpoints, run.json and metrics.jsonl go here")
     s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    s.add_argument("--overwrite", action="store_true",
+                   help="--out holds another run: move it aside to <out>.replaced-<time> (never deleted) and start anew")
     for flag, kind in (("--d-model", int), ("--layers", int), ("--delay", int), ("--steps", int),
                        ("--batch-size", int), ("--lr", float), ("--seed", int)):
         s.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)  # the demo's flags; --set does all

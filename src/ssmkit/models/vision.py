@@ -59,7 +59,7 @@ class PatchEmbed(nn.Module):
 
     def patches(self, x: Tensor) -> Tensor:
         """(B, H*W, C) -> (B, h*w, p*p*C): each patch's pixels row-major, channels last."""
-        (H, W, C), p, (h, w) = self.image_shape, self.patch, self.grid
+        C, p, (h, w) = self.image_shape[2], self.patch, self.grid
         x = x.reshape(x.shape[0], h, p, w, p, C).permute(0, 1, 3, 2, 4, 5)  # (B, h, w, p, p, C)
         return x.reshape(x.shape[0], h * w, p * p * C)
 

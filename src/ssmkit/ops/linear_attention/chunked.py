@@ -120,7 +120,7 @@ class _DyadicScores(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dA, dq_dec, dk_dec, dtotal):
         q, k, decay = ctx.saved_tensors
-        lead, (T, K) = q.shape[:-2], q.shape[-2:]
+        T, K = q.shape[-2:]
         qf, kf, df = (x.reshape(-1, T, K) for x in (q, k, decay))
         N = qf.shape[0]
         grads_in = [None if g is None else g.reshape(N, *g.shape[-2:]) for g in (dA, dq_dec, dk_dec, dtotal)]
