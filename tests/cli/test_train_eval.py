@@ -74,19 +74,42 @@ def test_train_rejects_bad_settings_before_training(args, message, capsys):
     assert message in err and err.startswith("ssmkit train: error:")
 
 
-def test_compare_cli_micro_run_and_readme_table(tmp_path, capsys):
-    out = tmp_path / "cmp"
-    assert main(["compare", "--task", "copy_memory", "--mixers", "s4d,lstm", "--budget", "1", "--seeds", "3",
-                 "--lengths", "8", *TINY, "--out", str(out)]) == 0
+MQAR_MICRO = ["--set", "d_model=8", "--set", "n_layers=1", "--set", "batch_size=4", "--set", "progress=false",
+              "--set", "steps=2", "--set", "task.n_train=64", "--set", "task.n_val=16", "--set", "task.n_test=16",
+              "--set", "task.vocab_size=256", "--set", "task.n_eval=16", "--set", "eval_batch_size=16"]
+
+
+def test_compare_cli_grid_shards_merge_and_readme_table(tmp_path, capsys):
+    """The issue's command shape (--tasks mqar,selective_copy --train-lengths 32,64 --eval-lengths 128) on
+    micro settings, run as two shards and merged, then the README block."""
+    grid = ["compare", "--tasks", "mqar,selective_copy", "--mixers", "s4d,attention", "--train-lengths", "32,64",
+            "--eval-lengths", "128", "--lengths", "64", "--speed-d-model", "8", *MQAR_MICRO]
+    for k in (0, 1):
+        assert main([*grid, "--shard", f"{k}/2", "--out", str(tmp_path / f"s{k}")]) == 0
+    assert "--merge" in capsys.readouterr().out
+    assert main(["compare", "--merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m")]) == 0
     printed = capsys.readouterr().out
-    assert "| `s4d` |" in printed and "| `lstm` |" in printed and str(out / "metric.png") in printed
-    data = json.loads((out / "results.json").read_text())
-    assert [r["seed"] for r in data["runs"]] == [3, 3] and data["budget_steps"] == 1
-    assert main(["compare", "--readme-table", str(out / "results.json")]) == 0
+    assert "| `s4d` |" in printed and "mqar L=64" in printed and str(tmp_path / "m" / "report" / "report.html") in printed
+    data = json.loads((tmp_path / "m" / "report" / "results.json").read_text())
+    assert len(data["cells"]) == 2 * 2 * 2 and all([e["length"] for e in c["eval"]] == [128] for c in data["cells"])
+    assert main(["compare", "--readme-table", str(tmp_path / "m" / "report" / "results.json")]) == 0
     block = capsys.readouterr().out
-    assert "ssmkit compare --readme-table" in block and "| `lstm` |" in block
+    assert "ssmkit compare --readme-table" in block and "| `attention` |" in block
     assert main(["compare", "--readme-table", str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "forecast", "--train-lengths", "32"], "task 'forecast' has no length knob"),
+    (["--tasks", "mqar", "--train-lengths", "64", "--eval-lengths", "32"], "shorter than the training length"),
+    (["--tasks", "mqar", "--eval-lengths", "x"], "invalid eval length 'x'"),
+    (["--shard", "3/2"], "invalid --shard '3/2'"),
+    (["--merge", "a"], "--merge needs --out"),
+    (["--task", "mqar", "--tasks", "mqar"], "either --task or --tasks"),
+])
+def test_compare_cli_bad_grids(argv, message, capsys):
+    assert main(["compare", "--mixers", "s4d", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_compare_rejects_bad_arguments(capsys):

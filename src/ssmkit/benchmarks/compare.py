@@ -1,12 +1,21 @@
-"""``ssmkit compare``: train several mixers on one task with the same budget and seeds, side by side.
+"""``ssmkit compare``: the surveys' experiment, cell by cell, resumable and shardable.
 
-The spec (``CompareSpec``) names the mixers, the task or preset, the seeds, the budget and the
-``key=value`` overrides; ``runs()`` turns it into one validated ``RunConfig`` per mixer
-(``ssmkit.runs.resolve_run``: the same rule as ``ssmkit train``, with this command's default
-preset) and ``cells()`` into the units of work. A cell is one mixer trained with one seed
-(``Cell``); it is trained with ``training.fit``, measured (``measure.py``) and becomes one record
-of results.json. Then the bare mixers are timed at a few lengths (``measure.speed_vs_length``),
-and ``report.py`` writes results.json, the table and the plots.
+``compare(spec, out)`` plans the grid (``grid.CompareSpec.plan``: everything is validated before
+anything trains), then runs this shard's cells:
+
+- a **training cell** trains one mixer with one seed on one task at one length with
+  ``training.fit`` (its run folder ``runs/<key>/`` holds checkpoints, so an interrupted cell
+  continues from its last one), scores the test split at that length and at every evaluation
+  length (``measure.evaluate_lengths``: recurrent mixers in their linear-cost mode, attention as
+  long as it is predicted to fit the memory and the time budget; a length that cannot run is
+  recorded with its reason), and measures speed and memory on one training batch;
+- a **speed cell** times one bare mixer at the paper width over the speed lengths
+  (``measure.speed_curve``), skipping lengths predicted not to fit, saying why.
+
+Each finished cell is written atomically to ``cells/<key>.json`` and never rewritten: the same
+command run again skips it. ``compare.json`` records the command; a second command into the same
+folder is refused, and ``merge`` refuses shards of different commands. The report (``report.py``)
+is built from the cell files, so a merged grid and an unsharded one give the same report.
 """
 from __future__ import annotations
 
@@ -20,141 +29,200 @@ from typing import Any, Callable
 import torch
 
 from .. import __version__
-from ..runs import RunConfig, build_model, build_task, resolve_run
-from ..tasks import Task, chance_accuracy, higher_is_better, naive_baseline, primary_metric
-from ..training import fit
-from .measure import machine, measure_speed, speed_vs_length, state_floats
-from .published import published_for
-from .report import FORMAT, VERSION, write_results
+from ..config import to_json
+from ..io import write_text
+from ..runs import RunConfig, build_model, build_task
+from ..tasks import Task, chance_accuracy, naive_baseline
+from ..training import fit, latest_checkpoint
+from .grid import Cell, CompareSpec
+from .measure import evaluate_lengths, machine, measure_speed, speed_curve, state_floats
 
-DEFAULT_PRESET = "selective_copy_small"
-DEFAULT_MIXERS = ["mamba", "s4d", "attention", "lstm"]
-DEFAULT_LENGTHS = [256, 1024, 4096]
-SPEED_BATCH = 2  # sequences per call in the speed / memory vs length measurement
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One unit of a comparison: ``mixer`` trained with ``seed`` on ``task``; one results.json record.
-
-    ``key`` names what belongs to the cell alone (its training log ``runs/<key>/``)."""
-
-    task: str
-    mixer: str
-    seed: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.mixer}-seed{self.seed}"
+SPEC_FILE, CELLS = "compare.json", "cells"
+SPEC_FORMAT = "ssmkit-compare-spec"
 
 
-@dataclasses.dataclass
-class CompareSpec:
-    """What ``ssmkit compare`` runs; ``runs()`` turns it into one validated RunConfig per mixer."""
-
-    mixers: list[str]
-    task: str | None = None  # None: the preset's task
-    preset: str | None = None  # None with task None: DEFAULT_PRESET
-    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
-    budget: int | None = None  # optimizer steps per run; None: the preset's
-    overrides: list[str] = dataclasses.field(default_factory=list)
-    lengths: list[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_LENGTHS))
-
-    @property
-    def preset_name(self) -> str | None:
-        """The preset the runs start from (None: the plain defaults on ``task``)."""
-        return self.preset or (DEFAULT_PRESET if self.task is None else None)
-
-    def runs(self) -> dict[str, RunConfig]:
-        if not self.mixers:
-            raise ValueError("compare needs at least one mixer (--mixers a,b,c)")
-        if len(set(self.mixers)) != len(self.mixers):
-            raise ValueError(f"--mixers names a mixer twice: {self.mixers}")
-        if not self.seeds:
-            raise ValueError("compare needs at least one seed (--seeds 0,1)")
-        if self.budget is not None and self.budget <= 0:
-            raise ValueError(f"invalid value for --budget: {self.budget} steps (expected > 0)")
-        if any(L <= 0 for L in self.lengths):
-            raise ValueError(f"invalid value for --lengths: {self.lengths} (expected lengths > 0)")
-        for item in self.overrides:
-            if item.partition("=")[0].strip() in ("mixer", "seed"):
-                raise ValueError(f"override {item!r}: compare sets the mixer and seed of each run; "
-                                 "use --mixers and --seeds")
-        budget = [f"steps={self.budget}", "epochs=0"] if self.budget is not None else []
-        out = {mixer: resolve_run(self.task, mixer, self.preset, budget + self.overrides, DEFAULT_PRESET)
-               for mixer in self.mixers}
-        tasks = {(r.task, json.dumps(r.task_cfg, sort_keys=True)) for r in out.values()}
-        if len(tasks) > 1:  # one task instance serves every run: the mixers must see the same data
-            raise ValueError(f"the runs of {self.mixers} use different task settings {sorted(tasks)}")
-        return out
-
-    def cells(self, task: str) -> list[Cell]:
-        """Every (mixer, seed) of the comparison, mixer by mixer."""
-        return [Cell(task, mixer, seed) for mixer in self.mixers for seed in self.seeds]
+# ---------------------------------------------------------------- the command's folder
 
 
-def run_cell(cell: Cell, run: RunConfig, task: Task, log_dir: str, log: Callable[[str], None]) -> dict[str, Any]:
-    """Train one cell and measure it; returns its results.json record."""
-    cfg = dataclasses.replace(run.train, seed=cell.seed, log_dir=run.train.log_dir or log_dir)
+def claim_out(spec: CompareSpec, out: Path) -> None:
+    """Record the command in ``out/compare.json``; refuse a folder that holds another command's cells."""
+    path = out / SPEC_FILE
+    mine = {"format": SPEC_FORMAT, "identity": spec.identity(), "hash": spec.identity_hash()}
+    if path.is_file():
+        saved = read_spec(path)
+        if saved["hash"] != mine["hash"]:
+            diff = sorted(k for k in mine["identity"] if saved["identity"].get(k) != mine["identity"][k])
+            raise ValueError(f"{out} holds the cells of another comparison (it differs in {diff}); choose another "
+                             "--out, or run the same command to continue it")
+        return
+    write_text(path, json.dumps(mine, indent=1) + "\n")
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable comparison record ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != SPEC_FORMAT or "hash" not in data:
+        raise ValueError(f"{path}: not an ssmkit comparison record (format {SPEC_FORMAT!r} expected)")
+    return data
+
+
+def read_cell(path: Path) -> dict[str, Any] | None:
+    """A finished cell's record (None when the file is missing or unreadable: the cell runs again)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and "key" in data and "kind" in data else None
+
+
+# ---------------------------------------------------------------- cells
+
+
+def _task_yardsticks(task: Task) -> dict[str, Any]:
+    """Chance and the naive baseline of the task's test split, beside each cell's metrics."""
+    return {"chance": chance_accuracy(task), "baseline": naive_baseline(task)}
+
+
+def run_train_cell(cell: Cell, run: RunConfig, spec: CompareSpec, folder: Path,
+                   log: Callable[[str], None]) -> dict[str, Any]:
+    """Train, evaluate and measure one training cell; returns its record."""
+    task = build_task(run)
+    steps = run.train.steps
+    cfg = dataclasses.replace(run.train, seed=cell.seed, log_dir=str(folder), checkpoint_dir=str(folder),
+                              checkpoint_every=run.train.checkpoint_every or max(1, steps // 4), keep_checkpoints=1)
     torch.manual_seed(cell.seed)  # the model's initialization
     model = build_model(task, run)
-    n_params = sum(p.numel() for p in model.parameters())
+    trained = dataclasses.replace(run, train=cfg)
+    resume = latest_checkpoint(folder) is not None  # an interrupted cell continues from its checkpoint
     wall, cpu = time.perf_counter(), time.process_time()
-    # a repeated comparison into the same folder moves each cell's earlier run aside (never deletes it)
-    result = fit(task, model, cfg, log=log, run=dataclasses.replace(run, train=cfg).to_json(), overwrite=True)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    # a run folder without a checkpoint is an attempt killed before its first save: moved aside, never reused
+    result = fit(task, model, cfg, log=log, run=trained.to_json(), resume=resume, overwrite=not resume)
+    train_wall = time.perf_counter() - wall
     metrics = {k: float(v) for k, v in result.items() if k.startswith(("test_", "best_val_"))}
+    batch = cfg.batch_size
+    evals = evaluate_lengths(model, run, spec.eval_lengths_for(cell.length, cell.task), cfg.eval_batch_size,
+                             spec.eval_seconds, log)
     return {
-        "mixer": cell.mixer, "seed": cell.seed, "task": cell.task,
-        "metrics": metrics, "steps": int(result["steps"]),
-        "parameters": n_params, "state_size": state_floats(model, task.info.length), "state_length": task.info.length,
-        **measure_speed(task, model, cfg.batch_size),
-        "wall_seconds": wall, "cpu_seconds": cpu, "device": str(next(model.parameters()).device),
-        "ssmkit_version": __version__, "torch_version": torch.__version__,
+        "kind": "train", "key": cell.key, "task": cell.task, "mixer": cell.mixer, "seed": cell.seed,
+        "train_length": cell.length, "task_info": to_json(task.info), "config": trained.to_json(),
+        "metrics": metrics, "steps": int(result["steps"]), "tokens": int(result["steps"]) * batch * task.info.length,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "state_floats": state_floats(model, task.info.length), "resumed": resume,
+        **_task_yardsticks(task),
+        "speed": measure_speed(task, model, batch),
+        "eval": evals,
+        "train_seconds": train_wall, "wall_seconds": time.perf_counter() - wall,
+        "cpu_seconds": time.process_time() - cpu, "device": str(next(model.parameters()).device),
     }
 
 
-def compare(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the comparison, write results.json, results.md and the plots under ``out``; returns results."""
-    from .plots import require_matplotlib
+def run_speed_cell(cell: Cell, spec: CompareSpec, log: Callable[[str], None]) -> dict[str, Any]:
+    wall = time.perf_counter()
+    rows = speed_curve(cell.mixer, spec.speed_lengths, spec.speed_d_model, log=log)
+    return {"kind": "speed", "key": cell.key, "mixer": cell.mixer, "d_model": spec.speed_d_model,
+            "rows": rows, "wall_seconds": time.perf_counter() - wall}
 
-    runs = spec.runs()  # every config checked before anything trains
-    require_matplotlib()
+
+def _stamp(record: dict[str, Any], spec: CompareSpec) -> dict[str, Any]:
+    return {**record, "spec_hash": spec.identity_hash(), "ssmkit_version": __version__,
+            "torch_version": torch.__version__, "machine": machine(),
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def run_cells(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run this shard's unfinished cells under ``out``; returns every finished record of the shard."""
+    plan = spec.plan()  # every setting checked before anything trains
     out = Path(out)
-    first = next(iter(runs.values()))
-    task = build_task(first)
-    info = task.info
-    metric = primary_metric(info.kind)
-    chance = chance_accuracy(task) if metric == "accuracy" else None
-    baseline = naive_baseline(task)
-    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    claim_out(spec, out)
+    cells = spec.shard_cells(spec.cells(plan))
     records = []
-    for cell in spec.cells(info.name):
-        run = runs[cell.mixer]
-        length = f"{run.train.epochs} epochs" if run.train.epochs else f"{run.train.steps} steps"
-        log(f"== {cell.mixer}, seed {cell.seed}: {length} on {info.name}")
-        records.append(run_cell(cell, run, task, str(out / "runs" / cell.key), log))  # metrics.jsonl per cell
-    log(f"== speed and memory vs length: {', '.join(runs)} at L = {spec.lengths}")
-    rows = speed_vs_length(list(runs), spec.lengths, SPEED_BATCH, first.model.d_model)
-    task_cfg = dataclasses.asdict(task.cfg) if dataclasses.is_dataclass(getattr(task, "cfg", None)) else first.task_cfg
-    results = {
-        "format": FORMAT, "version": VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "task": info.name, "task_cfg": task_cfg, "task_info": dataclasses.asdict(info),
-        "metric": f"test_{metric}", "higher_is_better": higher_is_better(metric),
-        "chance": chance, "baseline": baseline,
-        "mixers": list(runs), "seeds": list(spec.seeds), "preset": spec.preset_name,
-        "overrides": list(spec.overrides), "budget_steps": spec.budget,
-        "configs": {m: r.to_json() for m, r in runs.items()},
-        "runs": records,
-        "speed_vs_length": rows,
-        "speed_settings": {"batch": SPEED_BATCH, "d_model": first.model.d_model, "lengths": list(spec.lengths)},
-        # the papers' numbers are for the task's own sequence (e.g. 784 pixels), not another architecture's view of it
-        "published": [dataclasses.asdict(p) for p in published_for(info.name, task_cfg, list(runs))]
-        if first.arch == "sequence" else [],
-        "machine": machine(),
-        "ssmkit_version": __version__, "torch_version": torch.__version__,
-        "total_seconds": time.perf_counter() - started,
-    }
-    write_results(results, out)
+    for i, cell in enumerate(cells, 1):
+        path = out / CELLS / f"{cell.key}.json"
+        done = read_cell(path)
+        if done is not None and done.get("spec_hash") == spec.identity_hash():
+            log(f"== [{i}/{len(cells)}] {cell.key}: finished earlier, skipped")
+            records.append(done)
+            continue
+        log(f"== [{i}/{len(cells)}] {cell.key}")
+        if cell.kind == "train":
+            record = run_train_cell(cell, plan[cell.task, cell.length][cell.mixer], spec,
+                                    out / "runs" / cell.key, log)
+        else:
+            record = run_speed_cell(cell, spec, log)
+        record = _stamp(record, spec)
+        write_text(path, json.dumps(record, indent=1, allow_nan=True) + "\n")  # the cell's one write
+        records.append(record)
+    return records
+
+
+def collect(spec: CompareSpec, folders: list[Path]) -> list[dict[str, Any]]:
+    """Every cell of ``spec`` from the cell files of ``folders`` (shards of the same command); raises
+    naming the missing cells when the grid is not complete."""
+    plan = spec.plan()
+    wanted = {c.key for c in spec.cells(plan)}
+    found: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        for path in sorted((folder / CELLS).glob("*.json")):
+            record = read_cell(path)
+            if record is None or record.get("spec_hash") != spec.identity_hash() or record["key"] not in wanted:
+                continue
+            found.setdefault(record["key"], record)
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise ValueError(f"{len(missing)} cell(s) of this comparison have no result yet: {missing[:8]}"
+                         + (" ..." if len(missing) > 8 else "") + "; run the missing shards (or the command "
+                         "again) and merge")
+    return [found[c.key] for c in spec.cells(plan)]
+
+
+def compare(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Run the comparison under ``out`` and write its report (``out/report/``); returns the results.
+    A shard of several writes its cells only and returns None (``merge`` builds the report)."""
+    from .plots import require_matplotlib
+    from .report import build_results, write_report
+
+    require_matplotlib()  # before hours of training, not after
+    started = time.perf_counter()
+    run_cells(spec, out, log)
+    if spec.shard[1] > 1:
+        log(f"shard {spec.shard[0]}/{spec.shard[1]} done; when every shard is, build the report with "
+            f"ssmkit compare --merge DIR ... --out DIR")
+        return None
+    results = build_results(spec, collect(spec, [Path(out)]), time.perf_counter() - started)
+    write_report(results, Path(out))
     return results
+
+
+def merge(folders: list[str | Path], out: str | Path) -> dict[str, Any]:
+    """The report of a comparison run as shards in ``folders`` (each with its compare.json)."""
+    from .report import build_results, write_report
+
+    folders = [Path(f) for f in folders]
+    specs = {}
+    for folder in folders:
+        specs[folder] = read_spec(folder / SPEC_FILE)
+    hashes = {s["hash"] for s in specs.values()}
+    if len(hashes) > 1:
+        groups = {h: [str(f) for f, s in specs.items() if s["hash"] == h] for h in hashes}
+        raise ValueError(f"these folders hold shards of different comparison commands: {groups}; merge only the "
+                         "shards of one command")
+    spec = spec_from_identity(next(iter(specs.values()))["identity"])
+    records = collect(spec, folders)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    claim_out(spec, out)
+    for record in records:  # the merged folder holds every cell, so it can be merged or re-reported again
+        path = out / CELLS / f"{record['key']}.json"
+        if read_cell(path) is None:
+            write_text(path, json.dumps(record, indent=1, allow_nan=True) + "\n")
+    results = build_results(spec, records, None)
+    write_report(results, out)
+    return results
+
+
+def spec_from_identity(identity: dict[str, Any]) -> CompareSpec:
+    fields = {f.name for f in dataclasses.fields(CompareSpec)}
+    return CompareSpec(**{k: v for k, v in identity.items() if k in fields})

@@ -12,22 +12,32 @@ On the trained model and one training batch (B x L tokens):
 - state size: floats of recurrent state per sequence after L tokens, summed over the layers
   (``state_size_at(L)``: attention's KV cache grows with L, a recurrent state does not).
 
-``speed_vs_length`` times the bare mixers at a few lengths (``speed.bench_mixers``) and measures
-their activation memory the same way.
+Beyond the training length (``evaluate_lengths``) the trained model is scored on the test split
+of the same task built at each longer length; the bare mixers are timed at a paper width
+(``speed_curve``). Neither may take the machine down: before each length the memory of one row
+is predicted from the bytes saved for backward at three short lengths (exact for an operator
+whose memory is a polynomial of degree <= 2 in L, and an upper bound of an inference forward),
+and the time from the last measured length (linear for a constant-size state, quadratic for a
+growing one). A length predicted to need more than half the available memory, or more than the
+time budget, is skipped and recorded with that reason.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import platform
+import time
 from typing import Any, Callable
 
 import torch
 
 from ..layers import create_mixer
-from ..tasks import Task
-from . import speed
+from ..tasks import Task, create_task
+from ..tasks.length import at_length
+from ..training import evaluate
 from .timing import best_time
+
+MEMORY_FRACTION = 0.5  # of the available memory a predicted evaluation or timing may use
+PROBE_LENGTHS = (64, 128, 256)
 
 
 def state_floats(model: torch.nn.Module, length: int) -> int:
@@ -101,20 +111,134 @@ def measure_speed(task: Task, model: torch.nn.Module, batch_size: int, repeats: 
             "measured_batch": [batch_size, batch.inputs.shape[1]]}
 
 
-def mixer_activation_mb(name: str, length: int, batch: int, d_model: int) -> float:
-    """Activation memory (MB) of one bare mixer's forward on (batch, length, d_model) inputs."""
+def available_bytes() -> int | None:
+    """Memory the system can still give (``MemAvailable`` of /proc/meminfo); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def quadratic_fit(points: list[tuple[int, float]]) -> Callable[[int], float]:
+    """The polynomial of degree <= 2 through three (L, bytes) points, as a function of L (>= 0)."""
+    (x0, y0), (x1, y1), (x2, y2) = points
+
+    def f(x: int) -> float:
+        return max(0.0, y0 * (x - x1) * (x - x2) / ((x0 - x1) * (x0 - x2))
+                   + y1 * (x - x0) * (x - x2) / ((x1 - x0) * (x1 - x2))
+                   + y2 * (x - x0) * (x - x1) / ((x2 - x0) * (x2 - x1)))
+
+    return f
+
+
+def row_bytes(forward: Callable[[int], Callable[[], object]], exclude: set[int]) -> Callable[[int], float]:
+    """Predicted bytes of one row at length L: ``forward(L)`` builds a training forward of one row,
+    whose saved tensors are measured at ``PROBE_LENGTHS`` and fitted (module doc)."""
+    return quadratic_fit([(L, float(saved_bytes(forward(L), exclude))) for L in PROBE_LENGTHS])
+
+
+def fits(predicted: float, what: str) -> str | None:
+    """None when ``predicted`` bytes fit in ``MEMORY_FRACTION`` of the available memory, else why not."""
+    avail = available_bytes()
+    if avail is not None and predicted > MEMORY_FRACTION * avail:
+        return (f"predicted {predicted / 2**20:,.0f} MB for {what} > {MEMORY_FRACTION:.0%} of the "
+                f"{avail / 2**20:,.0f} MB available")
+    return None
+
+
+def _grows(state_at: Callable[[int], int]) -> bool:
+    """Whether a state grows with the length (a KV cache): its cost per token then grows too."""
+    return state_at(2 * PROBE_LENGTHS[-1]) > state_at(PROBE_LENGTHS[-1])
+
+
+def predicted_seconds(last: tuple[int, float] | None, length: int, grows: bool) -> float | None:
+    """Time at ``length`` from the last measured (length, seconds): x (L'/L)^2 if the state grows, else x L'/L."""
+    if last is None:
+        return None
+    L, t = last
+    return t * (length / L) ** (2 if grows else 1)
+
+
+def evaluate_lengths(model: torch.nn.Module, run: Any, lengths: list[int], batch_size: int, budget_s: float,
+                     log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The test metrics of a trained ``model`` on ``run``'s task rebuilt at each of ``lengths`` (each
+    longer than the training length), or the reason a length was skipped (module doc)."""
+    if not lengths:
+        return []
+    device = next(model.parameters()).device
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def forward(L: int) -> Callable[[], object]:
+        task = create_task(run.task, **at_length(run.task, run.task_cfg, L))
+        batch = next(iter(task.batches("test", 1))).to(device)
+        return lambda: model(batch.inputs, mask=batch.mask)
+
+    per_row = row_bytes(forward, params)
+    grows = _grows(lambda L: state_floats(model, L))
+    out, last = [], None  # last: (length, seconds per test example)
+    for L in lengths:
+        task = create_task(run.task, **at_length(run.task, run.task_cfg, L))
+        n = max(1, task.info.sizes.get("test", 0))
+        rows = min(batch_size, n)
+        while rows > 1 and fits(rows * per_row(L), f"{rows} rows of {L} tokens"):
+            rows //= 2
+        reason = fits(per_row(L), f"one row of {L} tokens")
+        per_example = predicted_seconds(last, L, grows)
+        guess = None if per_example is None else per_example * n
+        if reason is None and guess is not None and guess > budget_s:
+            reason = f"predicted {guess:.0f} s for the test split at L = {L} > the {budget_s:g} s budget (--eval-seconds)"
+        if reason is not None:
+            log(f"   eval at L = {L}: skipped ({reason})")
+            out.append({"length": L, "skipped": reason})
+            continue
+        t0 = time.perf_counter()
+        metrics = evaluate(task, model, "test", rows)
+        seconds = time.perf_counter() - t0
+        last = (L, seconds / n)
+        log(f"   eval at L = {L}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f" ({seconds:.1f} s)")
+        out.append({"length": L, "metrics": metrics, "seconds": seconds, "batch": rows,
+                    "state_floats": state_floats(model, L)})
+    return out
+
+
+def speed_curve(name: str, lengths: list[int], d_model: int, batch: int = 1, budget_s: float = 30.0,
+                log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Forward seconds (inference, best of 2), activation memory (MB saved for backward) and state
+    floats of the bare mixer ``name`` at width ``d_model`` at each length; lengths predicted not to
+    fit the memory or the time budget are recorded as skipped with the reason."""
     torch.manual_seed(0)
     mixer = create_mixer(name, d_model)
-    x = torch.randn(batch, length, d_model, requires_grad=True)
     params = {p.untyped_storage().data_ptr() for p in mixer.parameters()}
-    return saved_bytes(lambda: mixer(x), exclude=params) / 2**20
 
+    def forward(L: int) -> Callable[[], object]:
+        x = torch.randn(batch, L, d_model, requires_grad=True)
+        return lambda: mixer(x)
 
-def speed_vs_length(mixers: list[str], lengths: list[int], batch: int, d_model: int) -> list[dict[str, Any]]:
-    """Seconds (``speed.bench_mixers`` rows) and activation memory of each bare mixer at each length."""
-    rows = [dataclasses.asdict(r) for r in speed.bench_mixers(mixers, lengths, batch=batch, d_model=d_model)]
-    for row in rows:
-        row["activation_mb"] = mixer_activation_mb(row["name"], row["length"], batch, d_model)
+    per_call = row_bytes(forward, params)
+    grows = _grows(mixer.state_size_at)
+    rows, last = [], None
+    for L in sorted(lengths):
+        reason = fits(per_call(L), f"{name} at L = {L}")
+        guess = predicted_seconds(last, L, grows)
+        if reason is None and guess is not None and guess > budget_s:
+            reason = f"predicted {guess:.0f} s per forward at L = {L} > the {budget_s:g} s budget"
+        if reason is not None:
+            log(f"   {name} L = {L}: skipped ({reason})")
+            rows.append({"length": L, "skipped": reason, "state_floats": mixer.state_size_at(L),
+                         "predicted_mb": per_call(L) / 2**20})
+            continue
+        x = torch.randn(batch, L, d_model)
+        with torch.no_grad():
+            seconds = best_time(lambda: mixer(x), 1)
+        last = (L, seconds)
+        activation = saved_bytes(forward(L), params) / 2**20
+        log(f"   {name} L = {L}: forward {seconds:.3f} s, {activation:.0f} MB saved for backward")
+        rows.append({"length": L, "forward_s": seconds, "activation_mb": activation,
+                     "state_floats": mixer.state_size_at(L)})
     return rows
 
 

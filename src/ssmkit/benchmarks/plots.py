@@ -1,4 +1,5 @@
-"""PNG plots of a comparison: the metric per mixer, and speed / memory vs sequence length.
+"""PNG plots of a comparison (accuracy vs training length, extrapolation, speed / memory / state vs
+length) and of ``ssmkit bench --plot``.
 
 matplotlib is an optional extra (``pip install ssmkit[plot]``), imported only here and only when
 a plot is drawn. Figures are drawn on the Agg canvas directly (no pyplot), so plotting never
@@ -28,59 +29,91 @@ def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, list[Any]
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
-def metric_bars(results: dict[str, Any], path: Path) -> None:
-    """Bars of the test metric per mixer (mean, std over seeds as error bars), chance, baseline and published marks."""
-    from .report import summarize
-
-    rows = summarize(results)
-    metric = results["metric"].removeprefix("test_")
-    scale = 100.0 if metric == "accuracy" else 1.0
-    fig, (ax,) = _figure(1.6 + 1.1 * len(rows), 3.6)
-    x = list(range(len(rows)))
-    ax.bar(x, [scale * r["metric"] for r in rows], yerr=[scale * r["metric_std"] for r in rows],
-           color="tab:blue", capsize=4, label="ssmkit (mean ± std over seeds)")
-    published = [(i, p) for i, r in enumerate(rows) for p in results["published"]
-                 if p["mixer"] == r["mixer"] and p["accuracy"] is not None]
-    if published:
-        ax.scatter([i for i, _ in published], [p["accuracy"] for _, p in published], marker="D", color="tab:red",
-                   zorder=3, label="published")
-    if results["chance"] is not None:
-        ax.axhline(scale * results["chance"], color="grey", linestyle="--",
-                   label=f"chance ({scale * results['chance']:.3g}{' %' if scale == 100.0 else ''})")
-    baseline = results.get("baseline")
-    if baseline is not None and results["metric"] in baseline["metrics"]:
-        value = baseline["metrics"][results["metric"]]
-        ax.axhline(value, color="tab:orange", linestyle=":", label=f"{baseline['name']} ({value:.3g})")
-    ax.set_xticks(x, [r["mixer"] for r in rows])
-    ax.set_ylabel(f"test {metric}" + (" (%)" if scale == 100.0 else ""))
-    ax.set_title(f"{results['task']} (L = {results['task_info']['length']})")
-    if metric == "accuracy":
-        ax.set_ylim(0, 105)
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=2, frameon=False)
-    fig.savefig(path, format="png", dpi=120)
+def _accuracy_axis(ax: Any, metric: str) -> float:
+    scale = 100.0 if metric.endswith("accuracy") else 1.0
+    ax.set_ylabel(metric.removeprefix("test_").replace("_", " ") + (" (%)" if scale == 100.0 else ""))
+    if scale == 100.0:
+        ax.set_ylim(-2, 105)
+    return scale
 
 
-def speed_memory(results: dict[str, Any], path: Path) -> None:
-    """Forward + backward seconds and activation memory of each bare mixer vs length (log-log)."""
-    fig, (t_ax, m_ax) = _figure(9.0, 3.6, ncols=2)
-    rows = results["speed_vs_length"]
-    for name in dict.fromkeys(r["name"] for r in rows):
-        mine = sorted((r for r in rows if r["name"] == name), key=lambda r: r["length"])
-        lengths = [r["length"] for r in mine]
-        t_ax.plot(lengths, [r["backward_s"] if r["backward_s"] is not None else r["forward_s"] for r in mine],
-                  marker="o", label=name)
-        m_ax.plot(lengths, [r["activation_mb"] for r in mine], marker="o", label=name)
-    batch, width = results["speed_settings"]["batch"], results["speed_settings"]["d_model"]
-    t_ax.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="seconds (forward + backward)",
-             title=f"one mixer, B = {batch}, D = {width}")
-    m_ax.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="MB saved for backward",
-             title="activation memory of one forward")
-    lengths = sorted({r["length"] for r in rows})
-    for ax in (t_ax, m_ax):
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if v == v]  # NaN-free
+    return sum(values) / len(values) if values else float("nan")
+
+
+def accuracy_vs_train_length(results: dict[str, Any], path: Path) -> None:
+    """One panel per task: the test metric at each training length, a line per mixer, chance dashed."""
+    tasks = list(results["tasks"])
+    fig, axes = _figure(1.0 + 3.6 * len(tasks), 3.4, ncols=len(tasks))
+    for ax, task in zip(axes, tasks):
+        t = results["tasks"][task]
+        metric = t["metric"]
+        scale = _accuracy_axis(ax, metric)
+        lengths = sorted(int(L) for L in t["lengths"])
+        for mixer in results["mixers"]:
+            ys = [_mean([c["metrics"].get(metric, float("nan")) for c in results["cells"]
+                         if c["task"] == task and c["train_length"] == L and c["mixer"] == mixer]) for L in lengths]
+            ax.plot(lengths, [scale * y for y in ys], marker="o", label=mixer)
+        chance = [t["lengths"][str(L)]["chance"] for L in lengths]
+        if all(c is not None for c in chance):
+            ax.plot(lengths, [scale * c for c in chance], color="grey", linestyle="--", label="chance")
+        ax.set(xscale="log", xlabel="training length L", title=task)
         ax.set_xticks(lengths, [str(L) for L in lengths])
-        ax.tick_params(axis="x", which="minor", labelbottom=False)  # log-axis minor labels collide
+        ax.tick_params(axis="x", which="minor", labelbottom=False)
         ax.legend(fontsize="small")
-    fig.savefig(path, format="png", dpi=120)
+    fig.savefig(path, format="png", dpi=110)
+
+
+def accuracy_vs_eval_length(results: dict[str, Any], path: Path) -> None:
+    """One panel per task: each trained model's test metric at its training length and beyond (a
+    line per mixer, one line style per training length; a skipped length leaves a gap)."""
+    tasks = list(results["tasks"])
+    fig, axes = _figure(1.0 + 3.8 * len(tasks), 3.6, ncols=len(tasks))
+    styles = ["-", "--", ":", "-."]
+    colors = {m: f"C{i}" for i, m in enumerate(results["mixers"])}
+    for ax, task in zip(axes, tasks):
+        t = results["tasks"][task]
+        metric = t["metric"]
+        scale = _accuracy_axis(ax, metric)
+        lengths = sorted(int(L) for L in t["lengths"])
+        ticks = set()
+        for k, L in enumerate(lengths):
+            for mixer in results["mixers"]:
+                cells = [c for c in results["cells"] if c["task"] == task and c["train_length"] == L
+                         and c["mixer"] == mixer]
+                points = {L: _mean([c["metrics"].get(metric, float("nan")) for c in cells])}
+                for E in sorted({e["length"] for c in cells for e in c["eval"]}):
+                    points[E] = _mean([e["metrics"][metric.removeprefix("test_")] for c in cells for e in c["eval"]
+                                       if e["length"] == E and "metrics" in e])
+                xs = sorted(points)
+                ticks.update(xs)
+                ax.plot(xs, [scale * points[x] for x in xs], marker="o", markersize=3, color=colors[mixer],
+                        linestyle=styles[k % len(styles)], label=f"{mixer} (trained at {L})")
+        ax.set(xscale="log", xlabel="evaluation length", title=f"{task}: extrapolation")
+        ax.set_xticks(sorted(ticks), [str(x) for x in sorted(ticks)], rotation=45)
+        ax.tick_params(axis="x", which="minor", labelbottom=False)
+        ax.legend(fontsize="x-small", ncols=2)
+    fig.savefig(path, format="png", dpi=110)
+
+
+def speed_memory_state(results: dict[str, Any], path: Path) -> None:
+    """Forward seconds, MB saved for backward and state floats of each bare layer vs length (log-log)."""
+    fig, axes = _figure(12.0, 3.6, ncols=3)
+    panels = (("forward_s", "seconds (forward)"), ("activation_mb", "MB saved for backward"),
+              ("state_floats", "state floats per sequence"))
+    lengths = sorted({row["length"] for r in results["speed"] for row in r["rows"]})
+    for ax, (key, label) in zip(axes, panels):
+        for r in results["speed"]:
+            rows = [row for row in r["rows"] if key in row]
+            style = {"linestyle": "--", "color": "black"} if r["mixer"] == "attention" else {}
+            ax.plot([row["length"] for row in rows], [row[key] for row in rows], marker="o", label=r["mixer"], **style)
+        ax.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel=label)
+        ax.set_xticks(lengths, [str(L) for L in lengths])
+        ax.tick_params(axis="x", which="minor", labelbottom=False)
+        ax.legend(fontsize="small")
+    axes[0].set_title(f"one layer, D = {results['speed'][0]['d_model']}, batch 1")
+    fig.savefig(path, format="png", dpi=110)
 
 
 def bench_curves(rows: list[Any], baseline: str, path: Path, title: str) -> None:

@@ -1,43 +1,72 @@
-"""The report of a comparison: results.json (its format), the Markdown table, the plots, the README block.
+"""The report of a comparison, built from its cell records: results.json, tables, plots, report.html.
 
-``results.json`` holds every number with the versions and settings: the task, the metric and
-which way is better, the chance level and the baseline, every mixer's RunConfig, one record per
-cell (one mixer trained with one seed: its metrics and measurements, ``measure.py``), the speed
-vs length rows and the machine. The table shows the mean ± sample std over seeds of each mixer,
-the chance level (always answering the most frequent test answer), the seasonal naive forecast
-as a row on forecasting tasks, and published numbers where the task's setting matches a paper's
-(``published.py``). Every file is written atomically (``ssmkit.io``).
+``build_results`` gathers the cells into ``results.json``'s dict (the command, one record per cell,
+the machine and versions); ``tables`` turns it into the report's tables, once, and both renderers
+read them: Markdown (``markdown``; the README block) and a self-contained HTML page (``html.py``).
+``write_report`` writes ``out/report/`` as one atomic folder (``ssmkit.io.atomic_folder``): a
+reader sees the previous report or the new one, never a mix.
+
+Tables: the test metric at each training length (tasks x lengths, mean ± sample std over seeds,
+the average per mixer, chance and published numbers); extrapolation (each trained model scored at
+longer lengths, or the reason a length was skipped); the bare layers' speed, memory and state vs
+length with the crossover against attention; the trained configurations' size and speed.
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write, write_text
+from .. import __version__
+from ..io import atomic_folder, write_text
+from ..tasks import higher_is_better, primary_metric
+from ..tasks.length import length_knob
+from .grid import SPEED_BASELINE, CompareSpec
+from .measure import machine
+from .published import published_for
 
-FORMAT, VERSION = "ssmkit-compare", 1
+FORMAT, VERSION = "ssmkit-compare", 2
+REPORT = "report"
 
 
-# ---------------------------------------------------------------- files
+@dataclasses.dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
 
 
-def write_results(results: dict[str, Any], out: str | Path) -> dict[str, Path]:
-    """results.json, results.md and the PNG plots under ``out``, each written atomically; returns
-    their paths (also recorded in ``results["files"]``)."""
-    from . import plots
+# ---------------------------------------------------------------- results
 
-    out = Path(out)
-    paths = {"json": out / "results.json", "table": out / "results.md",
-             "metric_plot": out / "metric.png", "speed_plot": out / "speed_memory.png"}
-    write_text(paths["json"], json.dumps(results, indent=1, allow_nan=True) + "\n")
-    write_text(paths["table"], markdown_table(results) + "\n")
-    atomic_write(paths["metric_plot"], lambda p: plots.metric_bars(results, p))
-    atomic_write(paths["speed_plot"], lambda p: plots.speed_memory(results, p))
-    results["files"] = {k: str(v) for k, v in paths.items()}
-    return paths
+
+def build_results(spec: CompareSpec, records: list[dict[str, Any]], total_seconds: float | None) -> dict[str, Any]:
+    train = [r for r in records if r["kind"] == "train"]
+    speed = [r for r in records if r["kind"] == "speed"]
+    tasks: dict[str, Any] = {}
+    for r in train:
+        t = tasks.setdefault(r["task"], {"lengths": {}, "info": r["task_info"]})
+        kind = r["task_info"]["kind"]
+        t["metric"] = f"test_{primary_metric(kind)}"
+        t["higher_is_better"] = higher_is_better(primary_metric(kind))
+        t["length_knob"] = length_knob(r["task"])
+        t["lengths"].setdefault(str(r["train_length"]), {"chance": r["chance"], "baseline": r["baseline"],
+                                                         "task_cfg": r["config"]["task_cfg"]})
+    for name, t in tasks.items():
+        cfgs = [v["task_cfg"] for v in t["lengths"].values()]
+        t["published"] = [dataclasses.asdict(p) for c in cfgs[:1] for p in published_for(name, c, spec.mixers)]
+    return {
+        "format": FORMAT, "version": VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "spec": spec.identity(), "mixers": list(spec.mixers), "seeds": list(spec.seeds), "tasks": tasks,
+        "cells": train, "speed": speed, "machine": machine(),
+        "ssmkit_version": __version__, "torch_version": train[0]["torch_version"] if train else None,
+        "cell_seconds": sum(r["wall_seconds"] for r in records), "total_seconds": total_seconds,
+    }
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
@@ -48,111 +77,259 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: no such file (expected the results.json written by ssmkit compare)") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e}); expected the results.json written by ssmkit compare") from None
-    if not isinstance(results, dict) or results.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an ssmkit compare results file (format {FORMAT!r} expected)")
+    if not isinstance(results, dict) or results.get("format") != FORMAT or results.get("version") != VERSION:
+        raise ValueError(f"{path}: not an ssmkit compare results file (format {FORMAT!r} version {VERSION} expected)")
     return results
 
 
-# ---------------------------------------------------------------- table
+# ---------------------------------------------------------------- numbers
 
 
-def secondary_metrics(results: dict[str, Any]) -> list[str]:
-    """Test metrics shown beside the primary one: MAE beside MSE."""
-    return ["test_mae"] if results["metric"] == "test_mse" else []
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, 0.0, 0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
 
-def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per mixer: mean and sample std over seeds of the metric and every measurement."""
-    out = []
-    for mixer in results["mixers"]:
-        recs = [r for r in results["runs"] if r["mixer"] == mixer]
-        row: dict[str, Any] = {"mixer": mixer, "n": len(recs)}
-        values = {"metric": [r["metrics"].get(results["metric"], math.nan) for r in recs]}
-        for name in secondary_metrics(results):
-            values[name] = [r["metrics"].get(name, math.nan) for r in recs]
-        for key in ("parameters", "state_size", "train_tokens_per_s", "inference_tokens_per_s", "activation_mb",
-                    "peak_memory_mb", "wall_seconds"):
-            values[key] = [r[key] for r in recs]
-        for key, v in values.items():
-            row[key] = statistics.fmean(v)
-            row[key + "_std"] = statistics.stdev(v) if len(v) > 1 else 0.0
-        out.append(row)
-    return out
-
-
-def _metric_text(results: dict[str, Any], mean: float, std: float, n: int) -> str:
-    scale = 100.0 if results["metric"].endswith("accuracy") else 1.0
-    digits = 1 if scale == 100.0 else 4
-    if math.isnan(mean):
+def metric_text(metric: str, values: list[float]) -> str:
+    """Mean (± sample std when several seeds) in the metric's unit: accuracy in percent."""
+    mean, std, n = _mean_std(values)
+    if n == 0:
         return "-"
+    scale, digits = (100.0, 1) if metric.endswith("accuracy") else (1.0, 4)
     return f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if n > 1 else "")
 
 
-def _si(x: float) -> str:
+def si(x: float) -> str:
     for unit, f in (("M", 1e6), ("k", 1e3)):
         if abs(x) >= f:
             return f"{x / f:.1f}{unit}"
     return f"{x:.0f}"
 
 
-def markdown_table(results: dict[str, Any]) -> str:
-    info = results["task_info"]
-    metric = results["metric"].removeprefix("test_")
-    unit = " %" if metric == "accuracy" else ""
+def _cells(results: dict[str, Any], task: str, length: int, mixer: str) -> list[dict[str, Any]]:
+    return [c for c in results["cells"] if c["task"] == task and c["train_length"] == length and c["mixer"] == mixer]
+
+
+def _lengths(results: dict[str, Any], task: str) -> list[int]:
+    return sorted(int(L) for L in results["tasks"][task]["lengths"])
+
+
+def crossover(rows: dict[str, dict[int, float]], name: str) -> int | None:
+    """The shortest speed length from which ``name`` is faster than attention at every longer length
+    both measured (None: never, or no common length)."""
+    base = rows.get(SPEED_BASELINE, {})
+    common = sorted(L for L in rows.get(name, {}) if L in base)
+    for i, L in enumerate(common):
+        if all(rows[name][M] < base[M] for M in common[i:]):
+            return L
+    return None
+
+
+def speed_rows(results: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    """mixer -> length -> its speed row (measured or skipped)."""
+    return {r["mixer"]: {row["length"]: row for row in r["rows"]} for r in results["speed"]}
+
+
+# ---------------------------------------------------------------- tables
+
+
+def tables(results: dict[str, Any]) -> list[Table]:
+    out = [_accuracy_table(results)]
+    out += [t for task in results["tasks"] for t in _extrapolation_tables(results, task)]
+    if results["speed"]:
+        out.append(_speed_table(results))
+    out.append(_trained_table(results))
+    return out
+
+
+SECONDARY = {"test_mse": "test_mae"}  # shown beside the primary metric
+
+
+def _with_secondary(metric: str, metrics: list[dict[str, float]]) -> str:
+    text = metric_text(metric, [m.get(metric, math.nan) for m in metrics])
+    second = SECONDARY.get(metric)
+    if second is not None and any(second in m for m in metrics):
+        text += f" (mae {metric_text(second, [m.get(second, math.nan) for m in metrics])})"
+    return text
+
+
+def _accuracy_table(results: dict[str, Any]) -> Table:
+    columns = [(task, L) for task in results["tasks"] for L in _lengths(results, task)]
+    header = ["mixer"] + [f"{task} L={L}" for task, L in columns] + (["average"] if len(columns) > 1 else [])
+    rows = []
+    baselines = [results["tasks"][t]["lengths"][str(L)]["baseline"] for t, L in columns]
+    if any(b is not None for b in baselines):
+        rows.append([next(b["name"] for b in baselines if b is not None)]
+                    + [_with_secondary(results["tasks"][t]["metric"], [b["metrics"]]) if b is not None else "-"
+                       for (t, _), b in zip(columns, baselines)] + (["-"] if len(columns) > 1 else []))
+    for mixer in results["mixers"]:
+        row, means = [f"`{mixer}`"], []
+        for task, L in columns:
+            metric = results["tasks"][task]["metric"]
+            cells = _cells(results, task, L, mixer)
+            row.append(_with_secondary(metric, [c["metrics"] for c in cells]))
+            means.append(_mean_std([c["metrics"].get(metric, math.nan) for c in cells])[0])
+        if len(columns) > 1:
+            same = len({results["tasks"][t]["metric"] for t, _ in columns}) == 1
+            row.append(metric_text(results["tasks"][columns[0][0]]["metric"], [statistics.fmean(means)])
+                       if same and not any(math.isnan(m) for m in means) else "-")
+        rows.append(row)
+    chance = ["chance"] + [
+        metric_text("accuracy", [results["tasks"][t]["lengths"][str(L)]["chance"]])
+        if results["tasks"][t]["lengths"][str(L)]["chance"] is not None else "-" for t, L in columns]
+    rows.append(chance + (["-"] if len(columns) > 1 else []))
+    notes = []
+    for task, t in results["tasks"].items():
+        for p in t["published"]:
+            value = "fails" if p["accuracy"] is None else f"{p['accuracy']:g} %"
+            notes.append(f"{p['model']} on {task}: {value} ({p['source']}{'; ' + p['note'] if p['note'] else ''})")
+    metrics = sorted({t["metric"].removeprefix("test_") for t in results["tasks"].values()})
     seeds = results["seeds"]
-    steps = {r["steps"] for r in results["runs"]}
-    published: dict[str, list[dict]] = {}
-    for p in results["published"]:
-        published.setdefault(p["mixer"], []).append(p)
-    L = info["length"]
-    lines = [
-        f"Task `{info['name']}` ({info['kind']}, L = {L}; {info['notes']}); "
-        + "".join(f"arch `{c['arch']}` {json.dumps(c['arch_cfg'], sort_keys=True)}; "
-                  for c in list(results["configs"].values())[:1] if c.get("arch", "sequence") != "sequence")
-        + f"{'/'.join(str(s) for s in sorted(steps))} steps per run; "
-        + (f"seeds {', '.join(map(str, seeds))} (mean ± std)." if len(seeds) > 1 else f"seed {seeds[0]}.")
-    ]
-    if results["chance"] is not None:
-        lines[0] += f" Chance: {100 * results['chance']:.1f} % (always the most frequent answer)."
-    baseline = results.get("baseline")  # absent from files written before baselines existed
-    if baseline is not None:
-        lines[0] += (f" Baseline: {baseline['name']}, the last season of the lookback repeated, on the same "
-                     "test windows in the same standardized units.")
-    extra = secondary_metrics(results)
-    header = ["mixer", f"test {metric}{unit}"] + [f"test {m.removeprefix('test_')}" for m in extra] + (
-        ["published"] if published else []) + [
-        "params", f"state floats (L={L})", "train tok/s", "infer tok/s", "act. MB", "peak MB", "wall s"]
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    if baseline is not None:
-        values = [baseline["metrics"].get(m, math.nan) for m in [results["metric"], *extra]]
-        cells = [baseline["name"], *(_metric_text(results, v, 0.0, 1) for v in values)]
-        lines.append("| " + " | ".join(cells + ["-"] * (len(header) - len(cells))) + " |")
-    for row in summarize(results):
-        cells = [f"`{row['mixer']}`", _metric_text(results, row["metric"], row["metric_std"], row["n"])]
-        cells += [_metric_text(results, row[m], row[m + "_std"], row["n"]) for m in extra]
-        if published:
-            cells.append("; ".join(
-                ("fail" if p["accuracy"] is None else f"{p['accuracy']:g}") + f" ({p['model']})"
-                for p in published.get(row["mixer"], [])) or "-")
-        cells += [_si(row["parameters"]), _si(row["state_size"]), _si(row["train_tokens_per_s"]),
-                  _si(row["inference_tokens_per_s"]), f"{row['activation_mb']:.1f}", f"{row['peak_memory_mb']:.1f}",
-                  f"{row['wall_seconds']:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    m = results["machine"]
-    first = results["runs"][0]
-    lines += ["", f"Measured with ssmkit {results['ssmkit_version']}, torch {results['torch_version']} on "
-                  f"{m['cuda'] or 'CPU'} ({m['torch_threads']} threads); tokens/s on one batch of "
-                  f"{first['measured_batch'][0]} x {first['measured_batch'][1]} (train: forward + backward); "
-                  f"act. MB: tensors saved for backward; peak MB: {first['peak_memory_kind']}."]
-    if published:
-        sources = sorted({f"{p['model']}: {p['source']}" + (f" ({p['note']})" if p["note"] else "")
-                          for p in results["published"]})
-        lines.append("Published (the papers' numbers at this task's setting, not ssmkit runs): " + "; ".join(sources) + ".")
-    return "\n".join(lines)
+    note = (f"Test {', '.join(metrics)} at the training length; "
+            + (f"mean ± std over seeds {seeds}." if len(seeds) > 1 else f"seed {seeds[0]}.")
+            + (" Published, at the papers' settings (not ssmkit runs): " + "; ".join(notes) + "." if notes else ""))
+    return Table("Accuracy at the training length", header, rows, note)
+
+
+def _extrapolation_tables(results: dict[str, Any], task: str) -> list[Table]:
+    t = results["tasks"][task]
+    metric = t["metric"]
+    out = []
+    for L in _lengths(results, task):
+        cells = [c for c in results["cells"] if c["task"] == task and c["train_length"] == L]
+        evals = sorted({e["length"] for c in cells for e in c["eval"]})
+        if not evals:
+            continue
+        header = ["mixer", f"L={L} (trained)"] + [f"{E} (x{E / L:g})" for E in evals]
+        rows, skipped = [], []
+        for mixer in results["mixers"]:
+            mine = _cells(results, task, L, mixer)
+            row = [f"`{mixer}`", metric_text(metric, [c["metrics"].get(metric, math.nan) for c in mine])]
+            for E in evals:
+                got = [e for c in mine for e in c["eval"] if e["length"] == E]
+                done = [e["metrics"].get(metric.removeprefix("test_"), math.nan) for e in got if "metrics" in e]
+                if done:
+                    row.append(metric_text(metric, done))
+                else:
+                    row.append("skipped")
+                    skipped += [f"{mixer} at {E}: {e['skipped']}" for e in got[:1] if "skipped" in e]
+            rows.append(row)
+        note = (f"Models trained at L = {L} scored on the test split of {task} rebuilt at each longer length "
+                f"({t['length_knob']}); recurrent mixers run in their linear-cost mode, attention with the "
+                "positions it was trained with (RoPE).")
+        if skipped:
+            note += " Skipped: " + "; ".join(skipped) + "."
+        out.append(Table(f"Extrapolation: {task} trained at L = {L}", header, rows, note))
+    return out
+
+
+def _speed_table(results: dict[str, Any]) -> Table:
+    by = speed_rows(results)
+    lengths = sorted({L for rows in by.values() for L in rows})
+    seconds = {m: {L: r["forward_s"] for L, r in rows.items() if "forward_s" in r} for m, rows in by.items()}
+    header = ["mixer"] + [f"L={L}: s / MB / state" for L in lengths] + [f"faster than {SPEED_BASELINE} from L"]
+    rows = []
+    for mixer, per_length in by.items():
+        row = [f"`{mixer}`"]
+        for L in lengths:
+            r = per_length.get(L)
+            if r is None:
+                row.append("-")
+            elif "skipped" in r:
+                row.append(f"skipped / - / {si(r['state_floats'])}")
+            else:
+                row.append(f"{r['forward_s']:.3f} / {r['activation_mb']:.0f} / {si(r['state_floats'])}")
+        cross = crossover(seconds, mixer) if mixer != SPEED_BASELINE else None
+        row.append("-" if mixer == SPEED_BASELINE else (str(cross) if cross else "not in range"))
+        rows.append(row)
+    width = results["speed"][0]["d_model"]
+    skipped = [f"{m} at {L}: {r['skipped']}" for m, rows_ in by.items() for L, r in rows_.items() if "skipped" in r]
+    note = (f"One bare layer, D = {width}, batch 1, float32, auto mode: forward seconds (inference), MB saved "
+            "for backward by a training forward, state floats per sequence after L tokens (attention: its KV "
+            "cache). Ratios within this run are what to read; other load on the machine moves absolute seconds."
+            + (" Skipped: " + "; ".join(skipped) + "." if skipped else ""))
+    return Table("Speed, memory and state vs length", header, rows, note)
+
+
+def _trained_table(results: dict[str, Any]) -> Table:
+    header = ["task", "L", "mixer", "params", "state floats", "train tok/s", "infer tok/s", "act. MB",
+              "tokens trained", "train s"]
+    rows = []
+    for task in results["tasks"]:
+        for L in _lengths(results, task):
+            for mixer in results["mixers"]:
+                cs = _cells(results, task, L, mixer)
+                if not cs:
+                    continue
+
+                def mean(key: str, sub: str | None = None) -> float:
+                    return statistics.fmean(c[sub][key] if sub else c[key] for c in cs)
+
+                rows.append([task, str(L), f"`{mixer}`", si(mean("parameters")), si(mean("state_floats")),
+                             si(mean("train_tokens_per_s", "speed")), si(mean("inference_tokens_per_s", "speed")),
+                             f"{mean('activation_mb', 'speed'):.1f}", si(mean("tokens")),
+                             f"{mean('train_seconds'):.0f}"])
+    return Table("Trained configurations", header, rows,
+                 "Parameters, state floats at the training length, tokens/s on one training batch (train: forward "
+                 "+ backward), MB saved for backward, tokens seen in training and training seconds (mean over seeds).")
+
+
+# ---------------------------------------------------------------- renderers and files
+
+
+def markdown(results: dict[str, Any]) -> str:
+    parts = [summary(results)]
+    for t in tables(results):
+        lines = [f"**{t.title}**", "", "| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
+        lines += ["| " + " | ".join(r) + " |" for r in t.rows]
+        if t.note:
+            lines += ["", t.note]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def summary(results: dict[str, Any]) -> str:
+    spec, m = results["spec"], results["machine"]
+    tasks = ", ".join(f"`{t}`" for t in results["tasks"])
+    budget = spec["budget"] if spec["budget"] is not None else "the preset's"
+    took = f"; {results['total_seconds'] / 60:.1f} min in all" if results.get("total_seconds") else ""
+    archs = sorted({(c["config"]["arch"], json.dumps(c["config"]["arch_cfg"], sort_keys=True))
+                    for c in results["cells"] if c["config"].get("arch", "sequence") != "sequence"})
+    return (f"Mixers {', '.join(f'`{x}`' for x in results['mixers'])} on {tasks}"
+            + "".join(f", arch `{a}` {cfg}" for a, cfg in archs)
+            + (f" (preset `{spec['preset']}`)" if spec.get("preset") else "")
+            + f"; {budget} steps per run, the same for every mixer (budget rule: {spec['budget_rule']}); "
+            f"seeds {results['seeds']}. ssmkit {results['ssmkit_version']}, torch {results['torch_version']} on "
+            f"{m['cuda'] or 'CPU'} ({m['torch_threads']} threads){took}.")
+
+
+PLOTS = {"accuracy_vs_train_length": "accuracy vs training length", "accuracy_vs_eval_length": "extrapolation",
+         "speed_memory_state": "speed, memory and state vs length"}
+
+
+def write_report(results: dict[str, Any], out: Path) -> Path:
+    """``out/report/``: results.json, results.md, the PNG plots and report.html, as one atomic folder."""
+    from . import html, plots
+
+    folder = out / REPORT
+    with atomic_folder(folder) as tmp:
+        write_text(tmp / "results.json", json.dumps(results, indent=1, allow_nan=True) + "\n")
+        write_text(tmp / "results.md", markdown(results) + "\n")
+        drawn = {name: tmp / f"{name}.png" for name in PLOTS}
+        plots.accuracy_vs_train_length(results, drawn["accuracy_vs_train_length"])
+        plots.accuracy_vs_eval_length(results, drawn["accuracy_vs_eval_length"])
+        if results["speed"]:
+            plots.speed_memory_state(results, drawn["speed_memory_state"])
+        write_text(tmp / "report.html", html.page(results, tables(results),
+                                                  {k: p for k, p in drawn.items() if p.exists()}))
+    results["files"] = {name: str(folder / name) for name in ("results.json", "results.md", "report.html")}
+    return folder
 
 
 def readme_block(results_path: str | Path) -> str:
     """The README's comparison section body, regenerated from a results.json."""
     results = load_results(results_path)
     return (f"<!-- generated by: ssmkit compare --readme-table {results_path} -->\n"
-            f"{markdown_table(results)}\n<!-- end of generated table -->")
+            f"{markdown(results)}\n<!-- end of generated table -->")

@@ -263,23 +263,41 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ssmkit.benchmarks.compare import DEFAULT_MIXERS, CompareSpec, compare
-    from ssmkit.benchmarks.report import markdown_table, readme_block
+    from ssmkit.benchmarks.compare import compare, merge
+    from ssmkit.benchmarks.grid import DEFAULT_MIXERS, CompareSpec, parse_eval_lengths, parse_shard
+    from ssmkit.benchmarks.report import markdown, readme_block
 
     if args.readme_table:
         print(readme_block(args.readme_table))
         return 0
-    mixers = [m.strip() for m in args.mixers.split(",") if m.strip()] if args.mixers else list(DEFAULT_MIXERS)
-    spec = CompareSpec(mixers=mixers, task=args.task, preset=args.preset, seeds=args.seeds,
-                       budget=args.budget, overrides=list(args.set))
-    if args.lengths:
-        spec.lengths = args.lengths
-    out = Path(args.out or f"results/compare-{spec.preset_name or args.task}")
-    print(f"compare {', '.join(mixers)} on {args.task or 'the preset task'} (preset {spec.preset_name}); "
-          f"seeds {spec.seeds}; torch {torch.__version__}, {torch.get_num_threads()} threads; results in {out}")
-    results = compare(spec, out)
+    if args.merge:
+        if not args.out:
+            raise ValueError("--merge needs --out DIR: the folder the merged report goes to")
+        results = merge(args.merge, args.out)
+    else:
+        if args.task and args.tasks:
+            raise ValueError("give either --task or --tasks, not both")
+        tasks = ([args.task] if args.task else None) or (
+            [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None)
+        mixers = [m.strip() for m in args.mixers.split(",") if m.strip()] if args.mixers else list(DEFAULT_MIXERS)
+        spec = CompareSpec(
+            mixers=mixers, tasks=tasks, preset=args.preset, seeds=args.seeds, budget=args.budget,
+            budget_rule=args.budget_rule, overrides=list(args.set), train_lengths=args.train_lengths,
+            eval_lengths=parse_eval_lengths(args.eval_lengths.split(",")) if args.eval_lengths else None,
+            speed_d_model=args.speed_d_model, eval_seconds=args.eval_seconds,
+            shard=parse_shard(args.shard) if args.shard else (0, 1))
+        if args.lengths is not None:
+            spec.speed_lengths = args.lengths
+        name = spec.preset_name or "-".join(tasks or [])
+        out = Path(args.out or f"results/compare-{name}")
+        print(f"compare {', '.join(mixers)} on {', '.join(tasks) if tasks else 'the preset task'} (preset "
+              f"{spec.preset_name}); seeds {spec.seeds}; torch {torch.__version__}, {torch.get_num_threads()} "
+              f"threads; results in {out}")
+        results = compare(spec, out)
+        if results is None:  # a shard: its cells are written, the report comes from --merge
+            return 0
     print()
-    print(markdown_table(results))
+    print(markdown(results))
     print()
     for kind, path in results["files"].items():
         print(f"{kind:12s} {path}")
@@ -351,16 +369,33 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tasks", help="registered tasks (kind, sizes, length, classes, source) and presets")
     s.set_defaults(fn=cmd_tasks)
 
-    s = sub.add_parser("compare", help="train mixers side by side on one task: results.json, a table, plots "
-                                       "(no arguments: the embedded selective-copying comparison)")
-    s.add_argument("--task", help="a registered task (default: the preset's)")
+    s = sub.add_parser("compare", help="the surveys' experiment: mixers x tasks x training lengths, extrapolation, "
+                                       "speed / memory / state vs length; results.json, tables, plots, report.html "
+                                       "(no arguments: the embedded induction-heads sweep)")
+    s.add_argument("--task", help="one registered task (default: the preset's)")
+    s.add_argument("--tasks", help="comma-separated tasks: a grid, each with its defaults and the --set overrides")
     s.add_argument("--mixers", default="", help="comma-separated (default: mamba,s4d,attention,lstm)")
-    s.add_argument("--preset", help="a named setup (default without --task: selective_copy_small)")
+    s.add_argument("--preset", help="a named setup (default without --task/--tasks: induction_heads_sweep)")
+    s.add_argument("--train-lengths", type=LENGTHS,
+                   help="train every mixer at each length (the task's length knob; default: the preset's sweep, "
+                        "else the task's own length)")
+    s.add_argument("--eval-lengths",
+                   help="also score every trained model at these longer lengths: absolute (2048) or multiples of "
+                        "the training length (x8); comma-separated")
     s.add_argument("--budget", type=at_least(1), help="optimizer steps per run (default: the preset's)")
+    s.add_argument("--budget-rule", choices=("steps", "tokens"), default="steps",
+                   help="steps: the same steps and batch at every length; tokens: the batch shrinks as L grows so "
+                        "that tokens per step are the same at every length")
     s.add_argument("--seeds", type=int_list(0, "seeds >= 0"), default=[0], help="comma-separated seeds, each run once per mixer")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for train; repeatable")
-    s.add_argument("--lengths", type=LENGTHS, help="lengths of the speed / memory plot (default: 256,1024,4096)")
-    s.add_argument("--out", help="results folder (default: results/compare-<preset or task>)")
+    s.add_argument("--lengths", type=LENGTHS,
+                   help="lengths of the speed / memory / state curves of the bare layers (default: 1024,4096,16384,32768)")
+    s.add_argument("--speed-d-model", type=at_least(1), default=512, help="width of the bare layers timed (default: 512)")
+    s.add_argument("--eval-seconds", type=float, default=120.0,
+                   help="skip an evaluation length predicted to take longer than this (default: 120)")
+    s.add_argument("--shard", help="K/N: run every N-th cell from the K-th (0 <= K < N); merge with --merge")
+    s.add_argument("--merge", nargs="+", metavar="DIR", help="build the report from the folders of every shard")
+    s.add_argument("--out", help="results folder (default: results/compare-<preset or tasks>)")
     s.add_argument("--readme-table", metavar="RESULTS_JSON",
                    help="print the README's comparison block from a results.json and exit")
     s.set_defaults(fn=cmd_compare)

@@ -26,7 +26,7 @@ the default ``sequence`` architecture ignores it (a graph-blind baseline). See d
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import Tensor
@@ -93,6 +93,8 @@ class KarateConfig:
     n_val: int = 8  # validation nodes; the remaining nodes are the test set
     split_seed: int = 0  # draws the split (fixed for every run)
 
+    FIXED_LENGTH: ClassVar[str] = "one token per node of the graph"
+
     def __post_init__(self) -> None:
         check(self.features in FEATURES, "features", f"must be one of {FEATURES}, got {self.features!r}")
         check(1 <= self.n_train_per_class <= 8, "n_train_per_class", f"must be in 1..8, got {self.n_train_per_class}")
@@ -157,6 +159,8 @@ class EpidemicConfig:
     n_seeds: int = 1  # nodes infected at t = 0
     n_train: int = 2048  # examples per training epoch (generated afresh per epoch and seed)
     n_eval: int = 256  # examples in each of val and test (fixed)
+
+    FIXED_LENGTH: ClassVar[str] = "one token per node of the graph"
 
     def __post_init__(self) -> None:
         check(self.graph in GRAPHS, "graph", f"must be one of {GRAPHS}, got {self.graph!r}")

@@ -18,6 +18,7 @@ Pixels are stored as uint8 grey levels and encoded per batch. ``TaskInfo.image_s
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import gzip
 import pickle
 import zlib
@@ -120,6 +121,8 @@ def load_digits() -> dict[str, np.ndarray]:
 @dataclasses.dataclass
 class PixelConfig:
     protocol: str = "values"  # "values": standardized grey levels (B, L, 1); "tokens": 256 levels (B, L)
+
+    FIXED_LENGTH: ClassVar[str] = "the pixels of one image, row by row: 784 for 28x28 MNIST-size images"
 
     def __post_init__(self) -> None:
         check(self.protocol in PROTOCOLS, "protocol", f"must be one of {PROTOCOLS}, got {self.protocol!r}")

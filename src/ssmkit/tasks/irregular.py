@@ -14,6 +14,7 @@ regularly sampled, the baseline that shows what the timestamps are worth.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import math
 
 import torch
@@ -35,6 +36,11 @@ class IrregularSinesConfig:
     ignore_dt: bool = False  # True: Batch.dt = ones (the model is told nothing of the timestamps)
     n_train: int = 10_000  # examples per training epoch (generated afresh per epoch and seed)
     n_eval: int = 1_000  # examples in each of val and test (fixed)
+
+    LENGTH_KNOB: ClassVar[str] = "length = L samples per series"
+
+    def at_length(self, length: int) -> "IrregularSinesConfig":
+        return dataclasses.replace(self, length=length)
 
     def __post_init__(self) -> None:
         check(isinstance(self.length, int) and self.length >= 2, "length", f"must be an int >= 2, got {self.length!r}")

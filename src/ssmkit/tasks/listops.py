@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -52,6 +52,13 @@ class ListOpsConfig:
     n_val: int = 2_000
     n_test: int = 2_000
     seed: int = 0  # the data set's seed (the run's seed only shuffles training batches)
+
+    LENGTH_KNOB: ClassVar[str] = ("max_length = L, min_length scaled with it (LRA: 500 of 2000); expressions are "
+                                  "drawn until they fit")
+
+    def at_length(self, length: int) -> "ListOpsConfig":
+        return dataclasses.replace(self, max_length=length,
+                                   min_length=max(1, round(length * self.min_length / self.max_length)))
 
     def __post_init__(self) -> None:
         check(self.min_length >= 0, "min_length", f"must be >= 0, got {self.min_length}")

@@ -39,7 +39,7 @@ import functools
 import logging
 import math
 import os
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -82,6 +82,8 @@ class PathfinderConfig:
     n_val: int = 20_000
     n_test: int = 20_000
     seed: int = 0  # the data set's seed (the run's seed only shuffles training batches)
+
+    FIXED_LENGTH: ClassVar[str] = "the pixels of one image: size x size, set by the task's 'size'"
 
     def __post_init__(self) -> None:
         self.paddle_margins = tuple(int(m) for m in self.paddle_margins)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import torch
 from torch import Tensor
@@ -46,6 +46,14 @@ class SelectiveCopyConfig:
     vocab_size: int = 16  # A: noise 0, data 1..A-2, marker A-1
     n_train: int = 10_000  # examples per training epoch (generated afresh per epoch and seed)
     n_eval: int = 1_000  # examples in each of val and test (fixed)
+
+    LENGTH_KNOB: ClassVar[str] = ("n_noise = L - 2 n_copy with n_copy = min(n_copy, L // 4) (the same data tokens "
+                                  "scatter among more noise; never more to copy than a quarter of L)")
+
+    def at_length(self, length: int) -> "SelectiveCopyConfig":
+        check(length >= 4, "length", f"must be >= 4 (one data token, its copy and noise), got {length}")
+        n_copy = min(self.n_copy, length // 4)
+        return dataclasses.replace(self, n_copy=n_copy, n_noise=length - 2 * n_copy)
 
     def __post_init__(self) -> None:
         check(self.n_noise >= 0, "n_noise", f"must be >= 0, got {self.n_noise}")
@@ -95,6 +103,11 @@ class InductionHeadsConfig:
     n_train: int = 10_000
     n_eval: int = 1_000
 
+    LENGTH_KNOB: ClassVar[str] = "length = L (the trigger anywhere in the first L - 2 tokens)"
+
+    def at_length(self, length: int) -> "InductionHeadsConfig":
+        return dataclasses.replace(self, length=length)
+
     def __post_init__(self) -> None:
         check(self.length >= 3, "length", f"must be >= 3, got {self.length}")
         check(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
@@ -141,6 +154,12 @@ class MQARConfig:
     n_val: int = 3_000
     n_test: int = 3_000
     seed: int = 0  # the data set's seed (the run's seed only shuffles training batches)
+
+    LENGTH_KNOB: ClassVar[str] = ("input_seq_len = L with the same key-value pairs and vocabulary (queries spread "
+                                  "over the longer tail); needs L even, L >= 4 pairs, L <= vocab_size")
+
+    def at_length(self, length: int) -> "MQARConfig":
+        return dataclasses.replace(self, input_seq_len=length)
 
     def __post_init__(self) -> None:
         L, kv, V = self.input_seq_len, self.num_kv_pairs, self.vocab_size

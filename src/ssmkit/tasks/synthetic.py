@@ -16,7 +16,7 @@ The recall suite of the Mamba and Zoology papers (selective copying, induction h
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import torch
 from torch import Tensor
@@ -32,6 +32,14 @@ class CopyMemoryConfig:
     delay: int = 20
     n_train: int = 10_000  # examples per training epoch (generated afresh per epoch and seed)
     n_eval: int = 1_000  # examples in each of val and test (fixed)
+
+    LENGTH_KNOB: ClassVar[str] = ("delay = L - 2 n_copy with n_copy = min(n_copy, L // 4) (the same symbols across "
+                                  "a longer delay)")
+
+    def at_length(self, length: int) -> "CopyMemoryConfig":
+        check(length >= 4, "length", f"must be >= 4 (a symbol, its delay and its answer), got {length}")
+        n_copy = min(self.n_copy, length // 4)
+        return dataclasses.replace(self, n_copy=n_copy, delay=length - 2 * n_copy)
 
     def __post_init__(self) -> None:
         check(self.n_symbols >= 2, "n_symbols", f"must be >= 2, got {self.n_symbols}")
@@ -96,6 +104,11 @@ class AddingConfig:
     length: int = 200  # L (Arjovsky et al. used 100, 200, 400, 750)
     n_train: int = 100_000  # examples per training epoch (generated afresh per epoch and seed)
     n_eval: int = 10_000  # examples in each of val and test (fixed)
+
+    LENGTH_KNOB: ClassVar[str] = "length = L (one marker in each half)"
+
+    def at_length(self, length: int) -> "AddingConfig":
+        return dataclasses.replace(self, length=length)
 
     def __post_init__(self) -> None:
         check(self.length >= 2, "length", f"must be >= 2, got {self.length}")

@@ -27,7 +27,7 @@ import dataclasses
 import math
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -77,6 +77,11 @@ class ShakespeareConfig:
     val_plays: int = 2
     test_plays: int = 2
     split_seed: int = 0
+
+    LENGTH_KNOB: ClassVar[str] = "length = L characters per window"
+
+    def at_length(self, length: int) -> "ShakespeareConfig":
+        return dataclasses.replace(self, length=length)
 
     def __post_init__(self) -> None:
         check(self.length >= 1, "length", f"must be >= 1, got {self.length}")
@@ -171,6 +176,11 @@ class BBCNewsConfig:
     val_fraction: float = 0.1  # of each class
     test_fraction: float = 0.1
     split_seed: int = 0
+
+    LENGTH_KNOB: ClassVar[str] = "max_length = L bytes kept from the start of each article"
+
+    def at_length(self, length: int) -> "BBCNewsConfig":
+        return dataclasses.replace(self, max_length=length)
 
     def __post_init__(self) -> None:
         check(self.max_length >= 1, "max_length", f"must be >= 1, got {self.max_length}")

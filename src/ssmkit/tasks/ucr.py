@@ -17,6 +17,7 @@ timestamps or missing values (``?``) are rejected with a message saying so.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,8 @@ class UCRConfig:
     dataset: str = "GunPoint"  # an archive name bundled with sktime (see ucr.bundled_names())
     val_fraction: float = 0.2  # of each class of the shipped train set
     split_seed: int = 0
+
+    FIXED_LENGTH: ClassVar[str] = "the series length of the chosen UCR/UEA data set"
 
     def __post_init__(self) -> None:
         check(0 < self.val_fraction < 1, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
