@@ -139,23 +139,34 @@ def run_cells(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = p
     claim_out(spec, out)
     cells = spec.shard_cells(spec.cells(plan))
     records = []
-    for i, cell in enumerate(cells, 1):
-        path = out / CELLS / f"{cell.key}.json"
-        done = read_cell(path)
-        if done is not None and done.get("spec_hash") == spec.identity_hash():
-            log(f"== [{i}/{len(cells)}] {cell.key}: finished earlier, skipped")
-            records.append(done)
-            continue
-        log(f"== [{i}/{len(cells)}] {cell.key}")
-        if cell.kind == "train":
-            record = run_train_cell(cell, plan[cell.task, cell.length][cell.mixer], spec,
-                                    out / "runs" / cell.key, log)
-        else:
-            record = run_speed_cell(cell, spec, log)
-        record = _stamp(record, spec)
-        write_text(path, json.dumps(record, indent=1, allow_nan=True) + "\n")  # the cell's one write
-        records.append(record)
+    threads = torch.get_num_threads()
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
+    try:
+        for i, cell in enumerate(cells, 1):
+            records.append(_run_cell(cell, f"[{i}/{len(cells)}]", plan, spec, out, log))
+    finally:
+        torch.set_num_threads(threads)
     return records
+
+
+def _run_cell(cell: Cell, progress: str, plan: dict, spec: CompareSpec, out: Path,
+              log: Callable[[str], None]) -> dict[str, Any]:
+    """Skip a finished cell (its record), else run it and write its file."""
+    path = out / CELLS / f"{cell.key}.json"
+    done = read_cell(path)
+    if done is not None and done.get("spec_hash") == spec.identity_hash():
+        log(f"== {progress} {cell.key}: finished earlier, skipped")
+        return done
+    log(f"== {progress} {cell.key}")
+    if cell.kind == "train":
+        record = run_train_cell(cell, plan[cell.task, cell.length][cell.mixer], spec,
+                                out / "runs" / cell.key, log)
+    else:
+        record = run_speed_cell(cell, spec, log)
+    record = _stamp(record, spec)
+    write_text(path, json.dumps(record, indent=1, allow_nan=True) + "\n")  # the cell's one write
+    return record
 
 
 def collect(spec: CompareSpec, folders: list[Path]) -> list[dict[str, Any]]:

@@ -94,6 +94,7 @@ class CompareSpec:
     speed_lengths: list[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_SPEED_LENGTHS))
     speed_d_model: int = 512  # the width of the bare mixers timed for the speed curves
     eval_seconds: float = 120.0  # predicted time above which an evaluation length is skipped
+    threads: int | None = None  # torch intra-op threads for every cell (None: torch's default)
     shard: tuple[int, int] = (0, 1)
 
     @property
@@ -138,6 +139,8 @@ class CompareSpec:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"--seeds names a seed twice: {self.seeds}")
         parse_eval_lengths(self.eval_lengths or [])
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"invalid --threads {self.threads}: expected an integer >= 1")
         if not 0 <= self.shard[0] < self.shard[1]:
             raise ValueError(f"invalid shard {self.shard}: expected 0 <= K < N")
         for item in self.overrides:

@@ -37,6 +37,13 @@ def _accuracy_axis(ax: Any, metric: str) -> float:
     return scale
 
 
+MARKERS = "osD^vP*X"  # one per mixer, so lines that coincide (two mixers at 100 %) stay visible
+
+
+def _legend_below(ax: Any, ncols: int = 2) -> None:
+    ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=ncols, frameon=False)
+
+
 def _mean(values: list[float]) -> float:
     values = [v for v in values if v == v]  # NaN-free
     return sum(values) / len(values) if values else float("nan")
@@ -45,23 +52,23 @@ def _mean(values: list[float]) -> float:
 def accuracy_vs_train_length(results: dict[str, Any], path: Path) -> None:
     """One panel per task: the test metric at each training length, a line per mixer, chance dashed."""
     tasks = list(results["tasks"])
-    fig, axes = _figure(1.0 + 3.6 * len(tasks), 3.4, ncols=len(tasks))
+    fig, axes = _figure(1.0 + 3.6 * len(tasks), 3.8, ncols=len(tasks))
     for ax, task in zip(axes, tasks):
         t = results["tasks"][task]
         metric = t["metric"]
         scale = _accuracy_axis(ax, metric)
         lengths = sorted(int(L) for L in t["lengths"])
-        for mixer in results["mixers"]:
+        for k, mixer in enumerate(results["mixers"]):
             ys = [_mean([c["metrics"].get(metric, float("nan")) for c in results["cells"]
                          if c["task"] == task and c["train_length"] == L and c["mixer"] == mixer]) for L in lengths]
-            ax.plot(lengths, [scale * y for y in ys], marker="o", label=mixer)
+            ax.plot(lengths, [scale * y for y in ys], marker=MARKERS[k % len(MARKERS)], alpha=0.8, label=mixer)
         chance = [t["lengths"][str(L)]["chance"] for L in lengths]
         if all(c is not None for c in chance):
             ax.plot(lengths, [scale * c for c in chance], color="grey", linestyle="--", label="chance")
         ax.set(xscale="log", xlabel="training length L", title=task)
         ax.set_xticks(lengths, [str(L) for L in lengths])
         ax.tick_params(axis="x", which="minor", labelbottom=False)
-        ax.legend(fontsize="small")
+        _legend_below(ax, ncols=3)
     fig.savefig(path, format="png", dpi=110)
 
 
@@ -69,9 +76,10 @@ def accuracy_vs_eval_length(results: dict[str, Any], path: Path) -> None:
     """One panel per task: each trained model's test metric at its training length and beyond (a
     line per mixer, one line style per training length; a skipped length leaves a gap)."""
     tasks = list(results["tasks"])
-    fig, axes = _figure(1.0 + 3.8 * len(tasks), 3.6, ncols=len(tasks))
+    fig, axes = _figure(1.0 + 4.2 * len(tasks), 4.6, ncols=len(tasks))
     styles = ["-", "--", ":", "-."]
     colors = {m: f"C{i}" for i, m in enumerate(results["mixers"])}
+    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(results["mixers"])}
     for ax, task in zip(axes, tasks):
         t = results["tasks"][task]
         metric = t["metric"]
@@ -88,12 +96,12 @@ def accuracy_vs_eval_length(results: dict[str, Any], path: Path) -> None:
                                        if e["length"] == E and "metrics" in e])
                 xs = sorted(points)
                 ticks.update(xs)
-                ax.plot(xs, [scale * points[x] for x in xs], marker="o", markersize=3, color=colors[mixer],
-                        linestyle=styles[k % len(styles)], label=f"{mixer} (trained at {L})")
+                ax.plot(xs, [scale * points[x] for x in xs], marker=markers[mixer], markersize=4, color=colors[mixer],
+                        alpha=0.8, linestyle=styles[k % len(styles)], label=f"{mixer} (trained at {L})")
         ax.set(xscale="log", xlabel="evaluation length", title=f"{task}: extrapolation")
         ax.set_xticks(sorted(ticks), [str(x) for x in sorted(ticks)], rotation=45)
         ax.tick_params(axis="x", which="minor", labelbottom=False)
-        ax.legend(fontsize="x-small", ncols=2)
+        _legend_below(ax, ncols=2)
     fig.savefig(path, format="png", dpi=110)
 
 

@@ -293,14 +293,16 @@ def markdown(results: dict[str, Any]) -> str:
 def summary(results: dict[str, Any]) -> str:
     spec, m = results["spec"], results["machine"]
     tasks = ", ".join(f"`{t}`" for t in results["tasks"])
-    budget = spec["budget"] if spec["budget"] is not None else "the preset's"
+    steps = "/".join(str(n) for n in sorted({c["steps"] for c in results["cells"]}))
+    batches = "/".join(str(n) for n in sorted({c["config"]["train"]["batch_size"] for c in results["cells"]}))
     took = f"; {results['total_seconds'] / 60:.1f} min in all" if results.get("total_seconds") else ""
     archs = sorted({(c["config"]["arch"], json.dumps(c["config"]["arch_cfg"], sort_keys=True))
                     for c in results["cells"] if c["config"].get("arch", "sequence") != "sequence"})
     return (f"Mixers {', '.join(f'`{x}`' for x in results['mixers'])} on {tasks}"
             + "".join(f", arch `{a}` {cfg}" for a, cfg in archs)
             + (f" (preset `{spec['preset']}`)" if spec.get("preset") else "")
-            + f"; {budget} steps per run, the same for every mixer (budget rule: {spec['budget_rule']}); "
+            + f"; {steps} steps of batch {batches} per run, the same for every mixer (budget rule: "
+            f"{spec['budget_rule']}); "
             f"seeds {results['seeds']}. ssmkit {results['ssmkit_version']}, torch {results['torch_version']} on "
             f"{m['cuda'] or 'CPU'} ({m['torch_threads']} threads){took}.")
 

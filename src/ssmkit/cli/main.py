@@ -284,7 +284,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             mixers=mixers, tasks=tasks, preset=args.preset, seeds=args.seeds, budget=args.budget,
             budget_rule=args.budget_rule, overrides=list(args.set), train_lengths=args.train_lengths,
             eval_lengths=parse_eval_lengths(args.eval_lengths.split(",")) if args.eval_lengths else None,
-            speed_d_model=args.speed_d_model, eval_seconds=args.eval_seconds,
+            speed_d_model=args.speed_d_model, eval_seconds=args.eval_seconds, threads=args.threads,
             shard=parse_shard(args.shard) if args.shard else (0, 1))
         if args.lengths is not None:
             spec.speed_lengths = args.lengths
@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speed-d-model", type=at_least(1), default=512, help="width of the bare layers timed (default: 512)")
     s.add_argument("--eval-seconds", type=float, default=120.0,
                    help="skip an evaluation length predicted to take longer than this (default: 120)")
+    s.add_argument("--threads", type=at_least(1),
+                   help="torch threads for every cell (default: torch's); part of the command, since a "
+                        "reduction's order, so the last bits of a result, may depend on it")
     s.add_argument("--shard", help="K/N: run every N-th cell from the K-th (0 <= K < N); merge with --merge")
     s.add_argument("--merge", nargs="+", metavar="DIR", help="build the report from the folders of every shard")
     s.add_argument("--out", help="results folder (default: results/compare-<preset or tasks>)")
