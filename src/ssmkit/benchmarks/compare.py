@@ -140,8 +140,8 @@ def run_cells(spec: CompareSpec, out: str | Path, log: Callable[[str], None] = p
     cells = spec.shard_cells(spec.cells(plan))
     records = []
     threads = torch.get_num_threads()
-    if spec.threads is not None:
-        torch.set_num_threads(spec.threads)
+    if spec.thread_count() is not None:
+        torch.set_num_threads(spec.thread_count())
     try:
         for i, cell in enumerate(cells, 1):
             records.append(_run_cell(cell, f"[{i}/{len(cells)}]", plan, spec, out, log))

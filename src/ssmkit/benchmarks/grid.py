@@ -26,8 +26,10 @@ from ..tasks.length import at_length
 
 DEFAULT_PRESET = "induction_heads_sweep"
 # lengths a preset's comparison sweeps when the command names none (other presets: the task's own length)
-SWEEPS: dict[str, dict[str, list]] = {
-    "induction_heads_sweep": {"train_lengths": [32, 64], "eval_lengths": ["x2", "x4", "x8", "x16"]},
+# (and the threads: the default's models are small, where one intra-op thread is as fast as two on an idle
+# machine and does not stall when another process takes a core: measured 13 s vs 178 s for 300 mamba steps)
+SWEEPS: dict[str, dict[str, Any]] = {
+    "induction_heads_sweep": {"train_lengths": [32, 64], "eval_lengths": ["x2", "x4", "x8", "x16"], "threads": 1},
 }
 DEFAULT_MIXERS = ["mamba", "s4d", "attention", "lstm"]
 DEFAULT_SPEED_LENGTHS = [1024, 4096, 16384, 32768]
@@ -94,7 +96,7 @@ class CompareSpec:
     speed_lengths: list[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_SPEED_LENGTHS))
     speed_d_model: int = 512  # the width of the bare mixers timed for the speed curves
     eval_seconds: float = 120.0  # predicted time above which an evaluation length is skipped
-    threads: int | None = None  # torch intra-op threads for every cell (None: torch's default)
+    threads: int | None = None  # torch intra-op threads for every cell (None: the preset's sweep, else torch's)
     shard: tuple[int, int] = (0, 1)
 
     @property
@@ -106,6 +108,7 @@ class CompareSpec:
         data = dataclasses.asdict(self)
         data.pop("shard")
         data["preset"] = self.preset_name
+        data["threads"] = self.thread_count()
         return data
 
     def identity_hash(self) -> str:
@@ -182,7 +185,10 @@ class CompareSpec:
         task_cfg = at_length(task, run.task_cfg, L) if swept else run.task_cfg  # no sweep: the task as it is
         return dataclasses.replace(run, task_cfg=task_cfg, train=train)
 
-    def _sweep(self, name: str) -> list | None:
+    def thread_count(self) -> int | None:
+        return self.threads if self.threads is not None else self._sweep("threads")
+
+    def _sweep(self, name: str) -> Any:
         return SWEEPS.get(self.preset_name or "", {}).get(name) if not self.tasks else None
 
     def eval_lengths_for(self, L: int, task: str) -> list[int]:

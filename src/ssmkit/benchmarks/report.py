@@ -292,6 +292,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def summary(results: dict[str, Any]) -> str:
     spec, m = results["spec"], results["machine"]
+    threads = spec.get("threads") or m["torch_threads"]
     tasks = ", ".join(f"`{t}`" for t in results["tasks"])
     steps = "/".join(str(n) for n in sorted({c["steps"] for c in results["cells"]}))
     batches = "/".join(str(n) for n in sorted({c["config"]["train"]["batch_size"] for c in results["cells"]}))
@@ -304,7 +305,7 @@ def summary(results: dict[str, Any]) -> str:
             + f"; {steps} steps of batch {batches} per run, the same for every mixer (budget rule: "
             f"{spec['budget_rule']}); "
             f"seeds {results['seeds']}. ssmkit {results['ssmkit_version']}, torch {results['torch_version']} on "
-            f"{m['cuda'] or 'CPU'} ({m['torch_threads']} threads){took}.")
+            f"{m['cuda'] or 'CPU'} ({threads} thread{'s' if threads != 1 else ''}){took}.")
 
 
 PLOTS = {"accuracy_vs_train_length": "accuracy vs training length", "accuracy_vs_eval_length": "extrapolation",
