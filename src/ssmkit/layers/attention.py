@@ -51,11 +51,9 @@ class AttentionConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         h = self.n_heads
-        check(h is None or (isinstance(h, int) and not isinstance(h, bool) and h >= 1), "n_heads",
-              f"must be None or an int >= 1, got {h!r}")
+        check(h is None or h >= 1, "n_heads", f"must be None or an int >= 1, got {h!r}")
         check(self.rope_base > 1.0, "rope_base", f"must be > 1, got {self.rope_base}")
-        check(isinstance(self.kv_block, int) and not isinstance(self.kv_block, bool) and self.kv_block >= 1,
-              "kv_block", f"must be an int >= 1, got {self.kv_block!r}")
+        check(self.kv_block >= 1, "kv_block", f"must be an int >= 1, got {self.kv_block!r}")
 
 
 def rope(x: Tensor, pos: Tensor, base: float) -> Tensor:

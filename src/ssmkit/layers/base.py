@@ -35,12 +35,13 @@ explicit request raises. Every other family rejects dt with an error naming it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..config import build_config, check
+from ..config import build_config, check, check_types
 from ..log import log_once
 from ..ops.dispatch import Modes
 from .call import ForwardCall, lengths_mask
@@ -49,7 +50,29 @@ from .state import State
 
 @dataclasses.dataclass
 class MixerConfig:
-    """Base of every mixer's typed configuration; subclasses validate in ``__post_init__``."""
+    """Base of every mixer's typed configuration; subclasses validate their rules in ``__post_init__``.
+
+    Every field is checked against its annotation first (``config.check_types``: ``d_state=8.5``,
+    ``"8"`` or ``True`` for an int field is a TypeError naming the field and the type), for every
+    subclass: the base runs the check before a subclass's own ``__post_init__``, so the rules only
+    ever see values of the annotated types.
+    """
+
+    def __post_init__(self) -> None:
+        check_types(self)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        rules = cls.__dict__.get("__post_init__")
+        if rules is None:
+            return
+
+        @functools.wraps(rules)
+        def __post_init__(self: MixerConfig) -> None:
+            check_types(self)  # idempotent: a subclass calling super().__post_init__() checks again, cheaply
+            rules(self)
+
+        cls.__post_init__ = __post_init__
 
 
 def resolve_heads(n_heads: int | None, d_model: int, head_size: int = 64) -> int:

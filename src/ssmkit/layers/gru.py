@@ -33,8 +33,7 @@ class GRUConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         k = self.d_hidden
-        check(k is None or (isinstance(k, int) and not isinstance(k, bool) and k >= 1), "d_hidden",
-              f"must be None or an int >= 1, got {k!r}")
+        check(k is None or k >= 1, "d_hidden", f"must be None or an int >= 1, got {k!r}")
 
 
 def gru_cell(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:

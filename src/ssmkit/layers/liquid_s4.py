@@ -41,8 +41,7 @@ class LiquidS4Config(S4DConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         p = self.liquid_order
-        check(isinstance(p, int) and not isinstance(p, bool) and p >= 2, "liquid_order",
-              f"must be an int >= 2 (order 1 is plain S4D), got {p!r}")
+        check(p >= 2, "liquid_order", f"must be an int >= 2 (order 1 is plain S4D), got {p!r}")
 
 
 @register_mixer("liquid_s4")

@@ -36,8 +36,7 @@ class LSTMConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         k = self.d_hidden
-        check(k is None or (isinstance(k, int) and not isinstance(k, bool) and k >= 1), "d_hidden",
-              f"must be None or an int >= 1, got {k!r}")
+        check(k is None or k >= 1, "d_hidden", f"must be None or an int >= 1, got {k!r}")
 
 
 def lstm_cell(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:

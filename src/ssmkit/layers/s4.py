@@ -61,9 +61,9 @@ class S4Config(MixerConfig):
 
     def __post_init__(self) -> None:
         n = self.d_state
-        check(isinstance(n, int) and not isinstance(n, bool) and n >= 2 and n % 2 == 0, "d_state",
+        check(n >= 2 and n % 2 == 0, "d_state",
               f"must be an even int >= 2 (N/2 complex conjugate pairs), got {n!r}")
-        check(self.n_ssm is None or (isinstance(self.n_ssm, int) and self.n_ssm >= 1), "n_ssm",
+        check(self.n_ssm is None or self.n_ssm >= 1, "n_ssm",
               f"must be None or an int >= 1, got {self.n_ssm!r}")
         check(self.measure in MEASURES, "measure", f"must be one of {MEASURES}, got {self.measure!r}")
         try:

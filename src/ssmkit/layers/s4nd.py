@@ -52,11 +52,11 @@ class S4NDConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         n = self.d_state
-        check(isinstance(n, int) and not isinstance(n, bool) and n >= 2 and n % 2 == 0, "d_state",
+        check(n >= 2 and n % 2 == 0, "d_state",
               f"must be an even int >= 2 (N/2 complex conjugate pairs), got {n!r}")
         for name in ("height", "width"):
             v = getattr(self, name)
-            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, f"must be an int >= 1, got {v!r}")
+            check(v >= 1, name, f"must be an int >= 1, got {v!r}")
         check(self.init in S4D_KINDS, "init", f"must be one of {S4D_KINDS}, got {self.init!r}")
         check(self.dt_min > 0, "dt_min", f"must be > 0, got {self.dt_min}")
         check(self.dt_max >= self.dt_min, "dt_max", f"must be >= dt_min={self.dt_min}, got {self.dt_max}")

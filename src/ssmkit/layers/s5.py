@@ -54,8 +54,7 @@ class S5Config(MixerConfig):
     def __post_init__(self) -> None:
         for name in ("d_state", "blocks"):
             v = getattr(self, name)
-            ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
-            check(ok, name, f"must be an int > 0, got {v!r}")
+            check(v > 0, name, f"must be an int > 0, got {v!r}")
         check(
             self.d_state % self.blocks == 0,
             "blocks",
