@@ -73,7 +73,7 @@ class GRU(SequenceMixer):
         return self.d_hidden
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None) -> tuple[Tensor, tuple[Tensor]]:
-        h = self._cell(x_t, self._checked(state))
+        h = self._cell(x_t, state[0])
         return self.out_proj(h), (h,)
 
     def _forward(self, x: Tensor, state, call: ForwardCall):
@@ -88,7 +88,7 @@ class GRU(SequenceMixer):
     @float32_core
     def _recurrence(self, x: Tensor, state, lengths: Tensor | None, mode: str):
         B, L, _ = x.shape
-        h0 = self.init_state(B, x.device, x.dtype)[0] if state is None else self._checked(state)
+        h0 = (self.init_state(B, x.device, x.dtype) if state is None else state)[0]
         if mode == "reference":
             hs, h = self._reference(x, h0, lengths)
         elif lengths is None:
@@ -114,9 +114,3 @@ class GRU(SequenceMixer):
             h = h_new if mask is None else torch.where(mask[:, t], h_new, h)
             hs.append(h)
         return torch.stack(hs, 1).to(dt), h.to(dt)
-
-    def _checked(self, state) -> Tensor:
-        if not (isinstance(state, tuple) and len(state) == 1) or state[0].dim() != 2 \
-                or state[0].shape[1] != self.d_hidden:
-            raise ValueError(f"GRU state must be (h,) with h (B, {self.d_hidden})")
-        return state[0]

@@ -212,6 +212,9 @@ class Hyena(SequenceMixer):
         T = -(-min(length, c.max_len) // c.history_block) * c.history_block
         return (c.short_filter_order - 1) * (c.order + 1) * self.d_model + c.order * self.d_model * T + 1
 
+    def _growing_state_dims(self) -> dict[int, int]:
+        return {n: 1 for n in range(1, self.config.order + 1)}  # the input histories (B, T, D)
+
 
 def _right_align(ext: Tensor, filled: Tensor, T: int) -> Tensor:
     """ext (B, S, D) whose row b holds its inputs at [:filled[b]] preceded by zeros -> (B, T, D) with

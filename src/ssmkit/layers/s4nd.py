@@ -149,7 +149,7 @@ class S4ND(SequenceMixer):
     def _forward(self, x: Tensor, state, call: ForwardCall):
         B, L, D = x.shape
         R, C = self.config.height, self.config.width
-        img, pos = self.init_state(B, x.device, x.dtype) if state is None else self._checked(state)
+        img, pos = self.init_state(B, x.device, x.dtype) if state is None else state
         n0 = pos.detach().round().long()
         n = torch.full((B,), L, device=x.device) if call.lengths is None else call.lengths
         self._check_room(n0, n)
@@ -166,7 +166,7 @@ class S4ND(SequenceMixer):
     def _step(self, x_t: Tensor, state, dt: Tensor | None):
         B, D = x_t.shape
         R, C = self.config.height, self.config.width
-        img, pos = self._checked(state)
+        img, pos = state
         n0 = pos.detach().round().long()
         self._check_room(n0, torch.ones_like(n0))
         flat = img.reshape(B, R * C, D).scatter(1, n0[:, None, None].expand(B, 1, D), x_t[:, None])
@@ -190,14 +190,3 @@ class S4ND(SequenceMixer):
                 f"would reach position {int(end[b])} ({int(n0[b])} already seen + {int(n[b])} new tokens); "
                 "set height and width to the image size (L <= height * width)"
             )
-
-    def _checked(self, state) -> tuple[Tensor, Tensor]:
-        c = self.config
-        want = (c.height, c.width, self.d_model)
-        ok = isinstance(state, tuple) and len(state) == 2
-        if ok:
-            img, pos = state
-            ok = tuple(img.shape[1:]) == want and pos.shape == img.shape[:1]
-        if not ok:
-            raise ValueError(f"s4nd state must be (img, pos) with img (B, {want[0]}, {want[1]}, {want[2]}) and pos (B,)")
-        return state
