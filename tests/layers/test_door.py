@@ -1,7 +1,7 @@
 """Validation at the door, the same for every registered mixer (issue 12, item 5): a state from
 another mixer, width, dtype or device is refused naming the expected structure; one input dtype
 policy; empty batches (B = 0) in every mode, through step and backward; config values of the wrong
-type refused before anything is allocated."""
+type and sizes that cannot fit in memory refused before anything is allocated."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +11,10 @@ import pytest
 import torch
 
 import ssmkit
+from ssmkit import runtime
 from ssmkit.layers import get_mixer_class
 from ssmkit.layers.base import _leaves
+from ssmkit.layers.registry import weight_bytes
 from ssmkit.layers.state import map_state
 
 MIXERS = ssmkit.list_mixers()
@@ -182,3 +184,43 @@ def test_config_values_of_the_wrong_type_are_named(name):
         for bad in _wrong_values(hints[field.name]):
             with pytest.raises(TypeError, match=rf"'{field.name}': expected .*, got {bad!r}"):
                 ssmkit.create_mixer(name, D, **{field.name: bad})
+
+
+@pytest.mark.parametrize("name", MIXERS)
+def test_the_size_check_counts_every_family_on_the_meta_device(name):
+    """create_mixer refuses sizes that cannot fit only if it can count them: every family builds on
+    the meta device, and the count equals the real module's bytes."""
+    m = ssmkit.create_mixer(name, D)
+    real = sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()])
+    assert weight_bytes(name, D) == real > 0
+
+
+def test_a_size_that_cannot_fit_is_refused_before_anything_is_allocated(monkeypatch):
+    need = weight_bytes("mamba", 64, d_state=32)
+    built_on = []
+    cls = get_mixer_class("mamba")
+    init = cls.__init__
+
+    def recording_init(self, *args, **kwargs):
+        built_on.append(torch.get_default_device().type)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "__init__", recording_init)
+    monkeypatch.setattr(runtime, "available_memory", lambda device: need - 1)
+    with pytest.raises(ValueError, match=r"mixer 'mamba' with d_model=64, d_state=32 needs .* KiB for its "
+                                         r"parameters and buffers, but .* KiB of memory is available on cpu"):
+        ssmkit.create_mixer("mamba", 64, d_state=32)
+    assert set(built_on) <= {"meta"}, "a real build started before the refusal"
+    monkeypatch.setattr(runtime, "available_memory", lambda device: need)
+    assert ssmkit.create_mixer("mamba", 64, d_state=32).config.d_state == 32
+    assert built_on[-1] == "cpu"
+    monkeypatch.setattr(runtime, "available_memory", lambda device: None)  # unknown: nothing checked
+    ssmkit.create_mixer("mamba", 64, d_state=32)
+
+
+def test_the_issue_sizes_are_refused_naming_them(monkeypatch):
+    monkeypatch.setattr(runtime, "available_memory", lambda device: 2**36)  # a 64 GiB machine
+    with pytest.raises(ValueError, match=r"mixer 'mamba' with d_model=1000000 needs 22.7 TiB .* but 64 GiB"):
+        ssmkit.create_mixer("mamba", d_model=10**6)
+    with pytest.raises(ValueError, match=r"with d_model=8, d_state=1000000000 needs 179 GiB .* but 64 GiB"):
+        ssmkit.create_mixer("mamba", 8, d_state=10**9)
