@@ -1,4 +1,4 @@
-"""ssmkit.runtime: glibc allocator thresholds for long sequences.
+"""ssmkit.runtime: glibc allocator thresholds for long sequences, and the memory a device can hold.
 
 What the tuning buys (fewer page faults per long-sequence op) depends on the machine and the heap's
 history, so it is measured by ``ssmkit bench``, not asserted here; these tests check what the code
@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from ssmkit import runtime
 from ssmkit.runtime import tune_allocator, tune_allocator_from_env
@@ -67,3 +68,16 @@ def test_bad_thresholds_are_named():
 def test_environment_turns_it_off(monkeypatch):
     monkeypatch.setenv("SSMKIT_TUNE_MALLOC", "0")
     assert tune_allocator_from_env() is False
+
+
+def test_available_memory_is_read_where_it_is_known(tmp_path, monkeypatch):
+    assert runtime.available_memory(torch.device("meta")) is None
+    cpu = runtime.available_memory(torch.device("cpu"))
+    assert cpu is None or cpu > 0
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    1234567 kB\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(meminfo if path == "/proc/meminfo" else path, *a, **k))
+    assert runtime.available_memory(torch.device("cpu")) == 1234567 * 1024
+    meminfo.write_text("MemTotal:       16000000 kB\n")  # an old kernel without MemAvailable: unknown
+    assert runtime.available_memory(torch.device("cpu")) is None

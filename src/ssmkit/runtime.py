@@ -10,6 +10,9 @@ The price is a resident set that does not shrink after a peak (memory is kept fo
 
 The ``ssmkit`` command applies it at start (``SSMKIT_TUNE_MALLOC=0`` turns that off); a library
 user calls ``ssmkit.runtime.tune_allocator()`` once. Elsewhere than glibc it does nothing.
+
+``available_memory(device)`` is what a device can still hold (``create_mixer`` refuses a mixer
+whose weights cannot fit, before allocating them).
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import ctypes
 import ctypes.util
 import functools
 import os
+
+import torch
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
@@ -66,3 +71,20 @@ def tune_allocator_from_env() -> bool:
     if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     return tune_allocator()
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that ``device`` can still hold: ``MemAvailable`` of /proc/meminfo for the CPU (Linux),
+    the free memory of a CUDA device; None where that is unknown (other systems and devices)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the file counts kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

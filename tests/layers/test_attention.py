@@ -131,7 +131,7 @@ def test_config_errors_name_the_field():
         create_mixer("attention", 8, kv_block=0)
     m = create_mixer("attention", 8)
     bad = KVCache(torch.zeros(2, 3, 2, 4), torch.zeros(2, 3, 2, 4), torch.zeros(2))
-    with pytest.raises(ValueError, match="KVCache with k, v"):
+    with pytest.raises(ValueError, match=r"Expected KVCache\(k=\(B, T, 1, 8\) float32"):
         m(torch.zeros(2, 3, 8), bad)
 
 

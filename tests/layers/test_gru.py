@@ -75,5 +75,5 @@ def test_tags_and_config():
     assert tagged == ["rnn.weight_hh_l0"] and m.rnn.weight_hh_l0._optim == {"weight_decay": 0.0}
     with pytest.raises(ValueError, match="d_hidden"):
         create_mixer("gru", 8, d_hidden=-1)
-    with pytest.raises(ValueError, match=r"GRU state must be \(h,\)"):
+    with pytest.raises(ValueError, match=r"Expected \(\(B, 4\) float32,\)"):
         m(torch.zeros(2, 3, 8), (torch.zeros(2, 5),))

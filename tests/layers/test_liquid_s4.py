@@ -85,5 +85,5 @@ def test_config_errors():
         create_mixer("liquid_s4", 4, liquid_order=1)
     assert create_mixer("liquid_s4", 4).config.discretization == "bilinear"
     m = create_mixer("liquid_s4", 4)
-    with pytest.raises(ValueError, match="Liquid-S4 state must be"):
+    with pytest.raises(ValueError, match=r"Expected \(\(B, 4, 32\) complex64, \(B, 1, 4\) float32\)"):
         m(torch.zeros(2, 3, 4), (torch.zeros(2, 4, 32, dtype=torch.complex64), torch.zeros(2, 3, 4)))

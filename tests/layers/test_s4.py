@@ -79,7 +79,7 @@ def test_tags_and_state_interface():
     (h,) = m.init_state(2)
     assert h.shape == (2, 4, 3) and h.dtype == torch.complex128
     x = torch.zeros(2, 5, 4, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"h complex \(B, 4, 3\)"):
+    with pytest.raises(ValueError, match=r"Expected \(\(B, 4, 3\) complex128,\)"):
         m(x, (torch.zeros(2, 4, 4, dtype=torch.complex128),))
 
 

@@ -83,7 +83,7 @@ def test_forward_2d_bad_input_and_state_size():
         m.forward_2d(torch.zeros(1, 0, 3, 4))
     assert m.forward_2d(torch.randn(2, 5, 9, 4)).shape == (2, 5, 9, 4)  # any image size
     assert m.state_size == 2 * 3 * 4
-    with pytest.raises(ValueError, match="s4nd state must be"):
+    with pytest.raises(ValueError, match=r"Expected \(\(B, 2, 3, 4\) float32, \(B,\) float32\)"):
         m(torch.zeros(1, 2, 4), (torch.zeros(1, 3, 3, 4), torch.zeros(1)))
 
 

@@ -49,14 +49,13 @@ class DiagonalLTIConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         n = self.d_state
-        check(isinstance(n, int) and not isinstance(n, bool) and n >= 2 and n % 2 == 0, "d_state",
+        check(n >= 2 and n % 2 == 0, "d_state",
               f"must be an even int >= 2 (N/2 complex conjugate pairs), got {n!r}")
         check(self.dt_min > 0, "dt_min", f"must be > 0, got {self.dt_min}")
         check(self.dt_max >= self.dt_min, "dt_max", f"must be >= dt_min={self.dt_min}, got {self.dt_max}")
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         check(self.ssm_lr is None or self.ssm_lr > 0, "ssm_lr", f"must be None or > 0, got {self.ssm_lr}")
-        check(isinstance(self.scan_chunk, int) and self.scan_chunk >= 1, "scan_chunk",
-              f"must be an int >= 1, got {self.scan_chunk!r}")
+        check(self.scan_chunk >= 1, "scan_chunk", f"must be an int >= 1, got {self.scan_chunk!r}")
 
 
 class ContinuousSystem(NamedTuple):

@@ -51,11 +51,9 @@ class AttentionConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         h = self.n_heads
-        check(h is None or (isinstance(h, int) and not isinstance(h, bool) and h >= 1), "n_heads",
-              f"must be None or an int >= 1, got {h!r}")
+        check(h is None or h >= 1, "n_heads", f"must be None or an int >= 1, got {h!r}")
         check(self.rope_base > 1.0, "rope_base", f"must be > 1, got {self.rope_base}")
-        check(isinstance(self.kv_block, int) and not isinstance(self.kv_block, bool) and self.kv_block >= 1,
-              "kv_block", f"must be an int >= 1, got {self.kv_block!r}")
+        check(self.kv_block >= 1, "kv_block", f"must be an int >= 1, got {self.kv_block!r}")
 
 
 def rope(x: Tensor, pos: Tensor, base: float) -> Tensor:
@@ -121,6 +119,9 @@ class Attention(SequenceMixer):
     def state_size_at(self, length: int) -> int:
         return 2 * self.d_model * length
 
+    def _growing_state_dims(self) -> dict[int, int]:
+        return {0: 1, 1: 1}  # k, v (B, T, H, P): T slots
+
     def _step(self, x_t: Tensor, state: KVCache, dt: Tensor | None) -> tuple[Tensor, KVCache]:
         y, cache = self._forward(x_t[:, None], state, ForwardCall(self.resolve_mode("auto", x_t[:, None])))
         return y[:, 0], cache
@@ -130,7 +131,7 @@ class Attention(SequenceMixer):
         # The cache holds k, v at least in float32: under autocast the projections give bf16, and
         # a bf16 length would stop counting exactly past 256 tokens.
         sdtype = torch.promote_types(x.dtype, torch.float32)
-        cache = self.init_state(B, x.device, sdtype) if state is None else self._checked(state)
+        cache = self.init_state(B, x.device, sdtype) if state is None else KVCache(*state)
         n0 = cache.length.detach().round().long()  # (B,) tokens already cached per row
         pos = n0[:, None] + torch.arange(L, device=x.device)  # (B, L): position = cache slot
         heads = (B, L, self.n_heads, self.head_dim)
@@ -165,17 +166,6 @@ class Attention(SequenceMixer):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
-    def _checked(self, state) -> KVCache:
-        if not (isinstance(state, tuple) and len(state) == 3):
-            raise ValueError("attention state must be KVCache(k, v, length) with k, v (B, T, H, P) and length (B,)")
-        k, v, length = state
-        want = (self.n_heads, self.head_dim)
-        if k.dim() != 4 or tuple(k.shape[2:]) != want or v.shape != k.shape or length.shape != k.shape[:1]:
-            raise ValueError(
-                f"attention state must be KVCache with k, v (B, T, {want[0]}, {want[1]}) and length (B,), "
-                f"got k {tuple(k.shape)}, v {tuple(v.shape)}, length {tuple(length.shape)}"
-            )
-        return KVCache(k, v, length)
 
 
 def _resize(t: Tensor, T: int) -> Tensor:

@@ -17,6 +17,13 @@ the front (a stable gather), so ``_forward`` only ever sees right-padded input p
 are set to zero by the base class. Masked positions therefore never change the state or the
 outputs of real positions, wherever they sit (left, right or in the middle).
 
+Validation at the door, the same for every family (docs/architecture.md): x must have the
+parameters' dtype (or the autocast dtype under autocast; a mixer never casts its input) and device;
+a state must have the structure, per-tensor shapes after the batch (but for the dims a family names
+in ``_growing_state_dims``), dtype and device of the family's zero state; an empty batch runs as one
+zero row whose results are dropped (``_one_row``); config fields are type-checked (``MixerConfig``).
+These read metadata only: ``step`` gains no host sync.
+
 Non-finite input: a mixer called directly checks its input once per forward (``check_finite``, one
 host sync); a stack (``models.backbone``) checks its own input once and turns that off for its
 layers (``skip_finite_checks``). ``step`` never checks values, so generation has no host sync.
@@ -35,21 +42,44 @@ explicit request raises. Every other family rejects dt with an error naming it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..config import build_config, check
+from ..config import build_config, check, check_types
 from ..log import log_once
 from ..ops.dispatch import Modes
 from .call import ForwardCall, lengths_mask
-from .state import State
+from .state import State, StateSpec, describe_state, flatten_state, index_state, map_state
 
 
 @dataclasses.dataclass
 class MixerConfig:
-    """Base of every mixer's typed configuration; subclasses validate in ``__post_init__``."""
+    """Base of every mixer's typed configuration; subclasses validate their rules in ``__post_init__``.
+
+    Every field is checked against its annotation first (``config.check_types``: ``d_state=8.5``,
+    ``"8"`` or ``True`` for an int field is a TypeError naming the field and the type), for every
+    subclass: the base runs the check before a subclass's own ``__post_init__``, so the rules only
+    ever see values of the annotated types.
+    """
+
+    def __post_init__(self) -> None:
+        check_types(self)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        rules = cls.__dict__.get("__post_init__")
+        if rules is None:
+            return
+
+        @functools.wraps(rules)
+        def __post_init__(self: MixerConfig) -> None:
+            check_types(self)  # idempotent: a subclass calling super().__post_init__() checks again, cheaply
+            rules(self)
+
+        cls.__post_init__ = __post_init__
 
 
 def resolve_heads(n_heads: int | None, d_model: int, head_size: int = 64) -> int:
@@ -142,6 +172,8 @@ class SequenceMixer(nn.Module):
         self.mode = mode
         # Check x for NaN / Inf at each forward; a stack that checks its own input turns this off.
         self.check_finite = True
+        # What a given state must look like, per parameter dtype (built once: the config is fixed).
+        self._state_specs: dict[torch.dtype, StateSpec] = {}
 
     # ----------------------------------------------------------------- public interface
     def forward(
@@ -161,7 +193,7 @@ class SequenceMixer(nn.Module):
         sampling; families with ``accepts_dt``), scaling the learned step. ``mode`` overrides the
         layer's default mode for this call.
         """
-        self._check_input(x, "x", rank=3)
+        dtype = self._check_input(x, "x", rank=3)
         B, L, _ = x.shape
         if L == 0:
             raise ValueError("empty sequence: x has length 0 (expected L >= 1)")
@@ -176,7 +208,11 @@ class SequenceMixer(nn.Module):
             dt = self._check_dt(dt, (B, L), x, mask, "(B, L)")
         mode = self.resolve_mode(self.mode if mode is None else mode, x, with_dt=dt is not None)
         if state is not None:
-            self._check_state(state, B)
+            self._check_state(state, x, dtype)
+        if B == 0:  # see _one_row
+            y, final = self.forward(_one_row(x), map_state(_one_row, state), _one_row(mask, True),
+                                    dt=_one_row(dt, 1.0), return_state=True, mode=mode)
+            return (y[:0], index_state(final, slice(0, 0))) if return_state else y[:0]
         if mask is None:
             y, final = self._forward(x, state, ForwardCall(mode, None, dt, return_state))
             y = _autocast_output(y)
@@ -195,10 +231,13 @@ class SequenceMixer(nn.Module):
         """
         if not self.causal:
             raise NotImplementedError(f"{type(self).__name__} is not causal and has no step()")
-        self._check_input(x_t, "x_t", rank=2)
-        self._check_state(state, x_t.shape[0])
+        dtype = self._check_input(x_t, "x_t", rank=2)
+        self._check_state(state, x_t, dtype)
         if dt is not None:
             dt = self._check_dt(dt, (x_t.shape[0],), x_t, None, "(B,)")
+        if x_t.shape[0] == 0:  # see _one_row
+            y_t, new_state = self.step(_one_row(x_t), map_state(_one_row, state), _one_row(dt, 1.0))
+            return y_t[:0], index_state(new_state, slice(0, 0))
         y_t, new_state = self._step(x_t, state, dt)
         return _autocast_output(y_t), new_state
 
@@ -207,7 +246,7 @@ class SequenceMixer(nn.Module):
     ) -> State:
         """The zero state for ``batch_size`` sequences, on the parameters' device and in their dtype
         unless ``device`` / ``dtype`` say otherwise (a complex state takes the matching complex dtype)."""
-        like = next((p for p in self.parameters() if p.is_floating_point()), None)
+        like = _first_parameter(self)
         if device is None:
             device = like.device if like is not None else torch.device("cpu")
         if dtype is None:
@@ -225,6 +264,14 @@ class SequenceMixer(nn.Module):
         Constant (``state_size``) for recurrent mixers; attention overrides it (its KV cache grows).
         """
         return self.state_size
+
+    def _growing_state_dims(self) -> dict[int, int]:
+        """{index of a state tensor: its dim (the batch is dim 0) that grows with the tokens seen}.
+
+        Empty for a fixed-size state; a family whose state holds a KV cache or an input history
+        overrides it. Those dims share one length T; every other dim must equal the zero state's.
+        """
+        return {}
 
     # ----------------------------------------------------------------- modes
     def _modes(self) -> Modes:
@@ -277,7 +324,11 @@ class SequenceMixer(nn.Module):
         raise NotImplementedError
 
     # ----------------------------------------------------------------- validation
-    def _check_input(self, x: Any, name: str, rank: int) -> None:
+    def _check_input(self, x: Any, name: str, rank: int) -> torch.dtype:
+        """Validate x (B, L, D) or x_t (B, D) and return the parameters' dtype (the states' dtype).
+
+        Dtype policy, the same for every family: x must have the parameters' dtype (a mixer never
+        casts its input silently), or the autocast dtype while autocast is on for x's device."""
         shape = "(B, L, D)" if rank == 3 else "(B, D)"
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(x).__name__}")
@@ -290,6 +341,26 @@ class SequenceMixer(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        like = _first_parameter(self)
+        if like is None:
+            return torch.get_default_dtype()
+        if x.device != like.device:
+            raise ValueError(f"{name} is on {x.device} but the parameters of {self._label()} are on "
+                             f"{like.device}: move one to the other (x.to(device) or module.to(device))")
+        if x.dtype == like.dtype:
+            return like.dtype
+        # Under autocast the weights stay float32 and a layer's input may be in the autocast dtype.
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type) and x.dtype == torch.get_autocast_dtype(device_type):
+            return like.dtype
+        if x.dtype in (torch.float16, torch.bfloat16):
+            fix = (f"run it under torch.autocast('{device_type}', dtype={x.dtype}) (float32 weights, "
+                   f"{x.dtype} matmuls) or convert the module with .to({x.dtype})")
+        else:
+            double = " (.double())" if x.dtype == torch.float64 else ""
+            fix = f"convert the module with .to({x.dtype}){double} or x with x.to({like.dtype})"
+        raise TypeError(f"{name} has dtype {x.dtype} but the parameters of {self._label()} are {like.dtype}: "
+                        f"a mixer computes in its parameters' dtype; {fix}")
 
     def _label(self) -> str:
         return f"{type(self).__name__} (mixer '{self.mixer_name}')" if self.mixer_name else type(self).__name__
@@ -317,15 +388,19 @@ class SequenceMixer(nn.Module):
                 raise ValueError(f"dt must be > 0 at real positions (time deltas), got min {real.min().item():.3g}")
         return dt.to(torch.promote_types(x.dtype, torch.float32))
 
-    def _check_state(self, state: State, batch_size: int) -> None:
-        tensors = [t for t in _leaves(state)]
-        if not tensors:
+    def _check_state(self, state: State, x: Tensor, dtype: torch.dtype) -> None:
+        """A state must have the structure of this mixer's zero state, its tensors' shapes after the
+        batch (but for the growing dims), ``dtype`` (the parameters') and x's device: metadata only,
+        no host sync (``step`` calls it per token)."""
+        spec = self._state_specs.get(dtype)
+        if spec is None:
+            spec = StateSpec(self._zero_state(0, torch.device("meta"), dtype), self._growing_state_dims())
+            self._state_specs[dtype] = spec
+        why = spec.mismatch(state, x.shape[0], x.device)
+        if why is None:
             return
-        for t in tensors:
-            if t.shape[0] != batch_size:
-                raise ValueError(
-                    f"state has batch size {t.shape[0]} but the input has batch size {batch_size}"
-                )
+        raise ValueError(f"{self._label()}: the state does not fit: {why}. Expected {spec.expected()}; "
+                         f"got {describe_state(state)}")
 
     def extra_repr(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
@@ -341,14 +416,32 @@ def _autocast_output(y: Tensor) -> Tensor:
     return y
 
 
-def _leaves(state: Any):
-    if isinstance(state, Tensor):
-        yield state
-    elif isinstance(state, (tuple, list)):
-        for s in state:
-            yield from _leaves(s)
-    elif dataclasses.is_dataclass(state):
-        for f in dataclasses.fields(state):
-            yield from _leaves(getattr(state, f.name))
-    elif state is not None:
-        raise TypeError(f"a state must be a tuple or dataclass of tensors, found {type(state).__name__}")
+def _first_parameter(module: nn.Module) -> Tensor | None:
+    """The first floating-point parameter (in ``parameters()`` order): its dtype and device are the
+    module's."""
+    # A walk over the modules' own dicts: ``parameters()`` costs ~2 us of generator machinery, paid
+    # per call and per layer (every generated token), this ~0.2 us.
+    for p in module._parameters.values():
+        if p is not None and p.is_floating_point():
+            return p
+    for child in module._modules.values():
+        p = None if child is None else _first_parameter(child)
+        if p is not None:
+            return p
+    return None
+
+
+def _one_row(t: Tensor | None, fill: float | bool = 0.0) -> Tensor | None:
+    """t (0, ...) with one row of ``fill`` appended, still in t's autograd graph (None stays None).
+
+    Rows are independent in every family, so an empty batch (B = 0) runs as this one row and drops
+    its results: outputs, states (a KV cache's length included) and gradients then have exactly the
+    shapes of a non-empty call, in every mode, and no family special-cases B = 0 (FFTs, reductions
+    over the batch and chunk arithmetic do not accept it).
+    """
+    return None if t is None else torch.cat([t, t.new_full((1, *t.shape[1:]), fill)])
+
+
+def _leaves(state: State) -> list[Tensor]:
+    """The tensors of a state, in order."""
+    return flatten_state(state)[0]

@@ -42,8 +42,7 @@ class DSSConfig(DiagonalLTIConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.variant in VARIANTS, "variant", f"must be one of {VARIANTS}, got {self.variant!r}")
-        check(isinstance(self.l_max, int) and not isinstance(self.l_max, bool) and self.l_max >= 1,
-              "l_max", f"must be an int >= 1, got {self.l_max!r}")
+        check(self.l_max >= 1, "l_max", f"must be an int >= 1, got {self.l_max!r}")
 
 
 @register_mixer("dss")

@@ -49,8 +49,7 @@ class GLAConfig(MixerConfig):
         check(self.gate_temperature > 0, "gate_temperature", f"must be > 0, got {self.gate_temperature}")
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         cs = self.chunk_size
-        check(isinstance(cs, int) and cs >= 1 and cs & (cs - 1) == 0, "chunk_size",
-              f"must be a power of two >= 1, got {cs!r}")
+        check(cs >= 1 and cs & (cs - 1) == 0, "chunk_size", f"must be a power of two >= 1, got {cs!r}")
         check(self.ssm_lr is None or self.ssm_lr > 0, "ssm_lr", f"must be None or > 0, got {self.ssm_lr}")
 
 

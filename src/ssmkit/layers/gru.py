@@ -33,8 +33,7 @@ class GRUConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         k = self.d_hidden
-        check(k is None or (isinstance(k, int) and not isinstance(k, bool) and k >= 1), "d_hidden",
-              f"must be None or an int >= 1, got {k!r}")
+        check(k is None or k >= 1, "d_hidden", f"must be None or an int >= 1, got {k!r}")
 
 
 def gru_cell(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
@@ -74,7 +73,7 @@ class GRU(SequenceMixer):
         return self.d_hidden
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None) -> tuple[Tensor, tuple[Tensor]]:
-        h = self._cell(x_t, self._checked(state))
+        h = self._cell(x_t, state[0])
         return self.out_proj(h), (h,)
 
     def _forward(self, x: Tensor, state, call: ForwardCall):
@@ -89,7 +88,7 @@ class GRU(SequenceMixer):
     @float32_core
     def _recurrence(self, x: Tensor, state, lengths: Tensor | None, mode: str):
         B, L, _ = x.shape
-        h0 = self.init_state(B, x.device, x.dtype)[0] if state is None else self._checked(state)
+        h0 = (self.init_state(B, x.device, x.dtype) if state is None else state)[0]
         if mode == "reference":
             hs, h = self._reference(x, h0, lengths)
         elif lengths is None:
@@ -115,9 +114,3 @@ class GRU(SequenceMixer):
             h = h_new if mask is None else torch.where(mask[:, t], h_new, h)
             hs.append(h)
         return torch.stack(hs, 1).to(dt), h.to(dt)
-
-    def _checked(self, state) -> Tensor:
-        if not (isinstance(state, tuple) and len(state) == 1) or state[0].dim() != 2 \
-                or state[0].shape[1] != self.d_hidden:
-            raise ValueError(f"GRU state must be (h,) with h (B, {self.d_hidden})")
-        return state[0]

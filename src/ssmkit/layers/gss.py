@@ -37,11 +37,9 @@ class GSSConfig(DSSConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(isinstance(self.expand, int) and not isinstance(self.expand, bool) and self.expand >= 1,
-              "expand", f"must be an int >= 1, got {self.expand!r}")
+        check(self.expand >= 1, "expand", f"must be an int >= 1, got {self.expand!r}")
         h = self.d_ssm
-        check(h is None or (isinstance(h, int) and not isinstance(h, bool) and h >= 1), "d_ssm",
-              f"must be None or an int >= 1, got {h!r}")
+        check(h is None or h >= 1, "d_ssm", f"must be None or an int >= 1, got {h!r}")
 
 
 class _DSSCore(DSS):

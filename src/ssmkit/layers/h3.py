@@ -49,9 +49,9 @@ class H3Config(MixerConfig):
     def __post_init__(self) -> None:
         for name in ("d_shift", "head_dim"):
             v = getattr(self, name)
-            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, f"must be an int >= 1, got {v!r}")
+            check(v >= 1, name, f"must be an int >= 1, got {v!r}")
         n = self.d_state
-        check(isinstance(n, int) and not isinstance(n, bool) and n >= 2 and n % 2 == 0, "d_state",
+        check(n >= 2 and n % 2 == 0, "d_state",
               f"must be an even int >= 2 (N/2 complex conjugate pairs), got {n!r}")
         check(self.init in S4D_KINDS, "init", f"must be one of {S4D_KINDS}, got {self.init!r}")
         check(0 < self.dt_min <= self.dt_max, "dt_min", f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")

@@ -38,12 +38,10 @@ class LinearAttentionConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         h = self.n_heads
-        check(h is None or (isinstance(h, int) and not isinstance(h, bool) and h >= 1), "n_heads",
-              f"must be None or an int >= 1, got {h!r}")
+        check(h is None or h >= 1, "n_heads", f"must be None or an int >= 1, got {h!r}")
         check(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
         cs = self.chunk_size
-        check(isinstance(cs, int) and cs >= 1 and cs & (cs - 1) == 0, "chunk_size",
-              f"must be a power of two >= 1, got {cs!r}")
+        check(cs >= 1 and cs & (cs - 1) == 0, "chunk_size", f"must be a power of two >= 1, got {cs!r}")
 
 
 def elu_feature_map(x: Tensor) -> Tensor:

@@ -51,8 +51,7 @@ class LRUConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         v = self.d_state
-        ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
-        check(ok, "d_state", f"must be an int > 0, got {v!r}")
+        check(v > 0, "d_state", f"must be an int > 0, got {v!r}")
         check(
             0.0 <= self.r_min < self.r_max <= 1.0,
             "r_min",

@@ -36,8 +36,7 @@ class LSTMConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         k = self.d_hidden
-        check(k is None or (isinstance(k, int) and not isinstance(k, bool) and k >= 1), "d_hidden",
-              f"must be None or an int >= 1, got {k!r}")
+        check(k is None or k >= 1, "d_hidden", f"must be None or an int >= 1, got {k!r}")
 
 
 def lstm_cell(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -79,7 +78,7 @@ class LSTM(SequenceMixer):
         return 2 * self.d_hidden
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        h, c = self._cell(x_t, *self._checked(state))
+        h, c = self._cell(x_t, *state)
         return self.out_proj(h), (h, c)
 
     def _forward(self, x: Tensor, state, call: ForwardCall):
@@ -94,7 +93,7 @@ class LSTM(SequenceMixer):
     @float32_core
     def _recurrence(self, x: Tensor, state, lengths: Tensor | None, mode: str):
         B, L, _ = x.shape
-        h0, c0 = self.init_state(B, x.device, x.dtype) if state is None else self._checked(state)
+        h0, c0 = self.init_state(B, x.device, x.dtype) if state is None else state
         if mode == "reference":
             hs, (h, c) = self._reference(x, h0, c0, lengths)
         elif lengths is None:
@@ -122,10 +121,3 @@ class LSTM(SequenceMixer):
             c = c_new if mask is None else torch.where(mask[:, t], c_new, c)
             hs.append(h)
         return torch.stack(hs, 1).to(dt), (h.to(dt), c.to(dt))
-
-    def _checked(self, state) -> tuple[Tensor, Tensor]:
-        if not (isinstance(state, tuple) and len(state) == 2) or any(
-            t.dim() != 2 or t.shape[1] != self.d_hidden for t in state
-        ):
-            raise ValueError(f"LSTM state must be (h, c), each (B, {self.d_hidden})")
-        return state

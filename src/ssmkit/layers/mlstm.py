@@ -55,7 +55,7 @@ class MLSTMConfig(MixerConfig):
         check(self.proj_factor > 0, "proj_factor", f"must be > 0, got {self.proj_factor}")
         for name in ("num_heads", "conv_kernel", "qkv_blocksize", "chunk_size"):
             v = getattr(self, name)
-            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, f"must be an int >= 1, got {v!r}")
+            check(v >= 1, name, f"must be an int >= 1, got {v!r}")
         check(self.forget_gate in FORGET_GATES, "forget_gate", f"must be one of {FORGET_GATES}, got {self.forget_gate!r}")
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         check(self.ssm_lr is None or self.ssm_lr > 0, "ssm_lr", f"must be None or > 0, got {self.ssm_lr}")

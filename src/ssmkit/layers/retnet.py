@@ -47,14 +47,12 @@ class RetNetConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         h = self.n_heads
-        check(h is None or (isinstance(h, int) and not isinstance(h, bool) and h >= 1), "n_heads",
-              f"must be None or an int >= 1, got {h!r}")
+        check(h is None or h >= 1, "n_heads", f"must be None or an int >= 1, got {h!r}")
         check(self.value_factor >= 1, "value_factor", f"must be >= 1, got {self.value_factor}")
         check(self.rope_base > 1.0, "rope_base", f"must be > 1, got {self.rope_base}")
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         cs = self.chunk_size
-        check(isinstance(cs, int) and cs >= 1 and cs & (cs - 1) == 0, "chunk_size",
-              f"must be a power of two >= 1, got {cs!r}")
+        check(cs >= 1 and cs & (cs - 1) == 0, "chunk_size", f"must be a power of two >= 1, got {cs!r}")
         check(self.ssm_lr is None or self.ssm_lr > 0, "ssm_lr", f"must be None or > 0, got {self.ssm_lr}")
 
 

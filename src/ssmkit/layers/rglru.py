@@ -45,10 +45,9 @@ class RGLRUConfig(MixerConfig):
     def __post_init__(self) -> None:
         for name in ("num_heads", "conv_kernel"):
             v = getattr(self, name)
-            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, f"must be an int >= 1, got {v!r}")
+            check(v >= 1, name, f"must be an int >= 1, got {v!r}")
         w = self.lru_width
-        check(w is None or (isinstance(w, int) and not isinstance(w, bool) and w >= 1), "lru_width",
-              f"must be None or an int >= 1, got {w!r}")
+        check(w is None or w >= 1, "lru_width", f"must be None or an int >= 1, got {w!r}")
         check(w is None or w % self.num_heads == 0, "lru_width",
               f"must be divisible by num_heads={self.num_heads}, got {w}")
         check(self.c > 0, "c", f"must be > 0, got {self.c}")

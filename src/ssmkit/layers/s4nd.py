@@ -52,11 +52,11 @@ class S4NDConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         n = self.d_state
-        check(isinstance(n, int) and not isinstance(n, bool) and n >= 2 and n % 2 == 0, "d_state",
+        check(n >= 2 and n % 2 == 0, "d_state",
               f"must be an even int >= 2 (N/2 complex conjugate pairs), got {n!r}")
         for name in ("height", "width"):
             v = getattr(self, name)
-            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, f"must be an int >= 1, got {v!r}")
+            check(v >= 1, name, f"must be an int >= 1, got {v!r}")
         check(self.init in S4D_KINDS, "init", f"must be one of {S4D_KINDS}, got {self.init!r}")
         check(self.dt_min > 0, "dt_min", f"must be > 0, got {self.dt_min}")
         check(self.dt_max >= self.dt_min, "dt_max", f"must be >= dt_min={self.dt_min}, got {self.dt_max}")
@@ -149,7 +149,7 @@ class S4ND(SequenceMixer):
     def _forward(self, x: Tensor, state, call: ForwardCall):
         B, L, D = x.shape
         R, C = self.config.height, self.config.width
-        img, pos = self.init_state(B, x.device, x.dtype) if state is None else self._checked(state)
+        img, pos = self.init_state(B, x.device, x.dtype) if state is None else state
         n0 = pos.detach().round().long()
         n = torch.full((B,), L, device=x.device) if call.lengths is None else call.lengths
         self._check_room(n0, n)
@@ -166,7 +166,7 @@ class S4ND(SequenceMixer):
     def _step(self, x_t: Tensor, state, dt: Tensor | None):
         B, D = x_t.shape
         R, C = self.config.height, self.config.width
-        img, pos = self._checked(state)
+        img, pos = state
         n0 = pos.detach().round().long()
         self._check_room(n0, torch.ones_like(n0))
         flat = img.reshape(B, R * C, D).scatter(1, n0[:, None, None].expand(B, 1, D), x_t[:, None])
@@ -190,14 +190,3 @@ class S4ND(SequenceMixer):
                 f"would reach position {int(end[b])} ({int(n0[b])} already seen + {int(n[b])} new tokens); "
                 "set height and width to the image size (L <= height * width)"
             )
-
-    def _checked(self, state) -> tuple[Tensor, Tensor]:
-        c = self.config
-        want = (c.height, c.width, self.d_model)
-        ok = isinstance(state, tuple) and len(state) == 2
-        if ok:
-            img, pos = state
-            ok = tuple(img.shape[1:]) == want and pos.shape == img.shape[:1]
-        if not ok:
-            raise ValueError(f"s4nd state must be (img, pos) with img (B, {want[0]}, {want[1]}, {want[2]}) and pos (B,)")
-        return state

@@ -54,8 +54,7 @@ class S5Config(MixerConfig):
     def __post_init__(self) -> None:
         for name in ("d_state", "blocks"):
             v = getattr(self, name)
-            ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
-            check(ok, name, f"must be an int > 0, got {v!r}")
+            check(v > 0, name, f"must be an int > 0, got {v!r}")
         check(
             self.d_state % self.blocks == 0,
             "blocks",
@@ -105,12 +104,14 @@ class S5(DiagonalRNN):
         Lam, V = s5_init(P, c.blocks)  # complex128
         if c.conj_sym:
             # s5_init sorts each block by decreasing Im: its first half holds one mode per pair.
+            # Indices, not a boolean mask: their count is known without reading values (a build
+            # on the meta device, as create_mixer's memory check does, cannot read any).
             bs = P // c.blocks
-            keep = (torch.arange(P) % bs) < bs // 2
+            keep = (torch.arange(c.blocks)[:, None] * bs + torch.arange(bs // 2)).flatten()
         else:
-            keep = torch.ones(P, dtype=torch.bool)
+            keep = torch.arange(P)
         Lam, V, Vinv = Lam[keep], V[:, keep], V.mH[keep]  # V is unitary: V^{-1} = V^*
-        self.n_modes = int(keep.sum())
+        self.n_modes = keep.numel()
         # Initial B, C as in the S5 code: real B (P, D) and complex C (D, P), entries of std
         # 1/sqrt(P) (lecun-normal over the full state size), then mapped into the eigenbasis.
         B = torch.randn(P, D, dtype=torch.float64) / math.sqrt(P)
