@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 
 from ..layers import create_mixer
+from ..runtime import available_memory
 from ..tasks import Task, create_task
 from ..tasks.length import at_length
 from ..training import evaluate
@@ -112,15 +113,8 @@ def measure_speed(task: Task, model: torch.nn.Module, batch_size: int, repeats: 
 
 
 def available_bytes() -> int | None:
-    """Memory the system can still give (``MemAvailable`` of /proc/meminfo); None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    """Memory the CPU can still give (``ssmkit.runtime.available_memory``); None where unknown."""
+    return available_memory(torch.device("cpu"))
 
 
 def quadratic_fit(points: list[tuple[int, float]]) -> Callable[[int], float]:
