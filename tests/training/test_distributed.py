@@ -60,3 +60,16 @@ def test_two_processes_equal_one(tmp_path):
     meta, _ = read_checkpoint(tmp_path / "ck" / "step-00000006")  # written once, by rank 0
     assert meta["world_size"] == 2 and len(meta["rng"]["torch_cpu"]) == 2
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [".lock", "step-00000006"]
+
+
+def test_ssmkit_train_under_torchrun_prints_the_test_metrics_once(tmp_path):
+    """`torchrun -m ssmkit train`: every process trains, one prints the result, the run folder holds one run."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ssmkit",
+           "train", "--task", "copy_memory", "--mixer", "s4d", "--set", "d_model=8", "--set", "n_layers=1",
+           "--set", "steps=2", "--set", "batch_size=4", "--set", "progress=false", "--set", "task.delay=3",
+           "--set", "task.n_copy=2", "--set", "task.n_eval=8", "--set", "eval_batch_size=1", "--out", str(tmp_path)]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("test accuracy") == 1, run.stdout
+    assert (tmp_path / "run.json").is_file() and (tmp_path / "step-00000002").is_dir()
