@@ -12,6 +12,13 @@ Recurrences with Local Attention for Efficient Language Models"), Fig. 2 and Sec
 puts a itself on that ring instead). sqrt(1 - a_t²) is computed as sqrt(-expm1(2 log a_t)),
 exact near a_t = 1. Modes: ops.linear_scan's, ``chunked`` and ``reference`` (its loop).
 Padded steps get a_t = 1 and input 0. The state is (conv_state (B, 3, W), h (B, W)).
+
+``reset_at_start`` (off by default; the RecurrentGemma loader turns it on) applies the rule of the
+official Griffin / RecurrentGemma code at the first token of a sequence: a_t = 0 and no
+sqrt(1 - a_t²) factor, so h_t = i_t ⊙ u_t. The first token is the first real token after
+``init_state`` (or with no state), in every mode and in ``step``, so the state then carries a third
+tensor, ``started`` (B,): 0 until a row has seen a token, 1 after. The rule takes a (B, L) mask of
+start positions (``_recurrence_inputs``), so the starts of packed documents are more True entries.
 Derivation and the normalization argument: docs/math/rglru.md.
 """
 from __future__ import annotations
@@ -41,6 +48,7 @@ class RGLRUConfig(MixerConfig):
     a_min: float = 0.9  # at init a^c is uniform on [a_min, a_max]
     a_max: float = 0.999
     ssm_lr: float | None = None  # learning rate of Λ and the gate weights (None: the optimizer's)
+    reset_at_start: bool = False  # RecurrentGemma's first-token rule: a = 0, no sqrt(1 - a²) factor
 
     def __post_init__(self) -> None:
         for name in ("num_heads", "conv_kernel"):
@@ -88,36 +96,61 @@ class RGLRU(SequenceMixer):
         for p in (self.a_param, *self.gate_a.parameters(), *self.gate_x.parameters()):
             tag_ssm_param(p, lr=c.ssm_lr)
 
-    def _recurrence_inputs(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        """u (..., W) the conv output -> (a_t, sqrt(1 - a_t²) i_t u_t), both (..., W)."""
+    def _recurrence_inputs(self, u: Tensor, start: Tensor | None) -> tuple[Tensor, Tensor]:
+        """u (..., W) the conv output -> (a_t, sqrt(1 - a_t²) i_t u_t), both (..., W).
+
+        ``start`` (..., 1) bool marks the tokens that begin a sequence (``reset_at_start``): there
+        a_t = 0 and the input is i_t u_t, unscaled. None: no token starts one."""
         r, i = torch.sigmoid(self.gate_a(u)), torch.sigmoid(self.gate_x(u))
         log_a = self.config.c * r * F.logsigmoid(self.a_param)
-        return torch.exp(log_a), torch.sqrt(-torch.expm1(2 * log_a)) * (i * u)
+        a, gated = torch.exp(log_a), i * u
+        b = torch.sqrt(-torch.expm1(2 * log_a)) * gated
+        if start is None:
+            return a, b
+        return torch.where(start, 0.0, a), torch.where(start, gated, b)
 
     def _forward(self, x: Tensor, state, call: ForwardCall):
+        B, L, _ = x.shape
         g = F.gelu(self.linear_y(x), approximate="tanh")
         xb = self.linear_x(x)
-        conv_state, h0 = (None, None) if state is None else state
+        conv_state, h0 = (None, None) if state is None else state[:2]
+        started = None if state is None or not self.config.reset_at_start else state[2]
         u, conv_final = short_conv(xb, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
         if call.lengths is not None:
             conv_final = conv_state_at(xb, conv_state, call.lengths, self.config.conv_kernel)
-        a, b = self._recurrence_inputs(u)
+        start = None
+        if self.config.reset_at_start:
+            # a row starts at its first token when it has seen none (right-padded: t = 0 is real
+            # unless the row is empty, and an empty row's pads are identities below)
+            fresh = torch.ones(B, dtype=torch.bool, device=x.device) if started is None else started == 0
+            start = torch.zeros(B, L, 1, dtype=torch.bool, device=x.device)
+            start[:, 0, 0] = fresh
+        a, b = self._recurrence_inputs(u, start)
         # padded steps are identities: a = 1, input 0
         h, h_last = linear_scan(call.one_pads(a), call.zero_pads(b), h0, mode=call.mode)
-        return self.linear_out(g * h), (conv_final, h_last)
+        final = (conv_final, h_last)
+        if self.config.reset_at_start:
+            seen = x.new_ones(B) if call.lengths is None else (call.lengths > 0).to(x.dtype)
+            final += (seen if started is None else torch.maximum(started, seen),)
+        return self.linear_out(g * h), final
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):
-        conv_state, h = state
+        conv_state, h = state[:2]
         g = F.gelu(self.linear_y(x_t), approximate="tanh")
         u, conv_state = short_conv_step(self.linear_x(x_t), self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
-        _, h = linear_scan_step(*self._recurrence_inputs(u), h)
-        return self.linear_out(g * h), (conv_state, h)
+        start = (state[2] == 0)[:, None] if self.config.reset_at_start else None
+        _, h = linear_scan_step(*self._recurrence_inputs(u, start), h)
+        new = (conv_state, h) + ((torch.ones_like(state[2]),) if self.config.reset_at_start else ())
+        return self.linear_out(g * h), new
 
     def _zero_state(self, batch_size, device, dtype):
         W, K = self.lru_width, self.config.conv_kernel
-        return (torch.zeros(batch_size, K - 1, W, dtype=dtype, device=device),
-                torch.zeros(batch_size, W, dtype=dtype, device=device))
+        zeros = (torch.zeros(batch_size, K - 1, W, dtype=dtype, device=device),
+                 torch.zeros(batch_size, W, dtype=dtype, device=device))
+        if self.config.reset_at_start:  # started: no token seen yet
+            zeros += (torch.zeros(batch_size, dtype=dtype, device=device),)
+        return zeros
 
     @property
     def state_size(self) -> int:
-        return self.config.conv_kernel * self.lru_width
+        return self.config.conv_kernel * self.lru_width + int(self.config.reset_at_start)
