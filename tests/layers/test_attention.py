@@ -9,6 +9,7 @@ from conftest import assert_close_rel
 
 from ssmkit.layers import create_mixer
 from ssmkit.layers.attention import KVCache, rope
+from ssmkit.testing.equivalence import check_mixer
 
 
 def _layer(d=8, **cfg):
@@ -17,23 +18,29 @@ def _layer(d=8, **cfg):
 
 
 def _naive(m, x):
-    """Per batch row, per head, per query: the textbook formula with RoPE as a complex rotation."""
+    """Per batch row, per head, per query: the textbook formula with RoPE as a complex rotation of
+    the leading R dims, query head h reading key-value head h // (H / H_kv), the last ``window``
+    tokens only when the layer has a window."""
     B, L, D = x.shape
-    H, P = m.n_heads, m.head_dim
-    q, k, v = (p(x).view(B, L, H, P) for p in (m.q_proj, m.k_proj, m.v_proj))
-    freq = m.config.rope_base ** (-torch.arange(P // 2, dtype=torch.float64) * 2 / P)
+    H, P, Hkv, R = m.n_heads, m.head_dim, m.n_kv_heads, m.rotary_dim
+    q = m.q_proj(x).view(B, L, H, P)
+    k, v = (p(x).view(B, L, Hkv, P) for p in (m.k_proj, m.v_proj))
+    freq = m.config.rope_base ** (-torch.arange(R // 2, dtype=torch.float64) * 2 / R)
+    window = m.config.window or L
 
-    def rot(z, t):  # pairs (i, i + P/2) as the complex number z_i + i z_{i+P/2}
-        c = torch.complex(z[: P // 2], z[P // 2 :]) * torch.exp(1j * t * freq)
-        return torch.cat([c.real, c.imag])
+    def rot(z, t):  # pairs (i, i + R/2) as the complex number z_i + i z_{i+R/2}; dims >= R pass
+        c = torch.complex(z[: R // 2], z[R // 2 : R]) * torch.exp(1j * t * freq)
+        return torch.cat([c.real, c.imag, z[R:]])
 
     out = torch.zeros(B, L, H, P, dtype=x.dtype)
     for b in range(B):
         for h in range(H):
+            g = h // (H // Hkv)
             for t in range(L):
+                seen = range(max(0, t - window + 1), t + 1)
                 qt = rot(q[b, t, h], t)
-                s = torch.stack([qt @ rot(k[b, j, h], j) for j in range(t + 1)]) / math.sqrt(P)
-                out[b, t, h] = torch.softmax(s, 0) @ v[b, : t + 1, h]
+                s = torch.stack([qt @ rot(k[b, j, g], j) for j in seen]) / math.sqrt(P)
+                out[b, t, h] = torch.softmax(s, 0) @ v[b, seen.start : t + 1, g]
     return m.o_proj(out.reshape(B, L, D))
 
 
@@ -43,6 +50,31 @@ def test_modes_match_naive_formula(mode, L):
     m = _layer(8, n_heads=2)
     x = torch.randn(2, L, 8, dtype=torch.float64)
     assert_close_rel(m(x, mode=mode), _naive(m, x), 1e-12, f"{mode} L={L}")
+
+
+LOCAL = dict(n_heads=4, n_kv_heads=2, rope_fraction=0.5, window=4, bias=False, out_bias=True)
+
+
+@pytest.mark.parametrize("mode", ["sdpa", "math"])
+@pytest.mark.parametrize("L", [3, 13])
+def test_local_grouped_partial_rope_match_naive_formula(mode, L):
+    """RecurrentGemma's options: a window of 4, 2 key-value heads for 4 query heads, RoPE on half of
+    each head, a bias on the output projection only."""
+    m = _layer(16, **LOCAL)
+    assert (m.k_proj.weight.shape, m.q_proj.bias, m.o_proj.bias is not None) == ((8, 16), None, True)
+    x = torch.randn(2, L, 16, dtype=torch.float64)
+    assert_close_rel(m(x, mode=mode), _naive(m, x), 1e-12, f"{mode} L={L}")
+    y, cache = m(x[:, :2], return_state=True, mode=mode)  # the window through a carried cache
+    y2, _ = m(x[:, 2:], cache, return_state=True, mode=mode)
+    assert_close_rel(torch.cat([y, y2], 1), _naive(m, x), 1e-12, f"{mode} L={L} split")
+    assert m.state_size == 2 * 2 * 4
+
+
+@pytest.mark.parametrize("length", [13, 7])
+def test_local_grouped_partial_rope_keep_every_equivalence(length):
+    results = check_mixer("attention", d_model=16, length=length, seed=length, **LOCAL)
+    failed = [str(r) for r in results if not r.passed]
+    assert not failed, "\n".join(failed)
 
 
 def test_rope_is_a_rotation_with_relative_scores():
@@ -129,6 +161,12 @@ def test_config_errors_name_the_field():
         create_mixer("attention", 6, n_heads=2)
     with pytest.raises(ValueError, match="kv_block"):
         create_mixer("attention", 8, kv_block=0)
+    with pytest.raises(ValueError, match="'n_kv_heads'.*must divide n_heads=4, got 3"):
+        create_mixer("attention", 16, n_heads=4, n_kv_heads=3)
+    with pytest.raises(ValueError, match="'rope_fraction'.*0.25 \\* 4 must be an even int"):
+        create_mixer("attention", 16, n_heads=4, rope_fraction=0.25)
+    with pytest.raises(ValueError, match="'window'"):
+        create_mixer("attention", 8, window=0)
     m = create_mixer("attention", 8)
     bad = KVCache(torch.zeros(2, 3, 2, 4), torch.zeros(2, 3, 2, 4), torch.zeros(2))
     with pytest.raises(ValueError, match=r"Expected KVCache\(k=\(B, T, 1, 8\) float32"):

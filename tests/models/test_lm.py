@@ -1,4 +1,5 @@
-"""CausalLM and Backbone: recurrent generation equals repeated full forwards; hybrids; padding."""
+"""CausalLM and Backbone: recurrent generation equals repeated full forwards; hybrids; padding; the
+FFN kinds, post-norm blocks and the head options of released models, written out."""
 from __future__ import annotations
 
 import pytest
@@ -40,6 +41,58 @@ def test_hybrid_pattern_and_step_equals_forward():
         ys.append(y_t)
     assert_close_rel(torch.stack(ys, 1), y, 1e-10, "step vs forward")
     assert bb.state_size == sum(b.mixer.state_size for b in bb.blocks)
+
+
+def _steps(bb: Backbone, x: torch.Tensor) -> torch.Tensor:
+    state, ys = bb.init_state(x.shape[0], dtype=x.dtype), []
+    for t in range(x.shape[1]):
+        y_t, state = bb.step(x[:, t], state)
+        ys.append(y_t)
+    return torch.stack(ys, 1)
+
+
+@pytest.mark.parametrize("ffn", ["gelu", "swiglu", "geglu_tanh"])
+@pytest.mark.parametrize("residual", ["pre", "post"])
+def test_ffn_kinds_and_residual_orders_written_out(ffn, residual):
+    cfg = BackboneConfig(d_model=8, n_layers=1, mixer="lru", mixer_cfg={"d_state": 8}, ffn=ffn, ffn_hidden=12,
+                         ffn_bias=ffn != "swiglu", residual=residual, final_norm=residual == "pre")
+    torch.manual_seed(0)
+    bb = Backbone(cfg).double().eval()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    block = bb.blocks[0]
+    if ffn == "gelu":
+        f = block.ffn
+    else:
+        act = torch.nn.functional.silu if ffn == "swiglu" else (lambda z: torch.nn.functional.gelu(z, approximate="tanh"))
+        p = block.ffn
+        assert (p.gate_proj.bias is None) == (ffn == "swiglu") and p.up_proj.weight.shape == (12, 8)
+        f = lambda z: p.down_proj(act(p.gate_proj(z)) * p.up_proj(z))  # noqa: E731
+    if residual == "pre":
+        h = x + block.mixer(block.norm(x))
+        expected = bb.norm(h + f(block.ffn_norm(h)))
+    else:
+        h = block.norm(x + block.mixer(x))
+        expected = block.ffn_norm(h + f(h))
+    assert_close_rel(bb(x), expected, 1e-13, f"{ffn} {residual}")
+    assert_close_rel(_steps(bb, x), expected, 1e-12, f"{ffn} {residual} step")
+
+
+def test_head_options_written_out():
+    """embed_scale, embed_norm and logit_softcap: forward and step (generation) both apply them."""
+    torch.manual_seed(0)
+    cfg = BackboneConfig(d_model=16, n_layers=1, mixer="lru", mixer_cfg={"d_state": 8}, norm="layernorm")
+    lm = CausalLM(cfg, V, embed_scale=4.0, embed_norm=True, logit_softcap=3.0).double().eval()
+    ids = torch.randint(0, V, (2, 6), generator=torch.Generator().manual_seed(4))
+    h = lm.backbone(lm.embed_norm(lm.embedding(ids) * 4.0))
+    expected = 3.0 * torch.tanh(lm.lm_head(h) / 3.0)
+    got = lm(ids)
+    assert_close_rel(got, expected, 1e-13, "forward")
+    assert got.abs().max() <= 3.0
+    logits, state = lm(ids[:, :3], return_state=True)
+    for t in range(3, 6):
+        step_logits, state = lm.step(ids[:, t], state)
+        assert_close_rel(step_logits, expected[:, t], 1e-12, f"step {t}")
+    assert lm.head_options() == {"embed_scale": 4.0, "embed_norm": True, "logit_softcap": 3.0}
 
 
 def test_left_padded_batch_generates_like_each_prompt_alone():

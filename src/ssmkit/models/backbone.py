@@ -1,4 +1,6 @@
-"""Residual pre-norm stack of any registered mixers: x <- x + mixer(norm(x)) [+ x + ffn(norm(x))].
+"""Residual stack of any registered mixers: x <- x + mixer(norm(x)) [+ x + ffn(norm(x))] (pre-norm,
+the default) or x <- norm(x + mixer(x)) [then norm(x + ffn(x))] (``residual="post"``, the original
+S4 models), then a final norm (``final_norm``). The FFN's kind and width: ``models.ffn``.
 
 ``BackboneConfig.mixer`` names the mixer of every layer (``"s4d"``) or of each layer, a hybrid
 (``("s4d", "s4d", "s5")``; ``"s4d,s4d,s5"`` is read as that tuple), and ``mixer_cfg`` holds settings
@@ -19,9 +21,11 @@ from ..config import check
 from ..layers import create_mixer
 from ..layers.base import check_finite, skip_finite_checks
 from ..layers.state import State
+from .ffn import FFNS, make_ffn
 from .mixer_stack import Mixer, check_mixer_cfg, distinct, mixer_label, normalize_mixer, settings_for
 
 NORMS = ("rmsnorm", "layernorm")
+RESIDUALS = ("pre", "post")
 
 
 @dataclasses.dataclass
@@ -33,6 +37,11 @@ class BackboneConfig:
     norm: str = "rmsnorm"
     norm_eps: float = 1e-5
     ffn_mult: int = 0  # hidden width multiple of a GELU MLP after each mixer; 0 = no MLP
+    ffn_hidden: int = 0  # the FFN's hidden width, when set (overrides ffn_mult)
+    ffn: str = "gelu"  # the FFN's kind: "gelu" | "swiglu" | "geglu_tanh" (models.ffn)
+    ffn_bias: bool = True  # biases on the FFN's linear maps
+    residual: str = "pre"  # "pre": x + f(norm(x)); "post": norm(x + f(x))
+    final_norm: bool = True  # a norm after the last block
     dropout: float = 0.0
     # Raise on NaN / Inf in the input, once per forward (one host sync; False skips it).
     check_finite: bool = True
@@ -43,6 +52,9 @@ class BackboneConfig:
         check(self.norm in NORMS, "norm", f"must be one of {NORMS}, got {self.norm!r}")
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         check(self.ffn_mult >= 0, "ffn_mult", f"must be >= 0, got {self.ffn_mult}")
+        check(self.ffn_hidden >= 0, "ffn_hidden", f"must be >= 0, got {self.ffn_hidden}")
+        check(self.ffn in FFNS, "ffn", f"must be one of {FFNS}, got {self.ffn!r}")
+        check(self.residual in RESIDUALS, "residual", f"must be one of {RESIDUALS}, got {self.residual!r}")
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         self.mixer = normalize_mixer(self.mixer)
         n = 1 if isinstance(self.mixer, str) else len(self.mixer)
@@ -66,37 +78,49 @@ class BackboneConfig:
         """``"s4d"`` or ``"s4d,mamba,attention"``, as the command line writes it."""
         return mixer_label(self.mixer)
 
+    def ffn_width(self) -> int:
+        """The FFN's hidden width; 0: no FFN."""
+        return self.ffn_hidden or self.ffn_mult * self.d_model
+
 
 def make_norm(cfg: BackboneConfig) -> nn.Module:
     return (nn.RMSNorm if cfg.norm == "rmsnorm" else nn.LayerNorm)(cfg.d_model, eps=cfg.norm_eps)
 
 
 class Block(nn.Module):
-    """x <- x + mixer(norm(x)) [+ ffn]. ``mixer`` replaces the registered mixer ``name`` (e.g. the
-    multi-direction scans of ``models.scans``); it is called as ``mixer(x, state, mask, return_state=True)``."""
+    """x <- x + mixer(norm(x)) [+ ffn] (or the post-norm order, ``BackboneConfig.residual``).
+    ``mixer`` replaces the registered mixer ``name`` (e.g. the multi-direction scans of
+    ``models.scans``); it is called as ``mixer(x, state, mask, return_state=True)``."""
 
     def __init__(self, name: str, cfg: BackboneConfig, mixer: nn.Module | None = None) -> None:
         super().__init__()
+        self.post = cfg.residual == "post"
         self.norm = make_norm(cfg)
         self.mixer = mixer if mixer is not None else create_mixer(name, cfg.d_model, **cfg.mixer_settings(name))
         skip_finite_checks(self.mixer)  # the stack checks its input once (BackboneConfig.check_finite)
         self.drop = nn.Dropout(cfg.dropout)
-        self.ffn = None
-        if cfg.ffn_mult:
-            hidden = cfg.ffn_mult * cfg.d_model
+        self.ffn = make_ffn(cfg.ffn, cfg.d_model, cfg.ffn_width(), cfg.ffn_bias)
+        if self.ffn is not None:
             self.ffn_norm = make_norm(cfg)
-            self.ffn = nn.Sequential(nn.Linear(cfg.d_model, hidden), nn.GELU(), nn.Linear(hidden, cfg.d_model))
 
     def _ffn(self, x: Tensor) -> Tensor:
-        return x if self.ffn is None else x + self.drop(self.ffn(self.ffn_norm(x)))
+        if self.ffn is None:
+            return x
+        if self.post:
+            return self.ffn_norm(x + self.drop(self.ffn(x)))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+    def _add(self, x: Tensor, y: Tensor) -> Tensor:
+        """The mixer's residual connection; the FFN follows."""
+        return self._ffn(self.norm(x + y) if self.post else x + y)
 
     def forward(self, x: Tensor, state: State, mask: Tensor | None, dt: Tensor | None = None) -> tuple[Tensor, State]:
-        y, state = self.mixer(self.norm(x), state, mask, dt=dt, return_state=True)
-        return self._ffn(x + self.drop(y)), state
+        y, state = self.mixer(x if self.post else self.norm(x), state, mask, dt=dt, return_state=True)
+        return self._add(x, self.drop(y)), state
 
     def step(self, x_t: Tensor, state: State, dt: Tensor | None = None) -> tuple[Tensor, State]:
-        y, state = self.mixer.step(self.norm(x_t), state, dt=dt)
-        return self._ffn(x_t + y), state
+        y, state = self.mixer.step(x_t if self.post else self.norm(x_t), state, dt=dt)
+        return self._add(x_t, y), state
 
 
 class Backbone(nn.Module):
@@ -106,7 +130,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.config = cfg
         self.blocks = nn.ModuleList(Block(name, cfg) for name in cfg.layer_names())
-        self.norm = make_norm(cfg)
+        self.norm = make_norm(cfg) if cfg.final_norm else nn.Identity()
 
     def forward(
         self, x: Tensor, state: tuple | None = None, mask: Tensor | None = None, *,

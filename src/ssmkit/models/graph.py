@@ -36,6 +36,7 @@ from ..layers.base import check_finite, skip_finite_checks
 from ..layers.bidirectional import COMBINES, Bidirectional
 from ..layers.registry import create_mixer
 from .backbone import BackboneConfig, make_norm
+from .ffn import make_ffn
 from .graph_structure import ORDERS, GraphSpec, inverse_order, node_order
 from .kinds import TaskKind
 from .registry import DataSpec, register_arch
@@ -118,11 +119,9 @@ class MixerBlock(nn.Module):
             self.mixer = create_mixer(name, cfg.d_model, **cfg.mixer_settings(name))
         skip_finite_checks(self.mixer)  # GraphModel checks its input once (BackboneConfig.check_finite)
         self.drop = nn.Dropout(cfg.dropout)
-        self.ffn = None
-        if cfg.ffn_mult:
+        self.ffn = make_ffn(cfg.ffn, cfg.d_model, cfg.ffn_width(), cfg.ffn_bias)
+        if self.ffn is not None:
             self.ffn_norm = make_norm(cfg)
-            hidden = cfg.ffn_mult * cfg.d_model
-            self.ffn = nn.Sequential(nn.Linear(cfg.d_model, hidden), nn.GELU(), nn.Linear(hidden, cfg.d_model))
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         x = x + self.drop(self.mixer(self.norm(x), mask=mask))
@@ -134,8 +133,9 @@ class MixerStack(nn.Module):
 
     def __init__(self, cfg: BackboneConfig, bidirectional: bool, combine: str, final_norm: bool = True) -> None:
         super().__init__()
+        check(cfg.residual == "pre", "residual", f"the graph model's blocks are pre-norm; got {cfg.residual!r}")
         self.blocks = nn.ModuleList(MixerBlock(n, cfg, bidirectional, combine) for n in cfg.layer_names())
-        self.norm = make_norm(cfg) if final_norm else nn.Identity()
+        self.norm = make_norm(cfg) if final_norm and cfg.final_norm else nn.Identity()
 
 
 class GraphModel(nn.Module):

@@ -9,35 +9,70 @@ import torch
 from torch import Tensor, nn
 
 from ..config import check
-from .backbone import Backbone, BackboneConfig
+from .backbone import Backbone, BackboneConfig, make_norm
 
 
 class CausalLM(nn.Module):
-    """token ids (B, L) -> logits (B, L, V) via embedding, ``Backbone`` and a (tied) LM head."""
+    """token ids (B, L) -> logits (B, L, V) via embedding, ``Backbone`` and a (tied) LM head.
 
-    def __init__(self, backbone: BackboneConfig, vocab_size: int, tie_embeddings: bool = True) -> None:
+    What some released models add around the stack (all off by default):
+    ``embed_scale`` multiplies the embeddings (RecurrentGemma: √D rounded to bfloat16, as its code),
+    ``embed_norm`` applies a norm of the backbone's kind to them (flash-linear-attention's RWKV-6
+    ``pre_norm``), ``logit_softcap`` c maps the logits to c·tanh(logits / c) (RecurrentGemma: 30)."""
+
+    def __init__(
+        self, backbone: BackboneConfig, vocab_size: int, tie_embeddings: bool = True, *,
+        embed_scale: float = 1.0, embed_norm: bool = False, logit_softcap: float | None = None,
+    ) -> None:
         super().__init__()
         check(vocab_size > 1, "vocab_size", f"must be > 1, got {vocab_size}")
+        check(embed_scale > 0, "embed_scale", f"must be > 0, got {embed_scale}")
+        check(logit_softcap is None or logit_softcap > 0, "logit_softcap", f"must be None or > 0, got {logit_softcap}")
         self.vocab_size = vocab_size
+        self.embed_scale, self.logit_softcap = float(embed_scale), logit_softcap
         self.embedding = nn.Embedding(vocab_size, backbone.d_model)
+        self.embed_norm = make_norm(backbone) if embed_norm else None
         self.backbone = Backbone(backbone)
         self.lm_head = nn.Linear(backbone.d_model, vocab_size, bias=False)
         if tie_embeddings:
             self.lm_head.weight = self.embedding.weight
 
+    @property
+    def tied(self) -> bool:
+        """Whether the LM head is the embedding matrix."""
+        return self.lm_head.weight is self.embedding.weight
+
+    def _embed(self, ids: Tensor) -> Tensor:
+        x = self.embedding(ids)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        return x if self.embed_norm is None else self.embed_norm(x)
+
+    def _logits(self, h: Tensor) -> Tensor:
+        logits = self.lm_head(h)
+        if self.logit_softcap is None:
+            return logits
+        return torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+
     def forward(
         self, input_ids: Tensor, state: tuple | None = None, mask: Tensor | None = None, *, return_state: bool = False
     ) -> Tensor | tuple[Tensor, tuple]:
         self._check_ids(input_ids)
-        h, state = self.backbone(self.embedding(input_ids), state, mask, return_state=True)
-        logits = self.lm_head(h)
+        h, state = self.backbone(self._embed(input_ids), state, mask, return_state=True)
+        logits = self._logits(h)
         return (logits, state) if return_state else logits
 
     def step(self, token: Tensor, state: tuple) -> tuple[Tensor, tuple]:
         """token (B,) -> (logits (B, V), new_state)."""
         self._check_ids(token)
-        h, state = self.backbone.step(self.embedding(token), state)
-        return self.lm_head(h), state
+        h, state = self.backbone.step(self._embed(token), state)
+        return self._logits(h), state
+
+    def head_options(self) -> dict:
+        """The constructor's keyword options besides the backbone, the vocabulary and the tying
+        (what ``save_pretrained`` writes beside them)."""
+        return {"embed_scale": self.embed_scale, "embed_norm": self.embed_norm is not None,
+                "logit_softcap": self.logit_softcap}
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> tuple:
         return self.backbone.init_state(batch_size, device, dtype)

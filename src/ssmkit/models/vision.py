@@ -75,7 +75,7 @@ class ScanStack(nn.Module):
         D = cfg.d_model
         self.blocks = nn.ModuleList(
             Block(n, cfg, mixer=ScanMixer(scan, n, D, grid, extra_tokens, **cfg.mixer_settings(n))) for n in cfg.layer_names())
-        self.norm = make_norm(cfg)
+        self.norm = make_norm(cfg) if cfg.final_norm else nn.Identity()
         self.check_finite = cfg.check_finite
 
     def forward(self, x: Tensor) -> Tensor:
