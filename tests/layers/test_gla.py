@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from conftest import assert_close_rel
 
 import ssmkit
+from ssmkit.testing.equivalence import check_mixer
 
 from .layer_helpers import assert_chunked_grads_match_reference
 
@@ -30,8 +31,8 @@ def naive(m, x: torch.Tensor) -> torch.Tensor:
         S = alpha[:, t, :, :, None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S) / K**0.5)
     o = torch.stack(outs, 1)
-    o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + m.config.norm_eps) * m.norm.weight
-    return m.o_proj(o.flatten(-2) * F.silu(m.r_proj(x)))
+    o = (o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + m.config.norm_eps) * m.norm.weight).flatten(-2)
+    return m.o_proj(o if not m.config.output_gate else o * F.silu(m.r_proj(x)))
 
 
 @pytest.mark.parametrize("mode", ["chunked", "parallel", "reference"])
@@ -43,6 +44,18 @@ def test_matches_paper_recurrence(mode, n_heads):
         m.norm.weight.uniform_(0.5, 1.5)
     x = torch.randn(2, 11, 16, dtype=torch.float64)
     assert_close_rel(m(x, mode=mode), naive(m, x), 1e-12, "y")
+
+
+@pytest.mark.parametrize("cfg", [dict(gate_bias=False), dict(output_gate=False)], ids=["no b_r", "no gate"])
+def test_flash_linear_attention_output_options(cfg):
+    """fla's GLA layer: the output gate without bias, or no output gate at all; every equivalence."""
+    m = make(n_heads=2, chunk_size=4, **cfg)
+    assert (m.r_proj is None) == (not m.config.output_gate)
+    assert m.r_proj is None or m.r_proj.bias is None
+    x = torch.randn(2, 11, 16, dtype=torch.float64)
+    assert_close_rel(m(x), naive(m, x), 1e-12, "y")
+    failed = [str(r) for r in check_mixer("gla", **cfg) if not r.passed]
+    assert not failed, "\n".join(failed)
 
 
 def test_gate_starts_close_to_one_and_is_tagged():

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from conftest import assert_close_rel
 
 import ssmkit
+from ssmkit.testing.equivalence import check_mixer
 from ssmkit.layers.attention import rope
 
 from .layer_helpers import assert_chunked_grads_match_reference
@@ -29,8 +30,11 @@ def naive(m, x: torch.Tensor, start: int = 0) -> torch.Tensor:
     n = torch.arange(L)
     D = torch.where(n[:, None] >= n[None, :], gamma[:, None, None] ** (n[:, None] - n[None, :]), 0.0)
     o = torch.einsum("bthk,bshk,hts,bshv->bthv", q, k, D, v) * K**-0.5
-    normed = F.group_norm(o.reshape(B * L, H * V), H, m.group_norm.weight, m.group_norm.bias, m.config.norm_eps)
-    return m.o_proj(F.silu(m.g_proj(x)) * normed.view(B, L, H * V))
+    if m.config.norm == "rmsnorm":  # fla's: per head, one weight shared by the heads, no bias
+        normed = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + m.config.norm_eps) * m.rms_norm.weight
+    else:
+        normed = F.group_norm(o.reshape(B * L, H * V), H, m.group_norm.weight, m.group_norm.bias, m.config.norm_eps)
+    return m.o_proj(F.silu(m.g_proj(x)) * normed.reshape(B, L, H * V))
 
 
 @pytest.mark.parametrize("mode", ["chunked", "parallel", "reference"])
@@ -42,6 +46,18 @@ def test_matches_paper_parallel_retention(mode, n_heads):
         m.group_norm.bias.normal_()
     x = torch.randn(2, 11, 16, dtype=torch.float64)
     assert_close_rel(m(x, mode=mode), naive(m, x), 1e-12, "y")
+
+
+@pytest.mark.parametrize("mode", ["chunked", "parallel", "reference"])
+def test_rmsnorm_option_matches_the_formula(mode):
+    m = make(n_heads=4, chunk_size=4, norm="rmsnorm")
+    assert not hasattr(m, "group_norm") and m.rms_norm.weight.shape == (m.value_dim,)
+    with torch.no_grad():
+        m.rms_norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 11, 16, dtype=torch.float64)
+    assert_close_rel(m(x, mode=mode), naive(m, x), 1e-12, "y")
+    failed = [str(r) for r in check_mixer("retnet", norm="rmsnorm") if not r.passed]
+    assert not failed, "\n".join(failed)
 
 
 def test_decays_are_the_papers_and_frozen_by_default():

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from conftest import assert_close_rel
 
 import ssmkit
+from ssmkit.testing.equivalence import check_mixer
 from ssmkit.testing import check_mixer
 
 
@@ -22,9 +23,10 @@ def make(d_model: int = 8, seed: int = 0, perturb: float = 0.3, **cfg):
 
 
 def rwkv_lm_forward(m, x: torch.Tensor, x_prev: torch.Tensor, S0: torch.Tensor):
-    """RWKV_Tmix_x060.forward (jit_func, the WKV CUDA kernel's loop, jit_func_2) written out."""
+    """RWKV_Tmix_x060.forward (jit_func, the WKV CUDA kernel's loop, jit_func_2) written out; keys
+    of N_k and values of N_v channels per head (expand_k, expand_v)."""
     B, T, C = x.shape
-    H, N = m.n_heads, m.head_size
+    H, Nk, Nv = m.n_heads, m.head_k, m.head_v
     xx = torch.cat([x_prev[:, None], x[:, :-1]], dim=1) - x  # time_shift(x) - x, with a state
     xxx = x + xx * m.time_maa_x
     xxx = torch.tanh(xxx @ m.time_maa_w1).view(B * T, 5, -1).transpose(0, 1)
@@ -40,29 +42,38 @@ def rwkv_lm_forward(m, x: torch.Tensor, x_prev: torch.Tensor, S0: torch.Tensor):
     w = m.time_decay + torch.tanh(xw @ m.time_decay_w1) @ m.time_decay_w2
     w = torch.exp(-torch.exp(w))  # the kernel's decay
     u = m.time_faaaa
-    y = torch.zeros(B, T, C, dtype=x.dtype)
+    y = torch.zeros(B, T, H * Nv, dtype=x.dtype)
     S = S0.clone()  # (B, H, N_k, N_v): state[i][j] with i the key channel, as in the kernel
     for t in range(T):
         for h in range(H):
-            sl = slice(h * N, (h + 1) * N)
-            kv = torch.einsum("bi,bj->bij", k[:, t, sl], v[:, t, sl])
-            y[:, t, sl] = torch.einsum("bi,bij->bj", r[:, t, sl], S[:, h] + u[h][:, None] * kv)
-            S[:, h] = w[:, t, sl][..., None] * S[:, h] + kv
-    y = m.ln_x(y.view(B * T, C)).view(B, T, C)
+            sk, sv = slice(h * Nk, (h + 1) * Nk), slice(h * Nv, (h + 1) * Nv)
+            kv = torch.einsum("bi,bj->bij", k[:, t, sk], v[:, t, sv])
+            y[:, t, sv] = torch.einsum("bi,bij->bj", r[:, t, sk], S[:, h] + u[h][:, None] * kv)
+            S[:, h] = w[:, t, sk][..., None] * S[:, h] + kv
+    y = m.ln_x(y.view(B * T, H * Nv)).view(B, T, H * Nv)
     return m.output(y * g), S
 
 
+@pytest.mark.parametrize("expand_k", [1.0, 0.5], ids=["K=V", "K=V/2"])
 @pytest.mark.parametrize("mode", ["chunked", "reference"])
-def test_layer_is_rwkv_lm_time_mix(mode):
-    m = make(d_model=8, num_heads=2, chunk_size=4)
+def test_layer_is_rwkv_lm_time_mix(mode, expand_k):
+    m = make(d_model=8, num_heads=2, chunk_size=4, expand_k=expand_k)
     x = torch.randn(2, 11, 8, dtype=torch.float64)
     x_prev = torch.randn(2, 8, dtype=torch.float64)
-    S0 = 0.3 * torch.randn(2, 2, 4, 4, dtype=torch.float64)
+    S0 = 0.3 * torch.randn(2, 2, m.head_k, 4, dtype=torch.float64)
     y, (last, S) = m(x, (x_prev, S0), return_state=True, mode=mode)
     y_ref, S_ref = rwkv_lm_forward(m, x, x_prev, S0)
     assert_close_rel(y, y_ref, 1e-12, "y")
     assert_close_rel(S, S_ref, 1e-12, "final S")
     assert torch.equal(last, x[:, -1])
+
+
+def test_narrow_keys_keep_every_equivalence():
+    """expand_k = 0.5 (flash-linear-attention's RWKV-6 default): K = V/2 per head."""
+    m = ssmkit.create_mixer("rwkv6", 16, expand_k=0.5, num_heads=2)
+    assert (m.head_k, m.head_v, m.time_decay.shape, m.output.weight.shape) == (4, 8, (8,), (16, 16))
+    failed = [str(r) for r in check_mixer("rwkv6", d_model=16, expand_k=0.5, num_heads=2) if not r.passed]
+    assert not failed, "\n".join(failed)
 
 
 def test_init_is_rwkv_lm():
@@ -126,7 +137,7 @@ def test_float32_long_sequence_matches_float64_reference():
 def test_heads_tags_and_state_size():
     assert ssmkit.create_mixer("rwkv6", 8).n_heads == 1
     m = ssmkit.create_mixer("rwkv6", 128)
-    assert (m.n_heads, m.head_size) == (2, 64)
+    assert (m.n_heads, m.head_k, m.head_v) == (2, 64, 64)
     tagged = {n for n, p in m.named_parameters() if hasattr(p, "_optim")}
     assert tagged == {n for n, _ in m.named_parameters() if n.startswith("time_")}
     assert "time_decay" in tagged and "receptance.weight" not in tagged

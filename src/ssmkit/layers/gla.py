@@ -10,9 +10,10 @@ Per head h (H heads, key size K = expand_k · D / H, value size V = expand_v · 
 
 (paper section 4.4, eqs. for the GLA layer; defaults as the paper: expand_k 0.5, expand_v 1,
 4 heads, r = 16, τ = 16). The per-head norm is RMSNorm with one weight shared by the heads, as in
-the authors' flash-linear-attention layer (the paper writes LayerNorm). The decay gate
-(W_α1, W_α2, b_α) is tagged. Padded steps get log α = 0 and k = 0. State: (S,) (B, H, K, V).
-Derivation: docs/math/linear_attention.md.
+the authors' flash-linear-attention layer (the paper writes LayerNorm). That layer's output gate
+has no bias b_r (``gate_bias=False``) and can be left out (``output_gate=False``: y_t = W_o
+RMSNorm_head(o_t)). The decay gate (W_α1, W_α2, b_α) is tagged. Padded steps get log α = 0 and
+k = 0. State: (S,) (B, H, K, V). Derivation: docs/math/linear_attention.md.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class GLAConfig(MixerConfig):
     norm_eps: float = 1e-5
     chunk_size: int = 64  # chunk length of the chunked mode (a power of two)
     ssm_lr: float | None = None  # learning rate of the decay gate (None: the optimizer's)
+    output_gate: bool = True  # y = W_o (RMSNorm(o) ⊙ swish(W_r x + b_r)); False: y = W_o RMSNorm(o)
+    gate_bias: bool = True  # the paper's b_r (flash-linear-attention's layer has none)
 
     def __post_init__(self) -> None:
         check(self.n_heads >= 1, "n_heads", f"must be >= 1, got {self.n_heads}")
@@ -75,10 +78,11 @@ class GLA(SequenceMixer):
         self.v_proj = nn.Linear(d_model, value_width, bias=False)
         self.gate_down = nn.Linear(d_model, c.gate_low_rank, bias=False)  # W_α1
         self.gate_up = nn.Linear(c.gate_low_rank, key_width, bias=True)  # W_α2, b_α
-        self.r_proj = nn.Linear(d_model, value_width, bias=True)  # output gate W_r, b_r
+        self.r_proj = nn.Linear(d_model, value_width, bias=c.gate_bias) if c.output_gate else None  # W_r, b_r
         self.norm = nn.RMSNorm(self.value_dim, eps=c.norm_eps)
         self.o_proj = nn.Linear(value_width, d_model, bias=False)
-        for lin in (self.q_proj, self.k_proj, self.v_proj, self.gate_down, self.gate_up, self.r_proj, self.o_proj):
+        linears = (self.q_proj, self.k_proj, self.v_proj, self.gate_down, self.gate_up, self.r_proj, self.o_proj)
+        for lin in (lin for lin in linears if lin is not None):
             nn.init.xavier_uniform_(lin.weight, gain=2**-2.5)  # the authors' init
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
@@ -96,7 +100,8 @@ class GLA(SequenceMixer):
 
     def _readout(self, o: Tensor, x: Tensor) -> Tensor:
         """o (..., H, V), x (..., D) -> y (..., D)."""
-        return self.o_proj(self.norm(o).flatten(-2) * F.silu(self.r_proj(x)))
+        o = self.norm(o).flatten(-2)
+        return self.o_proj(o if self.r_proj is None else o * F.silu(self.r_proj(x)))
 
     def _forward(self, x: Tensor, state, call: ForwardCall):
         q, k, v, log_decay = self._inputs(x)

@@ -12,6 +12,10 @@ with an extra per-position scale). The official code's extra normalizations of t
 recurrent forms (dividing the decay mask and q kᵀ by row sums, rescaling the state) are
 per-(head, token) rescalings that GroupNorm removes, so they are left out (only eps sees them).
 
+``norm="rmsnorm"`` replaces the GroupNorm by flash-linear-attention's RetNet norm: an RMSNorm of
+each head's V values with one weight shared by the heads, no bias (y_t = W_o (RMSNorm_head(o_t) ⊙
+swish(W_g x_t))).
+
 γ_h is stored as ``decay_logit`` = logit(γ_h) so log γ = logsigmoid(decay_logit) < 0 always; the
 paper keeps it fixed (``learn_decay=False``: the parameter is frozen but tagged). Padded steps get
 log-decay 0 and k = 0. State: (S (B, H, K, V), offset (B,) float, the tokens seen, for positions).
@@ -39,7 +43,8 @@ class RetNetConfig(MixerConfig):
     n_heads: int | None = None  # H; None: max(1, D // 64); head h decays by γ_h = 1 - 2^(-5-h)
     value_factor: int = 2  # V = value_factor * D / H (the paper's d_v = 2 d)
     rope_base: float = 10000.0  # RoPE frequency base
-    norm_eps: float = 1e-6  # GroupNorm epsilon
+    norm_eps: float = 1e-6  # the norm's epsilon
+    norm: str = "groupnorm"  # "groupnorm" (the paper's) | "rmsnorm" (per head, shared weight: fla's)
     learn_decay: bool = False  # the paper's γ are fixed; True trains them
     bias: bool = False  # biases on the q, k, v, g, o projections
     chunk_size: int = 64  # chunk length of the chunked mode (a power of two)
@@ -51,9 +56,13 @@ class RetNetConfig(MixerConfig):
         check(self.value_factor >= 1, "value_factor", f"must be >= 1, got {self.value_factor}")
         check(self.rope_base > 1.0, "rope_base", f"must be > 1, got {self.rope_base}")
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
+        check(self.norm in NORMS, "norm", f"must be one of {NORMS}, got {self.norm!r}")
         cs = self.chunk_size
         check(cs >= 1 and cs & (cs - 1) == 0, "chunk_size", f"must be a power of two >= 1, got {cs!r}")
         check(self.ssm_lr is None or self.ssm_lr > 0, "ssm_lr", f"must be None or > 0, got {self.ssm_lr}")
+
+
+NORMS = ("groupnorm", "rmsnorm")
 
 
 def retention_decays(n_heads: int) -> Tensor:
@@ -82,7 +91,10 @@ class RetNet(SequenceMixer):
         self.v_proj = nn.Linear(d_model, H * V, bias=c.bias)
         self.g_proj = nn.Linear(d_model, H * V, bias=c.bias)
         self.o_proj = nn.Linear(H * V, d_model, bias=c.bias)
-        self.group_norm = nn.GroupNorm(H, H * V, eps=c.norm_eps)
+        if c.norm == "groupnorm":
+            self.group_norm = nn.GroupNorm(H, H * V, eps=c.norm_eps)
+        else:
+            self.rms_norm = nn.RMSNorm(V, eps=c.norm_eps)
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.o_proj):
             nn.init.xavier_uniform_(lin.weight, gain=2**-2.5)  # the official code's init
             if lin.bias is not None:
@@ -110,8 +122,11 @@ class RetNet(SequenceMixer):
         GroupNorm with H groups over the H V channels of a token is a LayerNorm over each head's
         V values followed by the per-channel affine map: the same numbers, and torch's GroupNorm
         kernel is slow on (tokens, channels) inputs without spatial extent."""
-        gn = self.group_norm
-        normed = F.layer_norm(o, (self.value_dim,), eps=gn.eps).flatten(-2) * gn.weight + gn.bias
+        if self.config.norm == "rmsnorm":
+            normed = self.rms_norm(o).flatten(-2)
+        else:
+            gn = self.group_norm
+            normed = F.layer_norm(o, (self.value_dim,), eps=gn.eps).flatten(-2) * gn.weight + gn.bias
         return self.o_proj(F.silu(self.g_proj(x)) * normed)
 
     def _forward(self, x: Tensor, state, call: ForwardCall):

@@ -11,8 +11,10 @@ With the token shift Δx_t = x_{t-1} - x_t (x_{-1} from the state) and the data-
 
 (paper eqs. 15-20; initialization and names follow the authors' RWKV-LM ``RWKV_Tmix_x060``:
 time_maa_* (μ and the LoRA A, B of the mixing), time_decay (d) and time_decay_w1/w2 (A_d, B_d),
-time_faaaa (u), receptance/key/value/gate/output, ln_x). The state is (x_prev (B, D), S (B, H, K, V)),
-K = V = D/H. Padded steps get log w = 0 and k = 0: identities on S. Derivation: docs/math/rwkv6.md.
+time_faaaa (u), receptance/key/value/gate/output, ln_x). r, k, w, u have H K = expand_k · D channels and
+v, g, the norm H V = expand_v · D (RWKV-LM: both D; flash-linear-attention's RWKV-6 models default to
+expand_k = 0.5). The state is (x_prev (B, D), S (B, H, K, V)). Padded steps get log w = 0 and k = 0:
+identities on S. Derivation: docs/math/rwkv6.md.
 """
 from __future__ import annotations
 
@@ -32,7 +34,9 @@ from .registry import register_mixer
 
 @dataclasses.dataclass
 class RWKV6Config(MixerConfig):
-    num_heads: int | None = None  # H; None: heads of 64 channels (RWKV's head_size), at least one
+    num_heads: int | None = None  # H; None: heads of 64 key channels (RWKV's head_size), at least one
+    expand_k: float = 1.0  # H K = int(expand_k * D): receptance, key, decay and bonus width
+    expand_v: float = 1.0  # H V = int(expand_v * D): value, gate and norm width
     mix_lora_rank: int = 32  # rank of the ddlerp LoRA (RWKV-LM: 32, 64 at D = 4096)
     decay_lora_rank: int = 64  # rank of the decay LoRA (RWKV-LM: 64, 128 at D = 4096)
     layer_idx: int = 0  # position of this layer in the stack: the init depends on depth
@@ -44,6 +48,8 @@ class RWKV6Config(MixerConfig):
     def __post_init__(self) -> None:
         check(self.num_heads is None or self.num_heads >= 1, "num_heads",
               f"must be None or >= 1, got {self.num_heads}")
+        check(self.expand_k > 0, "expand_k", f"must be > 0, got {self.expand_k}")
+        check(self.expand_v > 0, "expand_v", f"must be > 0, got {self.expand_v}")
         check(self.mix_lora_rank >= 1, "mix_lora_rank", f"must be >= 1, got {self.mix_lora_rank}")
         check(self.decay_lora_rank >= 1, "decay_lora_rank", f"must be >= 1, got {self.decay_lora_rank}")
         check(self.n_layers >= 1, "n_layers", f"must be >= 1, got {self.n_layers}")
@@ -66,10 +72,13 @@ class RWKV6(SequenceMixer):
         super().__init__(d_model, mode, **cfg)
         c = self.config
         D = d_model
-        H = c.num_heads if c.num_heads is not None else max(1, D // 64)
-        check(D % H == 0, "num_heads", f"must divide d_model={D}, got {H}")
-        self.n_heads, self.head_size = H, D // H
-        # RWKV_Tmix_x060.__init__, with dim_att = n_embd = D
+        Kw, Vw = int(c.expand_k * D), int(c.expand_v * D)
+        check(Kw >= 1 and Vw >= 1, "expand_k", f"key and value widths must be >= 1, got {Kw} and {Vw}")
+        H = c.num_heads if c.num_heads is not None else max(1, Kw // 64)
+        for name, width in (("expand_k", Kw), ("expand_v", Vw)):
+            check(width % H == 0, "num_heads", f"must divide int({name} * d_model) = {width}, got {H}")
+        self.n_heads, self.head_k, self.head_v = H, Kw // H, Vw // H
+        # RWKV_Tmix_x060.__init__, with n_embd = D and dim_att = Kw (keys) / Vw (values)
         depth = c.layer_idx / max(c.n_layers - 1, 1)  # ratio_0_to_1
         shallow = 1.0 - c.layer_idx / c.n_layers  # ratio_1_to_almost0
         ddd = torch.arange(D) / D
@@ -82,25 +91,26 @@ class RWKV6(SequenceMixer):
         R, Rd = c.mix_lora_rank, c.decay_lora_rank
         self.time_maa_w1 = nn.Parameter(torch.zeros(D, 5 * R))
         self.time_maa_w2 = nn.Parameter(torch.empty(5, R, D).uniform_(-0.01, 0.01))
-        n = torch.arange(D) / max(D - 1, 1)
+        n = torch.arange(Kw) / max(Kw - 1, 1)
         self.time_decay = nn.Parameter(-6 + 5 * n.pow(0.7 + 1.3 * depth))
         self.time_decay_w1 = nn.Parameter(torch.zeros(D, Rd))
-        self.time_decay_w2 = nn.Parameter(torch.empty(Rd, D).uniform_(-0.01, 0.01))
-        zigzag = ((torch.arange(D) + 1) % 3 - 1) * 0.1
-        self.time_faaaa = nn.Parameter((depth * (1 - n) + zigzag).view(H, self.head_size))
-        self.receptance = nn.Linear(D, D, bias=False)
-        self.key = nn.Linear(D, D, bias=False)
-        self.value = nn.Linear(D, D, bias=False)
-        self.gate = nn.Linear(D, D, bias=False)
-        self.output = nn.Linear(D, D, bias=False)
-        self.ln_x = nn.GroupNorm(H, D, eps=c.norm_eps)
+        self.time_decay_w2 = nn.Parameter(torch.empty(Rd, Kw).uniform_(-0.01, 0.01))
+        zigzag = ((torch.arange(Kw) + 1) % 3 - 1) * 0.1
+        self.time_faaaa = nn.Parameter((depth * (1 - n) + zigzag).view(H, self.head_k))
+        self.receptance = nn.Linear(D, Kw, bias=False)
+        self.key = nn.Linear(D, Kw, bias=False)
+        self.value = nn.Linear(D, Vw, bias=False)
+        self.gate = nn.Linear(D, Vw, bias=False)
+        self.output = nn.Linear(Vw, D, bias=False)
+        self.ln_x = nn.GroupNorm(H, Vw, eps=c.norm_eps)
         # RWKV-LM trains every time_* parameter without weight decay
         for name, p in self.named_parameters():
             if name.startswith("time_"):
                 tag_ssm_param(p, lr=c.ssm_lr)
 
     def _mix(self, x: Tensor, x_prev: Tensor) -> tuple[Tensor, ...]:
-        """x (..., D), x_prev (..., D) the previous token -> r, k, v (..., H, K), g (..., D), log w."""
+        """x (..., D), x_prev (..., D) the previous token -> r, k (..., H, K), v (..., H, V), g (..., H V),
+        log w (..., H, K)."""
         dx = x_prev - x
         xxx = torch.tanh((x + dx * self.time_maa_x) @ self.time_maa_w1)  # (..., 5R)
         m = torch.einsum("...fr,frd->f...d", xxx.unflatten(-1, (5, -1)), self.time_maa_w2)
@@ -110,13 +120,13 @@ class RWKV6(SequenceMixer):
         xv = x + dx * (self.time_maa_v + mv)
         xr = x + dx * (self.time_maa_r + mr)
         xg = x + dx * (self.time_maa_g + mg)
-        heads = (self.n_heads, self.head_size)
-        r = self.receptance(xr).unflatten(-1, heads)
-        k = self.key(xk).unflatten(-1, heads)
-        v = self.value(xv).unflatten(-1, heads)
+        keys = (self.n_heads, self.head_k)
+        r = self.receptance(xr).unflatten(-1, keys)
+        k = self.key(xk).unflatten(-1, keys)
+        v = self.value(xv).unflatten(-1, (self.n_heads, self.head_v))
         g = F.silu(self.gate(xg))
         w = self.time_decay + torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2
-        return r, k, v, g, -torch.exp(w).unflatten(-1, heads)
+        return r, k, v, g, -torch.exp(w).unflatten(-1, keys)
 
     def _output(self, o: Tensor, g: Tensor) -> Tensor:
         """o (..., H, V), g (..., D) -> (..., D): per-head GroupNorm, gate, output projection."""
@@ -146,12 +156,11 @@ class RWKV6(SequenceMixer):
         return self._output(o, g), (x_t, S)
 
     def _zero_state(self, batch_size, device, dtype):
-        H, P = self.n_heads, self.head_size
         return (
             torch.zeros(batch_size, self.d_model, device=device, dtype=dtype),
-            torch.zeros(batch_size, H, P, P, device=device, dtype=dtype),
+            torch.zeros(batch_size, self.n_heads, self.head_k, self.head_v, device=device, dtype=dtype),
         )
 
     @property
     def state_size(self) -> int:
-        return self.d_model + self.n_heads * self.head_size**2
+        return self.d_model + self.n_heads * self.head_k * self.head_v
