@@ -75,6 +75,9 @@ BF16_MEASURED = {
                   grad_p=(7.0e-3, 1.1e-2), step=(4.3e-3, 4.3e-3), step_state=(2.4e-3, 5.5e-3)),
     "rwkv6": dict(out=(6.9e-3, 7.0e-3), state=(2.7e-3, 2.9e-3), grad_x=(9.7e-3, 9.7e-3),
                   grad_p=(1.2e-2, 2.4e-2), step=(5.0e-3, 7.2e-3), step_state=(2.7e-3, 4.8e-3)),
+    # the state is the float32 input token itself: exact
+    "rwkv6_cmix": dict(out=(6.7e-3, 6.7e-3), state=(0.0, 0.0), grad_x=(5.6e-3, 6.0e-3),
+                       grad_p=(9.4e-3, 1.0e-2), step=(4.3e-3, 8.8e-3), step_state=(0.0, 0.0)),
     "s4": dict(out=(3.5e-3, 3.9e-3), state=(0.0, 0.0), grad_x=(3.6e-3, 4.2e-3),
                grad_p=(6.5e-3, 9.1e-3), step=(2.8e-3, 4.1e-3), step_state=(0.0, 0.0)),
     "s4d": dict(out=(3.5e-3, 3.9e-3), state=(0.0, 0.0), grad_x=(3.0e-3, 3.9e-3),
