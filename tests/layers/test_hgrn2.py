@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from conftest import assert_close_rel
 
 import ssmkit
+from ssmkit.testing.equivalence import check_mixer
 
 from .layer_helpers import assert_chunked_grads_match_reference
 
@@ -18,12 +19,12 @@ def make(d_model: int = 16, **cfg):
 
 def naive(m, x: torch.Tensor) -> torch.Tensor:
     """Qin et al. 2024 as a loop: f = β + (1-β) σ(x W_f), S_t = Diag(f_t) S_{t-1} + (1 - f_t)ᵀ i_t,
-    o_t = swish(x W_q)_t S_t, y = RMSNorm(o) W_o."""
+    o_t = swish(x W_q)_t S_t (times E^-1/2 with ``scale_q``), y = RMSNorm(o) W_o."""
     B, L, D = x.shape
     H, E = m.n_heads, m.head_dim
     beta = m.config.lower_bound
     f = (beta + (1 - beta) * torch.sigmoid(m.f_proj(x))).view(B, L, H, E)
-    q = F.silu(m.q_proj(x)).view(B, L, H, E)
+    q = F.silu(m.q_proj(x)).view(B, L, H, E) * (E**-0.5 if m.config.scale_q else 1.0)
     i = m.i_proj(x).view(B, L, H, E)
     S = torch.zeros(B, H, E, E, dtype=x.dtype)
     outs = []
@@ -42,6 +43,18 @@ def test_matches_paper_recurrence(mode, lower_bound, expand_ratio):
         m.f_proj.weight.normal_(0, 1)  # a spread of forget gates, some near 0
     x = torch.randn(2, 11, 16, dtype=torch.float64)
     assert_close_rel(m(x, mode=mode), naive(m, x), 1e-12, "y")
+
+
+@pytest.mark.parametrize("lower_bound", [0.0, 0.9])
+def test_scale_q_option_matches_the_formula_and_every_equivalence():
+    """fla's layer scales q by K^-1/2: only the readout norm's eps sees it, so check it where that matters."""
+    m = make(expand_ratio=4, chunk_size=4, scale_q=True, norm_eps=1e-2)
+    x = torch.randn(2, 11, 16, dtype=torch.float64)
+    assert_close_rel(m(x), naive(m, x), 1e-12, "y")
+    unscaled = make(expand_ratio=4, chunk_size=4, norm_eps=1e-2)
+    assert (m(x) - unscaled(x)).abs().max() > 1e-4
+    failed = [str(r) for r in check_mixer("hgrn2", scale_q=True) if not r.passed]
+    assert not failed, "\n".join(failed)
 
 
 @pytest.mark.parametrize("lower_bound", [0.0, 0.9])

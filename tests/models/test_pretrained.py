@@ -109,8 +109,10 @@ def test_mismatched_checkpoint_lists_what_differs(tmp_path):
     with pytest.raises(ValueError) as err:
         load_pretrained(tmp_path)
     msg = str(err.value)
-    assert "unexpected key: backbone.blocks.1." in msg
-    assert "shape mismatch backbone.blocks.0.mixer.A_log: checkpoint (64, 8) vs model (64, 4)" in msg
+    assert "model.safetensors does not match the model its config describes" in msg
+    assert "unexpected key: backbone.layers.1." in msg  # the checkpoint's own names
+    assert ("shape mismatch backbone.layers.0.mixer.A_log: checkpoint (64, 8) does not give the model's "
+            "backbone.blocks.0.mixer.A_log (64, 4)") in msg
 
 
 def test_corrupt_files_are_named(tmp_path):

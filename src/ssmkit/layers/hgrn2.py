@@ -13,7 +13,9 @@ HGRN's element-wise gated recurrence with its state expanded by an outer product
 layer: RMSNorm over the D outputs, no scale on q). β is a per-layer constant: HGRN stacks raise
 it with depth (0 in the first layer); a model sets it per layer through ``lower_bound``.
 log f and 1 − f are computed without cancellation: log f = logsigmoid(z) for β = 0,
-1 − f = (1 − β) sigmoid(−z). The forget gate W_f is tagged. Padded steps get log f = 0 and
+1 − f = (1 − β) sigmoid(−z). ``scale_q`` multiplies q by K^{-1/2}, as flash-linear-attention's
+layer does (its kernels' default scale); the RMSNorm after the readout removes that factor but for
+its eps. The forget gate W_f is tagged. Padded steps get log f = 0 and
 k = 0. State: (S,) (B, H, K, V). Derivation: docs/math/linear_attention.md.
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ class HGRN2Config(MixerConfig):
     norm_eps: float = 1e-5
     chunk_size: int = 64  # chunk length of the chunked mode (a power of two)
     ssm_lr: float | None = None  # learning rate of the forget gate (None: the optimizer's)
+    scale_q: bool = False  # q · K^-1/2 before the readout (flash-linear-attention's layer)
 
     def __post_init__(self) -> None:
         check(self.expand_ratio >= 1, "expand_ratio", f"must be >= 1, got {self.expand_ratio}")
@@ -85,6 +88,9 @@ class HGRN2(SequenceMixer):
         q = F.silu(self.q_proj(x).unflatten(-1, heads))
         return q, k, self.i_proj(x).unflatten(-1, heads), log_f
 
+    def _scale(self) -> float:
+        return self.head_dim**-0.5 if self.config.scale_q else 1.0
+
     def _readout(self, o: Tensor) -> Tensor:
         return self.o_proj(self.norm(o.flatten(-2)))
 
@@ -92,12 +98,12 @@ class HGRN2(SequenceMixer):
         q, k, v, log_f = self._inputs(x)
         S0 = None if state is None else state[0]
         # padded steps: no input, decay 1
-        o, S = linear_attention(q, call.zero_pads(k), v, call.zero_pads(log_f), S0, mode=call.mode,
-                                chunk_size=self.config.chunk_size)
+        o, S = linear_attention(q, call.zero_pads(k), v, call.zero_pads(log_f), S0, scale=self._scale(),
+                                mode=call.mode, chunk_size=self.config.chunk_size)
         return self._readout(o), (S,)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):
-        o, S = linear_attention_step(*self._inputs(x_t), state[0])
+        o, S = linear_attention_step(*self._inputs(x_t), state[0], scale=self._scale())
         return self._readout(o), (S,)
 
     def _zero_state(self, batch_size, device, dtype):

@@ -70,6 +70,12 @@ def retention_decays(n_heads: int) -> Tensor:
     return 1.0 - 2.0 ** (-5.0 - torch.arange(n_heads, dtype=torch.float64))
 
 
+def retention_decay_logits(n_heads: int) -> Tensor:
+    """logit(γ_h) in float64: the stored form of the decays (``decay_logit``)."""
+    gamma = retention_decays(n_heads)
+    return torch.log(gamma) - torch.log1p(-gamma)
+
+
 @register_mixer("retnet")
 class RetNet(SequenceMixer):
     """Multi-scale retention: per-head fixed decays, RoPE, GroupNorm, swish gate."""
@@ -99,9 +105,8 @@ class RetNet(SequenceMixer):
             nn.init.xavier_uniform_(lin.weight, gain=2**-2.5)  # the official code's init
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
-        gamma = retention_decays(H)
-        logit = torch.log(gamma) - torch.log1p(-gamma)
-        self.decay_logit = nn.Parameter(logit.to(torch.get_default_dtype()), requires_grad=c.learn_decay)
+        self.decay_logit = nn.Parameter(retention_decay_logits(H).to(torch.get_default_dtype()),
+                                        requires_grad=c.learn_decay)
         tag_ssm_param(self.decay_logit, lr=c.ssm_lr)
 
     def log_decay(self) -> Tensor:
