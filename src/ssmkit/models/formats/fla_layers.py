@@ -35,7 +35,7 @@ def _same(mixer: SequenceMixer, prefix: str) -> dict[str, Map]:
 
 
 def _no(cfg: Cfg, key: str, default: Any, reason: str) -> None:
-    """Refuse ``cfg[key]`` unless it is ``default`` (an fla option ssmkit's layer does not have)."""
+    """Refuse ``cfg[key]`` unless it is fla's ``default`` (an fla option ssmkit's layer does not have)."""
     expect(cfg, key, default, (default,), reason)
 
 
@@ -141,9 +141,9 @@ HGRN2_NORM_EPS = 1e-5
 def _hgrn2_settings(cfg: Cfg, eps: float) -> Cfg:
     _no(cfg, "use_short_conv", False, "short convolutions: ssmkit's HGRN2 has none")
     _no(cfg, "elementwise_affine", True, "a norm without weight: ssmkit's HGRN2 norm has one")
-    _no(cfg, "use_lower_bound", False,
-        "learned lower bounds of the forget gates (the model's lower_bounds, per channel, shared across layers "
-        "through a softmax over layers and a cumulative sum): ssmkit's HGRN2 has a fixed scalar bound per layer")
+    expect(cfg, "use_lower_bound", True, (False,),  # fla's default is True
+           "learned lower bounds of the forget gates (the model's lower_bounds, per channel, shared across layers "
+           "through a softmax over layers and a cumulative sum): ssmkit's HGRN2 has a fixed scalar bound per layer")
     D, E = cfg["hidden_size"], cfg.get("expand_ratio", 128)
     if E is None:
         E = D // cfg["num_heads"]
