@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..config import check
 from .backbone import BackboneConfig
+from .conv import small_cnn
 from .events import check_events
 from .kinds import TaskKind
 from .layouts import EventStream, require_layout
@@ -51,12 +52,8 @@ class EventFrames(nn.Module):
         self.layout = require_layout(spec.layout, EventStream, "event_frames", "mnist_events")
         check(spec.kind == TaskKind.CLASSIFY, "arch", f"'event_frames' classifies streams, the task's kind is '{spec.kind}'")
         self.bins = cfg.bins
-        C = backbone.d_model
-        self.cnn = nn.Sequential(
-            nn.Conv2d(2 * cfg.bins, C, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
-            nn.Conv2d(C, C, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(C, spec.n_out)
+        self.cnn = small_cnn(2 * cfg.bins, backbone.d_model)
+        self.head = nn.Linear(backbone.d_model, spec.n_out)
 
     def forward(self, inputs: Tensor, mask: Tensor | None = None, dt: Tensor | None = None) -> Tensor:
         mask = check_events("event_frames", inputs, mask, self.layout)
