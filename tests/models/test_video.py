@@ -37,8 +37,9 @@ def test_frame_t_never_sees_a_later_frame(order):
 
 def test_the_residual_head_predicts_the_change_from_the_current_frame():
     plain, res = _model(residual=False).double(), _model().double()
-    res.load_state_dict(plain.state_dict())
     x = torch.rand(2, 3, 64, dtype=torch.float64)
+    assert torch.equal(res(x), x)  # untrained: copies the last frame
+    res.load_state_dict(plain.state_dict())
     assert torch.allclose(res(x), x + plain(x))
 
 

@@ -11,7 +11,7 @@ vision patch embedding, a learned position per patch), giving T grids of h x w t
   whole sequence, so token (t, i, j) has seen the frames before t and frame t up to patch (i, j).
 
 A Linear maps each token of frame t to its p x p pixels of frame t + 1; with ``residual`` the head
-predicts the change from frame t (so the untrained model starts near copying the last frame).
+predicts the change from frame t, initialized to zero (so the untrained model copies the last frame).
 Output (B, T, H*W), trained with MSE against the next frames (kind ``predict``).
 """
 from __future__ import annotations
@@ -111,6 +111,9 @@ class VideoModel(nn.Module):
         nn.init.normal_(self.pos.weight, std=0.02)
         self.backbone = SpaceTimeStack(backbone, cfg.order, cfg.scan, self.grid)
         self.head = nn.Linear(D, p * p)
+        if cfg.residual:  # zero change at the start: the untrained model copies the last frame exactly
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, inputs: Tensor, mask: Tensor | None = None) -> Tensor:
         H, W = self.frame
