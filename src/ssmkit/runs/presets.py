@@ -318,7 +318,7 @@ def points_small(mixer: Mixer | None = None) -> RunConfig:
         model=backbone(d_model=32, n_layers=2, mixer=mixer or "mamba"),
         train=TrainConfig(steps=600, batch_size=32, lr=2e-3, weight_decay=0.05, eval_every=150, eval_batch_size=400,
                           log_every=100),
-        arch="point_cloud", arch_cfg={"n_groups": 32, "group_size": 16, "orders": ("hilbert", "trans_hilbert")},
+        arch="point_cloud", arch_cfg={"n_groups": 32, "group_size": 16, "orders": ["hilbert", "trans_hilbert"]},
         source="ssmkit: PointMamba (Liang et al. 2024) scaled down (ModelNet40: 1,024 points, 64 patches of 32), "
                "on generated shapes",
     )
