@@ -67,7 +67,7 @@ def test_task_kind_is_a_str_enum():
     assert DataSpec("forecast", 1).kind is TaskKind.FORECAST
     assert TaskKind.LM.per_position and not TaskKind.CLASSIFY.per_position
     assert TaskKind.REGRESS.real_valued and not TaskKind.TAG.real_valued
-    with pytest.raises(ValueError, match=r"'kind': must be one of \('classify', 'tag', 'lm', 'forecast', 'regress'\)"):
+    with pytest.raises(ValueError, match=r"'kind': must be one of \('classify', 'tag', 'lm', 'forecast', 'regress', 'predict'\)"):
         TaskInfo(name="t", kind="rank", length=3, source="s", sizes={})
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import __version__
 from ..io import atomic_folder, write_text
-from ..tasks import higher_is_better, primary_metric
+from ..tasks import higher_is_better, is_fraction, task_metric
 from ..tasks.length import length_knob
 from .grid import SPEED_BASELINE, CompareSpec
 from .measure import machine
@@ -51,8 +51,9 @@ def build_results(spec: CompareSpec, records: list[dict[str, Any]], total_second
     for r in train:
         t = tasks.setdefault(r["task"], {"lengths": {}, "info": r["task_info"]})
         kind = r["task_info"]["kind"]
-        t["metric"] = f"test_{primary_metric(kind)}"
-        t["higher_is_better"] = higher_is_better(primary_metric(kind))
+        metric = task_metric(kind, r["task_info"].get("metric", ""))
+        t["metric"] = f"test_{metric}"
+        t["higher_is_better"] = higher_is_better(metric)
         t["length_knob"] = length_knob(r["task"])
         t["lengths"].setdefault(str(r["train_length"]), {"chance": r["chance"], "baseline": r["baseline"],
                                                          "task_cfg": r["config"]["task_cfg"]})
@@ -93,11 +94,11 @@ def _mean_std(values: list[float]) -> tuple[float, float, int]:
 
 
 def metric_text(metric: str, values: list[float]) -> str:
-    """Mean (± sample std when several seeds) in the metric's unit: accuracy in percent."""
+    """Mean (± sample std when several seeds) in the metric's unit: fractions (accuracy, mIoU) in percent."""
     mean, std, n = _mean_std(values)
     if n == 0:
         return "-"
-    scale, digits = (100.0, 1) if metric.endswith("accuracy") else (1.0, 4)
+    scale, digits = (100.0, 1) if is_fraction(metric) else (1.0, 4)
     return f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if n > 1 else "")
 
 

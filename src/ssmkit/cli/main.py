@@ -254,7 +254,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             continue
         sizes = " / ".join(f"{i.sizes.get(s, 0):,}" for s in ("train", "val", "test"))
         inputs = f"tokens ({i.vocab_size})" if i.vocab_size else f"{i.d_input} feature(s)"
-        classes = {"forecast": f"horizon {i.horizon}", "regress": f"{i.n_classes} value(s)"}.get(i.kind, str(i.n_classes))
+        classes = {"forecast": f"horizon {i.horizon}", "regress": f"{i.n_classes} value(s)",
+                   "predict": f"{i.n_classes} value(s) per position"}.get(i.kind, str(i.n_classes))
         print(f"| {name} | {i.kind} | {sizes} | {i.length} | {classes} | {inputs} | {i.source} |")
     print("\n| preset (--preset) | setup |\n|---|---|")
     for name in list_presets():

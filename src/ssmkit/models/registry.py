@@ -32,6 +32,7 @@ class DataSpec:
     horizon: int = 0  # forecast steps
     image_shape: tuple[int, int, int] | None = None  # (H, W, C) when inputs are images flattened row-major to (B, H*W, C)
     graph: Any = None  # models.graph_structure.GraphSpec (fixed graph, snapshots per input) of a graph task's build_model
+    layout: Any = None  # a models.layouts dataclass: how events, point sets, video frames or image + caption are packed
 
     def __post_init__(self) -> None:
         self.kind = TaskKind.parse(self.kind)

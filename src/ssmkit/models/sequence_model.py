@@ -3,7 +3,8 @@
 - ``classify``: pooled real tokens -> (B, n_out) logits (pool ``mean`` or ``last`` real token);
 - ``tag`` / ``lm``: every position -> (B, L, n_out) logits;
 - ``forecast``: the last real position -> (B, horizon, d_input) values;
-- ``regress``: the last real position -> (B, n_out) values (e.g. the adding problem's sum).
+- ``regress``: the last real position -> (B, n_out) values (e.g. the adding problem's sum);
+- ``predict``: every position -> (B, L, n_out) values, the next position's (e.g. video frames as tokens).
 Inputs are token ids (B, L) when ``vocab_size`` is set, else features (B, L, d_input).
 ``dt`` (B, L), the time elapsed before each token (irregular sampling), goes to every mixer.
 """

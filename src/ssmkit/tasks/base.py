@@ -11,6 +11,7 @@ Kinds of output (``TaskInfo.kind``, a ``TaskKind``):
 - ``lm``: next-token prediction; targets (B, L) long (inputs shifted), ``IGNORE`` on padding.
 - ``forecast``: a horizon of future values; targets (B, horizon, C) float.
 - ``regress``: ``n_classes`` real values read at the last real token; targets (B, n_classes) float.
+- ``predict``: the next position's ``n_classes`` values at every position; targets (B, L, n_classes) float.
 
 Inputs are token ids (B, L) long when ``TaskInfo.vocab_size`` is set, else features (B, L, C)
 float with C = ``TaskInfo.d_input``. ``mask`` (B, L) bool marks real tokens (None: all real);
@@ -51,6 +52,8 @@ class TaskInfo:
     horizon: int = 0  # forecast steps
     notes: str = ""
     image_shape: tuple[int, int, int] | None = None  # (H, W, C): inputs are images flattened row-major
+    layout: Any = None  # a models.layouts dataclass for inputs packed otherwise (events, points, frames, captions)
+    metric: str = ""  # the metric that ranks models on this task ("": the kind's, tasks.metrics.PRIMARY_METRIC)
 
     def __post_init__(self) -> None:
         self.kind = TaskKind.parse(self.kind)
@@ -61,7 +64,8 @@ class TaskInfo:
 
     def data_spec(self) -> DataSpec:
         """What a model architecture needs to know of these inputs and outputs."""
-        return DataSpec(self.kind, self.n_classes, self.vocab_size, self.d_input, self.horizon, self.image_shape)
+        return DataSpec(self.kind, self.n_classes, self.vocab_size, self.d_input, self.horizon, self.image_shape,
+                        layout=self.layout)
 
 
 @dataclasses.dataclass
@@ -86,7 +90,9 @@ class Task:
     """Base class: subclasses set ``info`` in ``__init__`` and implement ``batches``.
 
     ``loss`` and ``metrics`` follow from ``info.kind``; override them for task-specific metrics.
-    ``metrics`` returns sums and counts, {name: (total, count)}, so that batches aggregate exactly.
+    ``metrics`` returns sums and counts, {name: (total, count)}, so that batches aggregate exactly;
+    ``derived_metrics`` computes what is no single ratio of sums (a mean of per-class IoUs) from the
+    aggregated averages.
     """
 
     info: TaskInfo
@@ -119,6 +125,10 @@ class Task:
                                  ignore_index=IGNORE, reduction="sum").item()
             out["bits_per_token"] = (ce / 0.6931471805599453, n)
         return out
+
+    def derived_metrics(self, averages: dict[str, float]) -> dict[str, float]:
+        """Metrics computed from a split's aggregated averages (default: none)."""
+        return {}
 
     def _check_split(self, split: str) -> None:
         if split not in SPLITS:

@@ -1,9 +1,10 @@
 """Which metric ranks models on a task, and which way is better: the one table for every caller.
 
 ``Task.metrics`` reports ``accuracy`` (classify, tag, lm), ``bits_per_token`` (lm) and ``mse`` /
-``mae`` (forecast, regress). The training loop keeps the best-val weights by the primary metric
-of the task's kind (``TrainConfig.val_metric="auto"``), and ``ssmkit compare`` ranks and tabulates
-mixers by it; both read it here.
+``mae`` (forecast, regress, predict). The training loop keeps the best-val weights by the primary
+metric of the task (``TrainConfig.val_metric="auto"``), and ``ssmkit compare`` ranks and tabulates
+mixers by it; both read it here: the task's own ``TaskInfo.metric`` when it names one (``miou``,
+``exact_match``), else its kind's.
 """
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ PRIMARY_METRIC: dict[TaskKind, str] = {
     TaskKind.LM: "bits_per_token",
     TaskKind.FORECAST: "mse",
     TaskKind.REGRESS: "mse",
+    TaskKind.PREDICT: "mse",
 }
-HIGHER_IS_BETTER = frozenset({"accuracy"})  # every other metric (mse, mae, bits_per_token) is minimized
+# every other metric (mse, mae, bits_per_token) is minimized
+HIGHER_IS_BETTER = frozenset({"accuracy", "pixel_accuracy", "miou", "ssim", "exact_match", "char_accuracy"})
+FRACTIONS = HIGHER_IS_BETTER - {"ssim"}  # fractions of examples shown in percent
 _SPLIT_PREFIXES = ("best_val_", "test_", "val_")  # how results name a metric of a split
 
 
@@ -25,13 +29,26 @@ def primary_metric(kind: TaskKind | str) -> str:
     return PRIMARY_METRIC[TaskKind.parse(kind)]
 
 
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of ``metric`` is better (a split prefix such as ``test_`` is ignored)."""
+def task_metric(kind: TaskKind | str, metric: str = "") -> str:
+    """The metric that ranks models on a task: its own (``TaskInfo.metric``) or its kind's."""
+    return metric or primary_metric(kind)
+
+
+def _bare(metric: str) -> str:
     for prefix in _SPLIT_PREFIXES:
         if metric.startswith(prefix):
-            metric = metric[len(prefix):]
-            break
-    return metric in HIGHER_IS_BETTER
+            return metric[len(prefix):]
+    return metric
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better (a split prefix such as ``test_`` is ignored)."""
+    return _bare(metric) in HIGHER_IS_BETTER
+
+
+def is_fraction(metric: str) -> bool:
+    """Whether ``metric`` is a fraction shown in percent (accuracy, mIoU, exact match; a split prefix is ignored)."""
+    return _bare(metric) in FRACTIONS
 
 
 def improves(value: float, best: float | None, metric: str) -> bool:

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import __version__
 from ..io import write_text
 from ..tasks.base import Batch, Task
-from ..tasks.metrics import improves, primary_metric
+from ..tasks.metrics import improves, task_metric
 from . import distributed
 from .checkpoint import (
     BEST, MODEL, OPTIMIZER, RUN, CheckpointError, decode_bytes, encode_bytes, join_optimizer_state,
@@ -116,7 +116,8 @@ def evaluate(task: Task, model: nn.Module, split: str, batch_size: int = 256, *,
     # with fewer rows than processes some ranks score nothing: every rank sums the same names
     names = distributed.all_names(list(totals), d)
     flat = all_sum([v for n in names for v in totals.get(n, (0.0, 0))], d)
-    return {n: flat[2 * i] / max(flat[2 * i + 1], 1) for i, n in enumerate(names)}
+    averages = {n: flat[2 * i] / max(flat[2 * i + 1], 1) for i, n in enumerate(names)}
+    return {**averages, **task.derived_metrics(averages)}
 
 
 def fit(task: Task, model: nn.Module, cfg: TrainConfig | None = None, *,
@@ -176,7 +177,7 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
                          f"{d.world} processes")
     total = cfg.epochs * steps_per_epoch(task, cfg.batch_size, d.world) if cfg.epochs else cfg.steps
     warmup = int(cfg.warmup_fraction * total)
-    metric = primary_metric(task.info.kind) if cfg.val_metric == "auto" else cfg.val_metric
+    metric = task_metric(task.info.kind, task.info.metric) if cfg.val_metric == "auto" else cfg.val_metric
     opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.ssm_lr), betas=cfg.betas)
     peaks = [g["lr"] for g in opt.param_groups]
     pos, best, notes = Position(), None, []
