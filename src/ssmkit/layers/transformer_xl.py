@@ -14,7 +14,8 @@ segment up to itself. With the paper's relative positions (its eq. for A^rel, pe
 R_d is the sinusoidal encoding of the distance d (0 <= d < M + S), u and v (H, P) are learned
 biases (the paper's u, v), and SG is the paper's stop-gradient into the memory: a key or value of
 an earlier segment passes no gradient to the hidden state it was computed from (W_k and W_v still
-learn from it). ``stop_grad_memory=False`` keeps that gradient. SG never changes a value.
+learn from it). ``stop_grad_memory=False`` keeps that gradient. SG changes no value (the same sums
+in another order: 1e-14 apart in float64).
 
 What holds exactly (tested; docs/math/transformer_xl.md): forward == token-by-token step == any
 split with the state carried == every mode, in values and in gradients, because segment boundaries

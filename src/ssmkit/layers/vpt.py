@@ -126,21 +126,24 @@ class VolumePreservingTransformer(SequenceMixer):
         T = self.config.window
         st = self.init_state(B, x.device, state_dtype(x)) if state is None else VPTState(*state)
         ext = torch.cat([st.z, x.to(st.z.dtype)], 1)  # (B, T - 1 + L, D)
-        y = self._readout(ext.unfold(1, T, 1).transpose(-1, -2), call.mode)  # windows (B, L, T, D)
+        y = self._readout(ext, call.mode)
         real = call_lengths(call.lengths, B, L, x.device)
         return self.ffn(y).to(x.dtype), VPTState(tail(ext, T - 1 + real, T - 1))
 
     @float32_core
-    def _readout(self, Z: Tensor, mode: str) -> Tensor:
-        """Z (B, L, T, D) -> the last column of Z Λ(Z) per window (B, L, D)."""
+    def _readout(self, ext: Tensor, mode: str) -> Tensor:
+        """ext (B, T - 1 + L, D) -> the last column of Z Λ(Z) for the window Z (T, D) ending at each
+        new token (B, L, D)."""
+        T = self.config.window
+        Z = ext.unfold(1, T, 1).transpose(-1, -2)  # (B, L, T, D)
+        ZA = (ext @ self.A).unfold(1, T, 1).transpose(-1, -2)  # z_i A once per token, not once per window
+        K = skew(ZA @ Z.transpose(-1, -2))  # C~ (B, L, T, T)
         if mode == "reference":
-            return (self.attention_matrix(Z)[..., -1:].transpose(-1, -2) @ Z)[..., 0, :]
-        K = skew(Z @ self.A @ Z.transpose(-1, -2))
-        T = K.shape[-1]
-        eye = torch.eye(T, dtype=K.dtype, device=K.device)
-        e_last = eye[:, -1:].expand(*K.shape[:-1], 1)
-        w = torch.linalg.solve(eye + K, e_last)  # (I + C~) w = e_T
-        col = w - K @ w  # Λ e_T = (I - C~) w
+            col = cayley(K)[..., -1:]
+        else:
+            eye = torch.eye(T, dtype=K.dtype, device=K.device)
+            w = torch.linalg.solve(eye + K, eye[:, -1:].expand(*K.shape[:-1], 1))  # (I + C~) w = e_T
+            col = w - K @ w  # Λ e_T = (I - C~) w
         return (col.transpose(-1, -2) @ Z)[..., 0, :]
 
 

@@ -11,6 +11,9 @@ Kinds of output (``TaskInfo.kind``, a ``TaskKind``):
 - ``lm``: next-token prediction; targets (B, L) long (inputs shifted), ``IGNORE`` on padding.
 - ``forecast``: a horizon of future values; targets (B, horizon, C) float.
 - ``regress``: ``n_classes`` real values read at the last real token; targets (B, n_classes) float.
+- ``trajectory``: the next state of a dynamical system at every position (teacher forcing);
+  targets (B, L, n_classes) float. Such a task may also score closed-loop roll-outs of the model
+  (``Task.rollout_metrics``).
 
 Inputs are token ids (B, L) long when ``TaskInfo.vocab_size`` is set, else features (B, L, C)
 float with C = ``TaskInfo.d_input``. ``mask`` (B, L) bool marks real tokens (None: all real);
@@ -119,6 +122,12 @@ class Task:
                                  ignore_index=IGNORE, reduction="sum").item()
             out["bits_per_token"] = (ce / 0.6931471805599453, n)
         return out
+
+    def rollout_metrics(self, model: torch.nn.Module) -> dict[str, Any] | None:
+        """Scores that need the model itself rather than its outputs on test batches: closed-loop
+        roll-outs, where each prediction is fed back as the next input (``ssmkit compare`` records
+        them beside the test metrics). None: the task has none."""
+        return None
 
     def _check_split(self, split: str) -> None:
         if split not in SPLITS:

@@ -1,7 +1,7 @@
 """Which metric ranks models on a task, and which way is better: the one table for every caller.
 
 ``Task.metrics`` reports ``accuracy`` (classify, tag, lm), ``bits_per_token`` (lm) and ``mse`` /
-``mae`` (forecast, regress). The training loop keeps the best-val weights by the primary metric
+``mae`` (forecast, regress, trajectory). The training loop keeps the best-val weights by the primary metric
 of the task's kind (``TrainConfig.val_metric="auto"``), and ``ssmkit compare`` ranks and tabulates
 mixers by it; both read it here.
 """
@@ -15,6 +15,7 @@ PRIMARY_METRIC: dict[TaskKind, str] = {
     TaskKind.LM: "bits_per_token",
     TaskKind.FORECAST: "mse",
     TaskKind.REGRESS: "mse",
+    TaskKind.TRAJECTORY: "mse",
 }
 HIGHER_IS_BETTER = frozenset({"accuracy"})  # every other metric (mse, mae, bits_per_token) is minimized
 _SPLIT_PREFIXES = ("best_val_", "test_", "val_")  # how results name a metric of a split
