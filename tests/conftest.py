@@ -2,8 +2,16 @@
 the rule that a skip fails the session (tests/skip_gate.py; ``SSMKIT_ALLOW_SKIPS=1`` allows them)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Triton kernels (fla's, in the interop tests) run on the CPU through Triton's interpreter, which is
+# chosen when triton is first imported: set it here, before any test module (or a library it loads,
+# e.g. transformers) can import triton. A machine with a GPU runs them compiled.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from skip_gate import install_skip_gate
 from ssmkit.testing import assert_close_rel, rel_err  # noqa: F401  (re-exported for tests)

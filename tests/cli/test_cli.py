@@ -47,6 +47,16 @@ def test_train_demo_runs_briefly(capsys):
     assert "test accuracy" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", ["swa", "transformer_xl", "infini_attention", "block_recurrent", "rmt", "vpt"])
+def test_train_step_of_each_recurrent_transformer(name, tmp_path, capsys):
+    """One training step of every Transformer that regains recurrence, on the rigid body, through the CLI."""
+    small = ["steps=1", "d_model=16", "n_layers=1", "batch_size=4", "task.steps=40", "task.length=16",
+             "task.n_train=2", "task.n_val=1", "task.n_test=1"]
+    argv = ["train", "--task", "rigid_body", "--mixer", name, "--out", str(tmp_path / name)]
+    assert main(argv + [a for kv in small for a in ("--set", kv)]) == 0
+    assert "test mse" in capsys.readouterr().out
+
+
 def test_bench_prints_ratio_table(capsys):
     name = "s4d"
     assert main(["bench", "--mixers", name, "--lengths", "64", "--d-model", "8", "--d-state", "4", "--repeats", "1"]) == 0

@@ -86,6 +86,20 @@ BF16_MEASURED = {
                  grad_p=(6.7e-3, 1.3e-2), step=(3.3e-3, 3.5e-3), step_state=(0.0, 0.0)),
     "s5": dict(out=(2.9e-3, 2.9e-3), state=(3.6e-3, 3.6e-3), grad_x=(2.5e-3, 2.7e-3),
                grad_p=(5.2e-3, 1.8e-2), step=(2.8e-3, 3.9e-3), step_state=(3.1e-3, 4.5e-3)),
+    "swa": dict(out=(3.2e-3, 3.4e-3), state=(4.2e-3, 5.9e-3), grad_x=(4.9e-3, 6.2e-3),
+                grad_p=(8.2e-3, 1.5e-2), step=(3.3e-3, 3.6e-3), step_state=(7.2e-3, 7.2e-3)),
+    # the memory holds inputs (float32, never rounded): exact states
+    "transformer_xl": dict(out=(3.1e-3, 3.4e-3), state=(0.0, 0.0), grad_x=(3.8e-3, 4.9e-3),
+                           grad_p=(1.2e-2, 1.2e-2), step=(2.8e-3, 3.5e-3), step_state=(0.0, 0.0)),
+    "infini_attention": dict(out=(2.6e-3, 2.7e-3), state=(3.7e-3, 4.3e-3), grad_x=(4.6e-3, 6.0e-3),
+                             grad_p=(9.4e-3, 1.5e-2), step=(2.5e-3, 2.8e-3), step_state=(3.7e-3, 4.9e-3)),
+    "block_recurrent": dict(out=(3.0e-3, 3.7e-3), state=(4.7e-3, 4.7e-3), grad_x=(4.8e-3, 5.3e-3),
+                            grad_p=(1.3e-2, 1.3e-2), step=(3.4e-3, 3.8e-3), step_state=(4.7e-3, 4.7e-3)),
+    # the step (token 9 of a 32-token segment) completes no segment: memory and inputs exact
+    "rmt": dict(out=(3.1e-3, 3.6e-3), state=(4.3e-3, 5.3e-3), grad_x=(5.0e-3, 5.9e-3),
+                grad_p=(1.2e-2, 1.7e-2), step=(3.0e-3, 3.4e-3), step_state=(0.0, 0.0)),
+    "vpt": dict(out=(1.7e-3, 1.8e-3), state=(0.0, 0.0), grad_x=(1.6e-3, 1.7e-3),
+                grad_p=(3.1e-3, 4.3e-3), step=(1.8e-3, 1.8e-3), step_state=(0.0, 0.0)),
 }
 
 

@@ -15,7 +15,7 @@ MIXERS = ssmkit.list_mixers()
 FAMILIES = {
     "s4", "s4d", "dss", "s5", "lru", "mamba", "mamba2", "linear_attention", "retnet", "gla", "hgrn2",
     "rwkv6", "deltanet", "mlstm", "rglru", "h3", "hyena", "gss", "liquid_s4", "s4nd", "attention",
-    "lstm", "gru", "rwkv6_cmix",
+    "lstm", "gru", "rwkv6_cmix", "swa", "transformer_xl", "block_recurrent", "rmt", "infini_attention", "vpt",
 }
 
 
@@ -62,7 +62,9 @@ FP32_MEASURED = {
     "lstm": (1.5e-07, 1.8e-07), "mamba": (2.2e-07, 3.3e-07), "mamba2": (2.5e-07, 3.0e-07),
     "mlstm": (1.8e-07, 3.8e-07), "retnet": (2.6e-07, 6.7e-07), "rglru": (2.3e-07, 2.4e-07),
     "rwkv6": (4.5e-07, 4.7e-07), "rwkv6_cmix": (2.0e-07, 3.1e-07), "s4": (1.8e-06, 4.8e-06), "s4d": (5.4e-07, 7.8e-07),
-    "s4nd": (2.0e-07, 2.3e-07), "s5": (1.8e-07, 1.9e-07),
+    "s4nd": (2.0e-07, 2.3e-07), "s5": (1.8e-07, 1.9e-07), "swa": (9.6e-08, 1.7e-07),
+    "transformer_xl": (7.9e-08, 1.8e-07), "infini_attention": (1.0e-07, 1.4e-07),
+    "block_recurrent": (1.4e-07, 3.2e-07), "rmt": (2.9e-07, 2.9e-07), "vpt": (3.2e-07, 3.2e-07),
 }
 
 

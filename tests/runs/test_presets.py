@@ -85,3 +85,14 @@ def test_bad_overrides_are_rejected_with_what_is_valid(override, error, message)
 def test_changing_the_mixer_rejects_settings_it_does_not_have():
     with pytest.raises(TypeError, match="mixer 'attention'"):
         apply_overrides(get_preset("copy_memory_demo"), ["mixer=attention", "mixer.d_state=8"])
+
+
+def test_recurrent_transformer_presets_set_windows_of_32_where_a_mixer_has_them():
+    assert get_preset("doc_lm_sweep").model.mixer_cfg == {"segment_len": 32, "mem_len": 32}
+    assert get_preset("doc_lm_sweep", "swa").model.mixer_cfg == {"window": 32}
+    assert get_preset("doc_lm_sweep", "mamba").model.mixer_cfg == {}
+    hybrid = get_preset("doc_lm_sweep", ("rmt", "mamba", "block_recurrent"))
+    assert hybrid.model.mixer_cfg == {"rmt": {"segment_len": 32}, "block_recurrent": {"block_len": 32}}
+    assert hybrid.model.n_layers == 3
+    rollout = get_preset("rigid_body_rollout")
+    assert (rollout.task, rollout.model.mixer, rollout.task_cfg) == ("rigid_body", "vpt", {"length": 32})

@@ -67,14 +67,16 @@ def test_task_kind_is_a_str_enum():
     assert DataSpec("forecast", 1).kind is TaskKind.FORECAST
     assert TaskKind.LM.per_position and not TaskKind.CLASSIFY.per_position
     assert TaskKind.REGRESS.real_valued and not TaskKind.TAG.real_valued
-    with pytest.raises(ValueError, match=r"'kind': must be one of \('classify', 'tag', 'lm', 'forecast', 'regress', 'predict'\)"):
+    assert TaskKind.TRAJECTORY.per_position and TaskKind.TRAJECTORY.real_valued
+    with pytest.raises(ValueError, match=r"'kind': must be one of \('classify', 'tag', 'lm', 'forecast', 'regress', "
+                                         r"'predict', 'trajectory'\)"):
         TaskInfo(name="t", kind="rank", length=3, source="s", sizes={})
 
 
 def test_one_primary_metric_table():
     assert set(PRIMARY_METRIC) == set(TaskKind)
-    assert [primary_metric(k) for k in ("classify", "tag", "lm", "forecast", "regress")] == [
-        "accuracy", "accuracy", "bits_per_token", "mse", "mse"]
+    assert [primary_metric(k) for k in ("classify", "tag", "lm", "forecast", "regress", "trajectory")] == [
+        "accuracy", "accuracy", "bits_per_token", "mse", "mse", "mse"]
     assert higher_is_better("accuracy") and higher_is_better("test_accuracy") and higher_is_better("best_val_accuracy")
     assert not higher_is_better("mse") and not higher_is_better("test_bits_per_token")
     assert improves(0.6, 0.5, "accuracy") and not improves(0.6, 0.5, "mse") and improves(0.6, None, "mse")

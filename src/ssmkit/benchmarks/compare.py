@@ -8,7 +8,8 @@ anything trains), then runs this shard's cells:
   continues from its last one), scores the test split at that length and at every evaluation
   length (``measure.evaluate_lengths``: recurrent mixers in their linear-cost mode, attention as
   long as it is predicted to fit the memory and the time budget; a length that cannot run is
-  recorded with its reason), and measures speed and memory on one training batch;
+  recorded with its reason), records the task's closed-loop roll-outs when it has them
+  (``Task.rollout_metrics``: the dynamical systems), and measures speed and memory on one training batch;
 - a **speed cell** times one bare mixer at the paper width over the speed lengths
   (``measure.speed_curve``), skipping lengths predicted not to fit, saying why.
 
@@ -104,6 +105,7 @@ def run_train_cell(cell: Cell, run: RunConfig, spec: CompareSpec, folder: Path,
     batch = cfg.batch_size
     evals = evaluate_lengths(model, run, spec.eval_lengths_for(cell.length, cell.task), cfg.eval_batch_size,
                              spec.eval_seconds, log)
+    rollout = task.rollout_metrics(model)  # closed-loop scores (dynamics tasks), None for the others
     return {
         "kind": "train", "key": cell.key, "task": cell.task, "mixer": cell.mixer, "seed": cell.seed,
         "train_length": cell.length, "task_info": to_json(task.info), "config": trained.to_json(),
@@ -113,6 +115,7 @@ def run_train_cell(cell: Cell, run: RunConfig, spec: CompareSpec, folder: Path,
         **_task_yardsticks(task),
         "speed": measure_speed(task, model, batch),
         "eval": evals,
+        **({"rollout": rollout} if rollout is not None else {}),
         "train_seconds": train_wall, "wall_seconds": time.perf_counter() - wall,
         "cpu_seconds": time.process_time() - cpu, "device": str(next(model.parameters()).device),
     }

@@ -30,6 +30,8 @@ DEFAULT_PRESET = "induction_heads_sweep"
 # machine and does not stall when another process takes a core: measured 13 s vs 178 s for 300 mamba steps)
 SWEEPS: dict[str, dict[str, Any]] = {
     "induction_heads_sweep": {"train_lengths": [32, 64], "eval_lengths": ["x2", "x4", "x8", "x16"], "threads": 1},
+    "doc_lm_sweep": {"train_lengths": [128], "eval_lengths": ["x2", "x4", "x8"], "threads": 1},
+    "rigid_body_rollout": {"threads": 1},
 }
 DEFAULT_MIXERS = ["mamba", "s4d", "attention", "lstm"]
 DEFAULT_SPEED_LENGTHS = [1024, 4096, 16384, 32768]

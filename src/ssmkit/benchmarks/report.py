@@ -9,7 +9,8 @@ reader sees the previous report or the new one, never a mix.
 Tables: the test metric at each training length (tasks x lengths, mean ± sample std over seeds,
 the average per mixer, chance and published numbers); extrapolation (each trained model scored at
 longer lengths, or the reason a length was skipped); the bare layers' speed, memory and state vs
-length with the crossover against attention; the trained configurations' size and speed.
+length with the crossover against attention; closed-loop roll-outs (error and invariant drift vs
+horizon) for tasks that have them; the trained configurations' size and speed.
 """
 from __future__ import annotations
 
@@ -139,6 +140,7 @@ def speed_rows(results: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
 def tables(results: dict[str, Any]) -> list[Table]:
     out = [_accuracy_table(results)]
     out += [t for task in results["tasks"] for t in _extrapolation_tables(results, task)]
+    out += [t for task in results["tasks"] for t in _rollout_tables(results, task)]
     if results["speed"]:
         out.append(_speed_table(results))
     out.append(_trained_table(results))
@@ -224,6 +226,39 @@ def _extrapolation_tables(results: dict[str, Any], task: str) -> list[Table]:
             note += " Skipped: " + "; ".join(skipped) + "."
         out.append(Table(f"Extrapolation: {task} trained at L = {L}", header, rows, note))
     return out
+
+
+def _rollout_tables(results: dict[str, Any], task: str) -> list[Table]:
+    """Closed-loop roll-outs (``Task.rollout_metrics``) per training length: the relative error and
+    each invariant's relative drift at each horizon, mean (± std) over seeds."""
+    out = []
+    for L in _lengths(results, task):
+        cells = [c for c in results["cells"] if c["task"] == task and c["train_length"] == L and "rollout" in c]
+        if not cells:
+            continue
+        first = cells[0]["rollout"]
+        horizons, names = first["horizons"], sorted(first["invariant_drift"])
+        header = ["mixer"] + [f"error h={h}" for h in horizons] + [f"{n} drift h={horizons[-1]}" for n in names]
+        rows = []
+        for mixer in results["mixers"]:
+            mine = [c["rollout"] for c in _cells(results, task, L, mixer) if "rollout" in c]
+            if not mine:
+                continue
+            row = [f"`{mixer}`"] + [_sci([r["error"][i] for r in mine]) for i in range(len(horizons))]
+            rows.append(row + [_sci([r["invariant_drift"][n][-1] for r in mine]) for n in names])
+        note = (f"Each model reads the first {first['warmup']} states of every test trajectory, then runs on its own "
+                f"predictions (z_t+1 = z_t + {first['dt']:g} * output, the state carried) for {horizons[-1]} steps; "
+                "error: ||predicted - true|| / ||true|| at h steps after the last observed state; drift: "
+                "|I(predicted) - I(z_0)| / |I(z_0)| of each invariant; means over the test trajectories.")
+        out.append(Table(f"Roll-outs: {task} trained at L = {L}", header, rows, note))
+    return out
+
+
+def _sci(values: list[float]) -> str:
+    mean, std, n = _mean_std(values)
+    if n == 0:
+        return "-"
+    return f"{mean:.2e}" + (f" ± {std:.1e}" if n > 1 else "")
 
 
 def _speed_table(results: dict[str, Any]) -> Table:

@@ -4,7 +4,8 @@ Importing this package registers every family (each module applies ``@register_m
 """
 from . import (  # noqa: F401  (registration side effect)
     attention, deltanet, dss, gla, gru, gss, h3, hgrn2, hyena, linear_attention, liquid_s4, lru, lstm,
-    mamba, mamba2, mlstm, retnet, rglru, rwkv6, rwkv6_cmix, s4, s4d, s4nd, s5,
+    mamba, mamba2, mlstm, retnet, rglru, rwkv6, rwkv6_cmix, s4, s4d, s4nd, s5, swa, transformer_xl,
+    infini_attention, block_recurrent, rmt, vpt,
 )
 from .base import MixerConfig, SequenceMixer, log_once, tag_ssm_param
 from .bidirectional import Bidirectional

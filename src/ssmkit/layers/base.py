@@ -161,6 +161,10 @@ class SequenceMixer(nn.Module):
     accepts_dt: ClassVar[bool] = False
     # The modes that can run with dt (None: every mode); e.g. an FFT convolution needs one fixed step.
     dt_modes: ClassVar[tuple[str, ...] | None] = None
+    # Config fields that cut the sequence into windows, segments or blocks (int lengths): the
+    # equivalence checker lowers them as it lowers chunk fields, so its short inputs cross their
+    # boundaries (a 64-token window is never left by a 13-token check otherwise).
+    block_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg: Any) -> None:
         super().__init__()

@@ -16,6 +16,7 @@ class TaskKind(str, enum.Enum):
     FORECAST = "forecast"  # a horizon of future values: targets (B, horizon, C) float
     REGRESS = "regress"  # real values read at the last real token: targets (B, n_out) float
     PREDICT = "predict"  # the next position's values at every position: targets (B, L, n_out) float (video frames)
+    TRAJECTORY = "trajectory"  # the next state of a dynamical system at every position: targets (B, L, C) float
 
     __hash__ = str.__hash__  # hash as the value, as equality does: a member finds its str key in a dict
 
@@ -25,12 +26,12 @@ class TaskKind(str, enum.Enum):
     @property
     def per_position(self) -> bool:
         """Outputs per position (B, L, n_out): a chunk of the sequence is scored on its own."""
-        return self in (TaskKind.TAG, TaskKind.LM, TaskKind.PREDICT)
+        return self in (TaskKind.TAG, TaskKind.LM, TaskKind.PREDICT, TaskKind.TRAJECTORY)
 
     @property
     def real_valued(self) -> bool:
         """Real-valued targets scored by squared error, instead of labels scored by cross-entropy."""
-        return self in (TaskKind.FORECAST, TaskKind.REGRESS, TaskKind.PREDICT)
+        return self in (TaskKind.FORECAST, TaskKind.REGRESS, TaskKind.PREDICT, TaskKind.TRAJECTORY)
 
     @classmethod
     def parse(cls, value: str, field: str = "kind") -> "TaskKind":

@@ -1,7 +1,7 @@
 """Encoder -> Backbone -> head, for the task kinds of ``ssmkit.tasks``.
 
 - ``classify``: pooled real tokens -> (B, n_out) logits (pool ``mean`` or ``last`` real token);
-- ``tag`` / ``lm``: every position -> (B, L, n_out) logits;
+- ``tag`` / ``lm``: every position -> (B, L, n_out) logits; ``trajectory``: (B, L, n_out) values;
 - ``forecast``: the last real position -> (B, horizon, d_input) values;
 - ``regress``: the last real position -> (B, n_out) values (e.g. the adding problem's sum);
 - ``predict``: every position -> (B, L, n_out) values, the next position's (e.g. video frames as tokens).

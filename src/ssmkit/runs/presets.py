@@ -107,6 +107,53 @@ def induction_heads_sweep(mixer: Mixer | None = None) -> RunConfig:
     )
 
 
+# The Transformers that regain recurrence at the size of these small comparisons: windows, segments,
+# memories and blocks of 32 tokens, so a 128-token window spans four of them and what lies further
+# back must be carried by the recurrence (memory, state vectors, memory tokens), not by the window.
+WINDOWS_32: dict[str, dict[str, Any]] = {
+    "swa": {"window": 32}, "transformer_xl": {"segment_len": 32, "mem_len": 32},
+    "infini_attention": {"segment_len": 32}, "block_recurrent": {"block_len": 32}, "rmt": {"segment_len": 32},
+}
+
+
+def window_settings(mixer: Mixer, table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``mixer_cfg`` holding ``table``'s settings for the mixers of the stack (per name in a hybrid)."""
+    mixer = normalize_mixer(mixer)
+    if isinstance(mixer, str):
+        return dict(table.get(mixer, {}))
+    return {name: dict(table[name]) for name in distinct(mixer) if name in table}
+
+
+@register_preset("doc_lm_sweep")
+def doc_lm_sweep(mixer: Mixer | None = None) -> RunConfig:
+    """ssmkit's long-context comparison: character LM on Shakespeare's scenes, 128-character windows scored to 1,024, 2 x 64, 300 steps of 16."""
+    # The sweep (benchmarks.grid.SWEEPS) trains at 128 characters and scores every model with windows
+    # of 256, 512 and 1,024 (bits per character vs context; the state is reset at every scene). One
+    # lr, 3e-3, for every family: the char-LM default of ssmkit train. Sized for 2 CPU cores in minutes.
+    mixer = mixer or "transformer_xl"
+    return RunConfig(
+        task="doc_lm", task_cfg={"corpus": "shakespeare", "length": 128},
+        model=backbone(d_model=64, n_layers=2, mixer=mixer, mixer_cfg=window_settings(mixer, WINDOWS_32)),
+        train=TrainConfig(steps=300, batch_size=16, lr=3e-3, eval_batch_size=64, log_every=100),
+        source="ssmkit: the Transformer-XL / RMT setting (segment memory within a document) at a CPU size",
+    )
+
+
+@register_preset("rigid_body_rollout")
+def rigid_body_rollout(mixer: Mixer | None = None) -> RunConfig:
+    """The volume-preserving Transformer's test at a CPU size: rigid body, 32-state windows, 480-step roll-outs, 2 x 32, 1000 steps of 32."""
+    # Brantner et al. 2023 train VPT, a standard Transformer and an LSTM on rigid-body trajectories
+    # and compare long roll-outs; here every mixer fills the same residual stack (the paper's VPT has
+    # no add connection around its attention: the vpt mixer keeps that inside the layer). VPT's
+    # window T = 16 (the paper's sequence lengths are of this order).
+    return RunConfig(
+        task="rigid_body", task_cfg={"length": 32},
+        model=backbone(d_model=32, n_layers=2, mixer=mixer or "vpt"),
+        train=TrainConfig(steps=1000, batch_size=32, lr=3e-3, weight_decay=0.0, eval_batch_size=256, log_every=250),
+        source="ssmkit: the VPT paper's rigid body (Brantner, de Romemont, Kraus, Li 2023) at a CPU size",
+    )
+
+
 # ---------------------------------------------------------------- S4 on LRA (Gu, Goel & Re, ICLR 2022)
 
 _S4_SOURCE = ("S4 (Gu, Goel & Re 2022), Table 11 / state-spaces/s4 configs/experiment/lra/s4-lra-{}.yaml; "

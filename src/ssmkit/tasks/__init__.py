@@ -1,5 +1,5 @@
 """Tasks: data + encoder + head + loss + metrics, registered by name (``create_task``)."""
-from . import forecast, graphs, images, irregular, listops, pathfinder, recall, synthetic, text, ucr  # noqa: F401  (registration side effect)
+from . import documents, dynamics, forecast, graphs, images, irregular, listops, pathfinder, recall, synthetic, text, ucr  # noqa: F401  (registration side effect)
 from . import captions, events, moving_mnist, segmentation, shapes3d  # noqa: F401  (registration side effect)
 from .base import (
     IGNORE, TASKS, Batch, Task, TaskInfo, create_task, list_tasks, register_task, task_config_class,

@@ -12,6 +12,9 @@ Kinds of output (``TaskInfo.kind``, a ``TaskKind``):
 - ``forecast``: a horizon of future values; targets (B, horizon, C) float.
 - ``regress``: ``n_classes`` real values read at the last real token; targets (B, n_classes) float.
 - ``predict``: the next position's ``n_classes`` values at every position; targets (B, L, n_classes) float.
+- ``trajectory``: the next state of a dynamical system at every position (teacher forcing);
+  targets (B, L, n_classes) float. Such a task may also score closed-loop roll-outs of the model
+  (``Task.rollout_metrics``).
 
 Inputs are token ids (B, L) long when ``TaskInfo.vocab_size`` is set, else features (B, L, C)
 float with C = ``TaskInfo.d_input``. ``mask`` (B, L) bool marks real tokens (None: all real);
@@ -129,6 +132,12 @@ class Task:
     def derived_metrics(self, averages: dict[str, float]) -> dict[str, float]:
         """Metrics computed from a split's aggregated averages (default: none)."""
         return {}
+
+    def rollout_metrics(self, model: torch.nn.Module) -> dict[str, Any] | None:
+        """Scores that need the model itself rather than its outputs on test batches: closed-loop
+        roll-outs, where each prediction is fed back as the next input (``ssmkit compare`` records
+        them beside the test metrics). None: the task has none."""
+        return None
 
     def _check_split(self, split: str) -> None:
         if split not in SPLITS:

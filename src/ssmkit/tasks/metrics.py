@@ -1,7 +1,7 @@
 """Which metric ranks models on a task, and which way is better: the one table for every caller.
 
 ``Task.metrics`` reports ``accuracy`` (classify, tag, lm), ``bits_per_token`` (lm) and ``mse`` /
-``mae`` (forecast, regress, predict). The training loop keeps the best-val weights by the primary
+``mae`` (forecast, regress, predict, trajectory). The training loop keeps the best-val weights by the primary
 metric of the task (``TrainConfig.val_metric="auto"``), and ``ssmkit compare`` ranks and tabulates
 mixers by it; both read it here: the task's own ``TaskInfo.metric`` when it names one (``miou``,
 ``exact_match``), else its kind's.
@@ -17,6 +17,7 @@ PRIMARY_METRIC: dict[TaskKind, str] = {
     TaskKind.FORECAST: "mse",
     TaskKind.REGRESS: "mse",
     TaskKind.PREDICT: "mse",
+    TaskKind.TRAJECTORY: "mse",
 }
 # every other metric (mse, mae, bits_per_token) is minimized
 HIGHER_IS_BETTER = frozenset({"accuracy", "pixel_accuracy", "miou", "ssim", "exact_match", "char_accuracy"})

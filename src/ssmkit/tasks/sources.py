@@ -24,6 +24,7 @@ INSTALL = {
     "sktime": "pip install sktime",
     "statsmodels": "pip install statsmodels",
     "pmdarima": "pip install pmdarima",
+    "scipy": "pip install scipy",
 }
 APT_FASHION_MNIST = "apt-get update && apt-get install -y dataset-fashion-mnist"
 

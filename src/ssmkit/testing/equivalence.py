@@ -16,7 +16,8 @@ row that names the reason, never a silent omission. The one exception is written
 
 Chunk boundaries. A chunked path is only tested where the input crosses its chunks. So each of the
 mixer's chunk-length config fields (any int field whose name holds "chunk": ``chunk_size``,
-``scan_chunk``) is lowered to ``crossing_chunk(L)``: the largest power of two C (capped at the
+``scan_chunk``; and the window / segment / block lengths the class names in ``block_fields``) is
+lowered to ``crossing_chunk(L)``: the largest power of two C (capped at the
 field's default) with at least 3 whole chunks and a remainder in L (L = 13: C = 4). Chunk lengths
 that no config field reaches (the selective scan's 64-step chunks and its C++ kernel's 64-step
 backward checkpoints, S4's 128 Krylov columns) are crossed by the second of ``DEFAULT_LENGTHS``,
@@ -81,10 +82,11 @@ def crossing_chunk(length: int) -> int:
 
 
 def chunk_fields(name: str) -> dict[str, int]:
-    """The chunk-length fields of mixer ``name``'s Config with their defaults (int fields whose
-    name holds "chunk")."""
-    fields = dataclasses.fields(get_mixer_class(name).Config)
-    return {f.name: f.default for f in fields if "chunk" in f.name and isinstance(f.default, int)}
+    """The chunk-length fields of mixer ``name``'s Config with their defaults: int fields whose name
+    holds "chunk", and the window / segment / block lengths the class names in ``block_fields``."""
+    cls = get_mixer_class(name)
+    return {f.name: f.default for f in dataclasses.fields(cls.Config)
+            if ("chunk" in f.name or f.name in cls.block_fields) and isinstance(f.default, int)}
 
 
 def crossing_config(name: str, length: int) -> dict[str, int]:
