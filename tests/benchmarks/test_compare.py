@@ -238,6 +238,8 @@ def test_another_command_into_the_same_folder_is_refused(grid):
     (dict(train_lengths=[0]), ValueError, "--train-lengths"),
     (dict(tasks=None, preset="selective_copy_small", overrides=["task.bogus=1"]), TypeError, "bogus"),
     (dict(overrides=MICRO + ["task.bogus=1"]), ValueError, "no task of .* has a field 'bogus'"),
+    (dict(mixers=["rmt"], overrides=MICRO + ["mixer.segment_len=8"]), ValueError,
+     r"'mixer.rmt.segment_len': 8 is not shorter than the task's training sequences \(8 tokens\)"),
 ], ids=lambda v: str(v)[:40])
 def test_spec_errors_before_training(bad, error, message):
     with pytest.raises(error, match=message):

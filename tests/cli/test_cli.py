@@ -47,14 +47,32 @@ def test_train_demo_runs_briefly(capsys):
     assert "test accuracy" in capsys.readouterr().out
 
 
+# segments / blocks shorter than the 16-state windows below, so that training reads the carried state
+SHORT_SEGMENTS = {"transformer_xl": ["mixer.segment_len=4", "mixer.mem_len=4"], "infini_attention": ["mixer.segment_len=4"],
+                  "block_recurrent": ["mixer.block_len=4"], "rmt": ["mixer.segment_len=4"], "swa": ["mixer.window=4"],
+                  "vpt": ["mixer.window=4"]}
+
+
 @pytest.mark.parametrize("name", ["swa", "transformer_xl", "infini_attention", "block_recurrent", "rmt", "vpt"])
 def test_train_step_of_each_recurrent_transformer(name, tmp_path, capsys):
     """One training step of every Transformer that regains recurrence, on the rigid body, through the CLI."""
     small = ["steps=1", "d_model=16", "n_layers=1", "batch_size=4", "task.steps=40", "task.length=16",
-             "task.n_train=2", "task.n_val=1", "task.n_test=1"]
+             "task.n_train=2", "task.n_val=1", "task.n_test=1", *SHORT_SEGMENTS[name]]
     argv = ["train", "--task", "rigid_body", "--mixer", name, "--out", str(tmp_path / name)]
     assert main(argv + [a for kv in small for a in ("--set", kv)]) == 0
     assert "test mse" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, field", [("transformer_xl", "segment_len"), ("infini_attention", "segment_len"),
+                                         ("block_recurrent", "block_len"), ("rmt", "segment_len")])
+def test_a_segment_as_long_as_the_training_sequences_is_refused_naming_the_field(name, field, tmp_path, capsys):
+    """16-state windows and a 16-token segment: no token would read the carried state, so it would never train."""
+    small = ["steps=1", "d_model=16", "n_layers=1", "task.steps=40", "task.length=16", f"mixer.{field}=16"]
+    argv = ["train", "--task", "rigid_body", "--mixer", name, "--out", str(tmp_path / name)]
+    assert main(argv + [a for kv in small for a in ("--set", kv)]) == 2
+    err = capsys.readouterr().err
+    assert f"'mixer.{name}.{field}': 16 is not shorter than the task's training sequences (16 tokens)" in err
+    assert f"expected {field} < 16" in err
 
 
 def test_bench_prints_ratio_table(capsys):

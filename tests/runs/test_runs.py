@@ -12,7 +12,8 @@ import pytest
 from ssmkit.cli.main import main
 from ssmkit.models import BackboneConfig
 from ssmkit.runs import (
-    RunConfig, apply_overrides, build_model, build_task, check_run, get_preset, read_run, resolve_run,
+    RunConfig, apply_overrides, build_model, build_task, check_carry_length, check_run, get_preset, read_run,
+    resolve_run,
 )
 from ssmkit.tasks import images
 from ssmkit.training import TrainConfig, fit
@@ -125,3 +126,18 @@ def test_cli_trains_and_evaluates_a_hybrid_with_per_name_settings(tmp_path, caps
     assert "test accuracy" in capsys.readouterr().out
     assert main(["train", "--mixer", "s4d,mamba", "--set", "mixer.mamba.bogus=1"]) == 2
     assert "'mixer.mamba.bogus': mixer 'mamba' has no field 'bogus'" in capsys.readouterr().err
+
+
+def test_a_segment_must_be_shorter_than_the_training_sequences():
+    """A segment or block as long as the training sequences leaves the carried state unread (never
+    trained); a hybrid names the mixer; windows (swa, vpt) only cover less, and other architectures
+    do not feed the task's tokens one for one, so neither is refused."""
+    run = resolve_run(task="doc_lm", mixer="mamba,transformer_xl", overrides=["mixer.transformer_xl.segment_len=64"])
+    check_carry_length(run, 65)
+    with pytest.raises(ValueError, match=r"'mixer.transformer_xl.segment_len': 64 is not shorter .* \(64 tokens\)"):
+        check_carry_length(run, 64)
+    block = resolve_run(task="doc_lm", mixer="block_recurrent")  # the default block_len, 64
+    with pytest.raises(ValueError, match=r"'mixer.block_recurrent.block_len': 64 .*no token would read the state .* block"):
+        check_carry_length(block, 32)
+    check_carry_length(resolve_run(task="doc_lm", mixer="swa", overrides=["mixer.window=512"]), 16)
+    check_carry_length(dataclasses.replace(block, arch="vision"), 32)

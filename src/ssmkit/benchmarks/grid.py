@@ -20,7 +20,7 @@ import json
 from typing import Any
 
 from ..config import split_override
-from ..runs import RunConfig, resolve_run
+from ..runs import RunConfig, check_carry_length, resolve_run
 from ..tasks import list_tasks, task_config_class
 from ..tasks.length import at_length
 
@@ -174,7 +174,8 @@ class CompareSpec:
             lengths = self.train_lengths or self._sweep("train_lengths") or [_task_length(next(iter(runs.values())))]
             for L in lengths:
                 for mixer, run in runs.items():
-                    plan.setdefault((task, L), {})[mixer] = self._at_length(run, task, L, lengths[0])
+                    plan.setdefault((task, L), {})[mixer] = cell_run = self._at_length(run, task, L, lengths[0])
+                    check_carry_length(cell_run, L)
                 for E in self.eval_lengths_for(L, task):
                     at_length(task, next(iter(runs.values())).task_cfg, E)  # the knob takes E too
         return plan

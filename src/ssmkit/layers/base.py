@@ -165,6 +165,10 @@ class SequenceMixer(nn.Module):
     # equivalence checker lowers them as it lowers chunk fields, so its short inputs cross their
     # boundaries (a 64-token window is never left by a 13-token check otherwise).
     block_fields: ClassVar[tuple[str, ...]] = ()
+    # The config field (an int length) after which the carried state is first read: a segment's
+    # memory, a block's state vectors. A training sequence no longer than it never reads that state,
+    # so the recurrence would stay untrained; runs refuse it (runs.config.check_carry_length).
+    carry_field: ClassVar[str | None] = None
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg: Any) -> None:
         super().__init__()

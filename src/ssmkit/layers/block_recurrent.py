@@ -107,6 +107,7 @@ class BlockRecurrent(SequenceMixer):
     config: BlockRecurrentConfig
     modes = ("chunked", "reference")
     block_fields = ("block_len",)
+    carry_field = "block_len"
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)

@@ -87,6 +87,7 @@ class InfiniAttention(SequenceMixer):
     config: InfiniAttentionConfig
     modes = ("chunked", "reference")
     block_fields = ("segment_len",)
+    carry_field = "segment_len"
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)

@@ -108,6 +108,7 @@ class RecurrentMemoryTransformer(SequenceMixer):
     config: RMTConfig
     modes = ("sdpa", "math")
     block_fields = ("segment_len",)
+    carry_field = "segment_len"
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)

@@ -76,6 +76,7 @@ class TransformerXL(SequenceMixer):
     config: TransformerXLConfig
     modes = ("chunked", "reference")
     block_fields = ("segment_len", "mem_len")
+    carry_field = "segment_len"
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 from ..config import build_config, to_json
+from ..layers import get_mixer_class
 from ..models import BackboneConfig
 from ..models.registry import arch_config, list_archs
 from ..models.sequence_model import POOLS
@@ -55,3 +56,25 @@ def check_run(run: RunConfig) -> None:
     if run.arch not in list_archs():
         raise ValueError(f"invalid config value for 'arch': {run.arch!r}; expected one of {list_archs()}")
     arch_config(run.arch, run.arch_cfg)
+
+
+def check_carry_length(run: RunConfig, length: int) -> None:
+    """Refuse a training sequence of ``length`` tokens that is no longer than a segment or block of a
+    mixer of the stack (its ``carry_field``): no token of it would read the state carried from the
+    previous segment, so the memory, the state vectors or the memory tokens would never be trained,
+    and every longer evaluation would read an untrained state. Only ``arch=sequence``, whose mixers
+    see the task's tokens one for one (other architectures patch or pool them first)."""
+    if run.arch != "sequence":
+        return
+    for name in run.model.mixers():
+        cls = get_mixer_class(name)
+        field = cls.carry_field
+        if field is None:
+            continue
+        span = build_config(cls.Config, run.model.mixer_settings(name)).__dict__[field]
+        if length <= span:
+            raise ValueError(
+                f"invalid config value for 'mixer.{name}.{field}': {span} is not shorter than the task's training "
+                f"sequences ({length} tokens), so no token would read the state that {name} carries from one "
+                f"{field.split('_')[0]} to the next and it would never be trained; expected {field} < {length} "
+                f"(e.g. --set mixer.{field}={max(1, length // 4)}) or a longer task.length")
