@@ -180,7 +180,7 @@ def _print_metrics(prefix: str, metrics: dict[str, float], task, split: str = "t
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ssmkit.runs import build_model, build_task
+    from ssmkit.runs import build_model, build_task, check_carry_length
     from ssmkit.training import fit
 
     # --out is the run folder: checkpoints and logs, set before --set so that checkpoint_every and
@@ -190,6 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not run.train.checkpoint_dir:
         raise ValueError("--resume needs a checkpoint folder: give --out DIR (or --set checkpoint_dir=DIR)")
     task = build_task(run)
+    check_carry_length(run, task.info.length)  # a segment the training sequences never leave: its state never trains
     torch.manual_seed(run.train.seed)
     model = build_model(task, run)
     info = task.info

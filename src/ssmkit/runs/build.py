@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..tasks import Task, create_task
-from .config import RunConfig, check_carry_length
+from .config import RunConfig
 
 
 def build_task(run: RunConfig) -> Task:
@@ -13,7 +13,5 @@ def build_task(run: RunConfig) -> Task:
 
 
 def build_model(task: Task, run: RunConfig) -> nn.Module:
-    """The model of ``run`` for ``task``: its architecture around its backbone (``Task.build_model``);
-    a segment-recurrent mixer must see its carried state within the task's sequences (``check_carry_length``)."""
-    check_carry_length(run, task.info.length)
+    """The model of ``run`` for ``task``: its architecture around its backbone (``Task.build_model``)."""
     return task.build_model(run.model, pool=run.pool, arch=run.arch, **run.arch_cfg)
