@@ -2,7 +2,10 @@
 invariant drift per horizon) and the report shows them as a table."""
 from __future__ import annotations
 
+import copy
+
 from ssmkit.benchmarks import compare as cmp
+from ssmkit.benchmarks import report
 from ssmkit.benchmarks.grid import CompareSpec
 
 MICRO = ["d_model=8", "n_layers=1", "batch_size=4", "progress=false", "task.steps=40", "task.n_train=2",
@@ -23,3 +26,12 @@ def test_compare_records_and_prints_the_rollouts(tmp_path):
     assert "| mixer | error h=1 | error h=10 | error h=30 | error h=32 | casimir drift h=32 | energy drift h=32 |" in table
     vpt = next(c for c in res["cells"] if c["mixer"] == "vpt")["rollout"]
     assert f"| `vpt` | {vpt['error'][0]:.2e} |" in table
+
+    # the first table names the metric and its direction; a chance accuracy never sits in an mse column
+    assert "**Test mse at the training length**" in table and "Test mse, lower is better" in table
+    assert "| chance | - |" in table
+    with_chance = copy.deepcopy(res)
+    with_chance["tasks"]["rigid_body"]["lengths"]["8"]["chance"] = 0.25
+    assert "| chance | - |" in report.markdown(with_chance)
+    with_chance["tasks"]["rigid_body"]["metric"] = "test_accuracy"  # as a classification task's
+    assert "| chance | 25.0 |" in report.markdown(with_chance)

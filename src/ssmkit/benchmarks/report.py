@@ -179,9 +179,12 @@ def _accuracy_table(results: dict[str, Any]) -> Table:
             row.append(metric_text(results["tasks"][columns[0][0]]["metric"], [statistics.fmean(means)])
                        if same and not any(math.isnan(m) for m in means) else "-")
         rows.append(row)
+    # chance is an accuracy (the most frequent answer): shown only in an accuracy column, never beside
+    # bits per token, an error or an mIoU, where it would read as a value of that metric
     chance = ["chance"] + [
         metric_text("accuracy", [results["tasks"][t]["lengths"][str(L)]["chance"]])
-        if results["tasks"][t]["lengths"][str(L)]["chance"] is not None else "-" for t, L in columns]
+        if results["tasks"][t]["lengths"][str(L)]["chance"] is not None and _is_accuracy(results["tasks"][t]["metric"])
+        else "-" for t, L in columns]
     rows.append(chance + (["-"] if len(columns) > 1 else []))
     notes = []
     for task, t in results["tasks"].items():
@@ -190,10 +193,21 @@ def _accuracy_table(results: dict[str, Any]) -> Table:
             notes.append(f"{p['model']} on {task}: {value} ({p['source']}{'; ' + p['note'] if p['note'] else ''})")
     metrics = sorted({t["metric"].removeprefix("test_") for t in results["tasks"].values()})
     seeds = results["seeds"]
-    note = (f"Test {', '.join(metrics)} at the training length; "
+    note = (f"{'; '.join(sorted({_direction(t) for t in results['tasks'].values()})).capitalize()}, at the training "
+            "length; "
             + (f"mean ± std over seeds {seeds}." if len(seeds) > 1 else f"seed {seeds[0]}.")
             + (" Published, at the papers' settings (not ssmkit runs): " + "; ".join(notes) + "." if notes else ""))
-    return Table("Accuracy at the training length", header, rows, note)
+    title = "Accuracy" if metrics == ["accuracy"] else f"Test {', '.join(metrics)}"
+    return Table(f"{title} at the training length", header, rows, note)
+
+
+def _is_accuracy(metric: str) -> bool:
+    return metric.removeprefix("test_") == "accuracy"
+
+
+def _direction(t: dict[str, Any]) -> str:
+    """``"test bits_per_token, lower is better"``: what a table of task ``t``'s metric shows."""
+    return f"test {t['metric'].removeprefix('test_')}, {'higher' if t['higher_is_better'] else 'lower'} is better"
 
 
 def _extrapolation_tables(results: dict[str, Any], task: str) -> list[Table]:
@@ -219,7 +233,7 @@ def _extrapolation_tables(results: dict[str, Any], task: str) -> list[Table]:
                     row.append("skipped")
                     skipped += [f"{mixer} at {E}: {e['skipped']}" for e in got[:1] if "skipped" in e]
             rows.append(row)
-        note = (f"Models trained at L = {L} scored on the test split of {task} rebuilt at each longer length "
+        note = (f"Models trained at L = {L} scored ({_direction(t)}) on the test split of {task} rebuilt at each longer length "
                 f"({t['length_knob']}); recurrent mixers run in their linear-cost mode, attention with the "
                 "positions it was trained with (RoPE).")
         if skipped:
