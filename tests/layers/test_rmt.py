@@ -30,7 +30,7 @@ def _paper_loop(m, x):
             h = block(h, "math")
         ys.append(h[:, k : k + seg.shape[1]] - seg)
         if seg.shape[1] == S:
-            mem = h[:, -k:]
+            mem = m.write_norm(h[:, -k:])
     return torch.cat(ys, 1), mem
 
 
@@ -75,3 +75,14 @@ def test_non_positive_sizes_are_refused_naming_the_field(field):
         create_mixer("rmt", 8, **{field: 0})
     with pytest.raises(ValueError, match="'bptt_segments'"):
         create_mixer("rmt", 8, bptt_segments=-1)
+
+
+def test_the_written_memory_is_normalized_so_it_stays_bounded_over_many_segments():
+    """M_{s+1} = LN(write outputs), as the paper's base model's last hidden state: after 60 segments
+    the memory has the size of a LayerNorm output (a pre-norm residual stream would grow per segment)."""
+    m = _layer(segment_len=2, n_memory=2)
+    _, state = m(torch.randn(1, 120, 8, dtype=torch.float64), return_state=True)
+    ln = m.write_norm
+    rms = state.mem.pow(2).mean(-1).sqrt()
+    bound = (ln.weight.abs().max() + ln.bias.abs().max()).item()  # |gamma z + beta|_rms, z of unit rms
+    assert rms.max().item() <= bound + 1e-12
