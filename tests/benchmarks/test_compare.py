@@ -331,3 +331,22 @@ def test_published_rows_only_for_the_papers_setting():
     assert {r.mixer for r in rows} == {"mamba", "s4"} and all(r.source for r in rows)
     assert published_for("selective_copy", {**full, "n_noise": 32}, ["mamba"]) == []
     assert all(p.source and p.model for p in PUBLISHED)
+
+
+def test_speed_and_memory_are_measured_on_the_training_call_with_the_gaps():
+    from ssmkit.tasks import create_task
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(1, 4)
+
+        def forward(self, inputs, mask=None, dt=None):
+            seen.append(dt is not None)
+            return self.head(inputs).mean(1)
+
+    task = create_task("irregular_sines", length=8, n_train=8, n_eval=8)
+    measure.measure_speed(task, Spy(), 4, repeats=1)
+    assert seen and all(seen)  # an irregular task's model runs with Batch.dt, as in training

@@ -71,6 +71,15 @@ def test_bad_events_are_named(edit, message):
         _model()(x, mask=mask, dt=dt)
 
 
+def test_missing_or_negative_gaps_are_refused_when_the_gaps_are_the_step():
+    x, mask, dt = _events()
+    with pytest.raises(ValueError, match="time='dt' reads the event gaps.*dt=gaps"):
+        _model()(x, mask=mask)
+    dt[0, 3] = -0.5
+    with pytest.raises(ValueError, match="dt must be > 0"):
+        _model()(x, mask=mask, dt=dt)
+
+
 def test_bad_pairings_are_named():
     with pytest.raises(ValueError, match="'time'.*cannot take dt.*arch.time=features"):
         _model(mixer="attention")

@@ -1,4 +1,5 @@
-"""arch=video: shapes per order and scan, causality in time, the residual head, bad settings named."""
+"""arch=video: shapes per order and scan, causality in time, the residual head, bad settings named;
+arch=video_conv (the CNN baseline): its window of frames, persistence at the start, bad settings named."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 
 from ssmkit.models import BackboneConfig, DataSpec, create_model
 from ssmkit.models.layouts import VideoFrames
+from ssmkit.models.video_conv import frame_windows
 
 SPEC = DataSpec("predict", 64, None, 64, 0, layout=VideoFrames(8, 8))
 
@@ -58,3 +60,40 @@ def test_bad_settings_are_named(spec, kw, message):
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match=r"\(B, T, 64\)"):
         _model()(torch.rand(2, 5, 63))
+
+
+def _conv(**cfg):
+    torch.manual_seed(0)
+    return create_model("video_conv", BackboneConfig(d_model=8, n_layers=1), SPEC, **cfg)
+
+
+def test_frame_windows_hold_the_last_frames_with_zeros_before_the_clip():
+    x = torch.arange(1, 4, dtype=torch.float64).view(1, 3, 1).expand(1, 3, 64)
+    w = frame_windows(x, 2)
+    assert w.shape == (1, 3, 2, 64)
+    assert w[0, :, :, 0].tolist() == [[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]]
+
+
+def test_the_conv_baseline_sees_only_its_window_and_starts_as_persistence():
+    x = torch.rand(2, 5, 64, dtype=torch.float64)
+    assert torch.equal(_conv().double()(x), x)  # untrained: copies the last frame
+    model = _conv(residual=False, context=2).double()
+    x2 = x.clone()
+    x2[:, 1] += 1.0
+    y, y2 = model(x), model(x2)
+    assert y.shape == (2, 5, 64)
+    assert torch.equal(y[:, [0, 3, 4]], y2[:, [0, 3, 4]])  # frame 1 is in the windows of t = 1, 2 only
+    assert all((y[:, t] - y2[:, t]).abs().max() > 1e-6 for t in (1, 2))
+
+
+@pytest.mark.parametrize("kw, spec, message", [
+    ({"context": 0}, SPEC, "'context'"),
+    ({"layers": 1}, SPEC, "'layers'"),
+    ({}, DataSpec("predict", 64, None, 64, 0), "'video_conv' reads VideoFrames data"),
+], ids=["context", "layers", "not-video"])
+def test_conv_baseline_bad_settings_are_named(kw, spec, message):
+    with pytest.raises(ValueError, match=message):
+        create_model("video_conv", BackboneConfig(d_model=8, n_layers=1), spec, **kw)
+    if not kw:
+        with pytest.raises(ValueError, match=r"\(B, T, 64\)"):
+            _conv()(torch.rand(2, 5, 63))

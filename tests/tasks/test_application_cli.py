@@ -1,4 +1,4 @@
-"""The five application architectures train one step through the CLI on their tasks, and every
+"""The five application architectures and their baselines train one step through the CLI on their tasks, and every
 mixer-based one exposes the state that ``ssmkit compare`` measures."""
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ CASES = [
     ("shapes3d", "attention", ["arch=point_cloud", "task.n_points=64", "arch.n_groups=8", "arch.group_size=4"]),
     ("shapes3d", "s4d", ["arch=pointnet", "task.n_points=64"]),
     ("moving_mnist", "mamba", ["arch=video", "task.frames=3"]),
+    ("moving_mnist", "s4d", ["arch=video_conv", "task.frames=3"]),
     ("digit_captions", "s4d", ["arch=captioner"]),
     ("digit_captions", "s4d", ["arch=caption_slots"]),
 ]

@@ -72,16 +72,16 @@ def measure_speed(task: Task, model: torch.nn.Module, batch_size: int, repeats: 
 
     def train_step() -> None:
         model.zero_grad(set_to_none=True)
-        task.loss(model(batch.inputs, mask=batch.mask), batch).backward()
+        task.loss(model(batch.inputs, **batch.model_kwargs()), batch).backward()
 
     def forward() -> None:
         with torch.no_grad():
-            model(batch.inputs, mask=batch.mask)
+            model(batch.inputs, **batch.model_kwargs())
 
     model.train()
     params = list(model.parameters())
     param_bytes = sum(p.numel() * p.element_size() for p in params)
-    activation = saved_bytes(lambda: task.loss(model(batch.inputs, mask=batch.mask), batch),
+    activation = saved_bytes(lambda: task.loss(model(batch.inputs, **batch.model_kwargs()), batch),
                              exclude={p.untyped_storage().data_ptr() for p in params})
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -169,7 +169,7 @@ def evaluate_lengths(model: torch.nn.Module, run: Any, lengths: list[int], batch
     def forward(L: int) -> Callable[[], object]:
         task = create_task(run.task, **at_length(run.task, run.task_cfg, L))
         batch = next(iter(task.batches("test", 1))).to(device)
-        return lambda: model(batch.inputs, mask=batch.mask)
+        return lambda: model(batch.inputs, **batch.model_kwargs())
 
     per_row = row_bytes(forward, params)
     grows = _grows(lambda L: state_floats(model, L))

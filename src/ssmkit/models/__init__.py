@@ -8,7 +8,7 @@ from .sequence_model import SequenceModel
 from . import graph  # noqa: F401,E402  (registers the 'graph' architecture)
 from . import vision  # noqa: F401  (registers arch "vision")
 from . import timeseries  # registers the forecaster and ts_classifier architectures
-from . import caption_slots, captioner, event_frames, events, point_cloud, pointnet, unet, video  # noqa: F401  (register their architectures)
+from . import caption_slots, captioner, event_frames, events, point_cloud, pointnet, unet, video, video_conv  # noqa: F401  (register their architectures)
 
 __all__ = [
     "Backbone", "BackboneConfig", "CausalLM", "DataSpec", "SequenceModel", "TaskKind", "create_model", "list_archs",

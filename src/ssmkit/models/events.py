@@ -93,7 +93,10 @@ class EventStreamModel(nn.Module):
         if self.time_proj is not None:
             gap = torch.diff(t, dim=1, prepend=torch.zeros_like(t[:, :1])).clamp_min(1e-3)
             h = h + self.time_proj(torch.stack([t / self.layout.duration, torch.log(gap)], -1))
-        if self.cfg.time == "dt" and dt is not None:
+        if self.cfg.time == "dt":
+            if dt is None:
+                raise ValueError("arch 'event_stream' with time='dt' reads the event gaps as the mixers' dt: call "
+                                 "model(events, mask=mask, dt=gaps) (a task's Batch.dt), or build it with time='features'")
             h = self.backbone(h, mask=mask, dt=dt * self.cfg.dt_scale)
         else:
             h = self.backbone(h, mask=mask)
