@@ -165,6 +165,13 @@ class SequenceMixer(nn.Module):
     # equivalence checker lowers them as it lowers chunk fields, so its short inputs cross their
     # boundaries (a 64-token window is never left by a 13-token check otherwise).
     block_fields: ClassVar[tuple[str, ...]] = ()
+    # Context parallelism (docs/distributed.md): how each tensor of the state (in ``flatten_state``
+    # order) passes from one chunk of a sequence to the next, or None when it cannot be split exactly.
+    # "halo": the chunk's last inputs (a short-conv or token-shift window), whatever came before;
+    # "count": tokens seen, incoming + chunk length; "diag": out = m * in + c, elementwise;
+    # "matrix": out = P @ in + c for a (..., K, V) state and a (..., K, K) transition P.
+    cp_state: ClassVar[tuple[str, ...] | None] = None
+    cp_refusal: ClassVar[str] = "its state passing is not declared affine (cp_state)"
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg: Any) -> None:
         super().__init__()

@@ -64,6 +64,8 @@ class MLSTMConfig(MixerConfig):
 @register_mixer("mlstm")
 class MLSTM(SequenceMixer):
     """xLSTM mLSTM block (B, L, D) -> (B, L, D). Modes: ``chunked`` (chunkwise parallel), ``reference``."""
+    cp_refusal = ("its stabilized state (C, n, m) is affine only in exp(m) * (C, n), which needs a log-space "
+                  "summary; not implemented")
 
     Config = MLSTMConfig
     modes = mlstm_op.MODES  # chunked, reference

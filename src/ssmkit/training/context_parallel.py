@@ -1,0 +1,270 @@
+"""Context parallelism: one long sequence split over the R processes of a group, exact by state passing.
+
+Rank r holds the r-th contiguous chunk of every sequence (``split_sequence``). Each layer whose state
+passing is affine (a mixer's ``cp_state``, docs/distributed.md) runs, per chunk:
+
+1. halo / count tensors of the state (a short conv's last inputs, a token counter): one run from
+   the zero state gives each chunk's outgoing values, which do not depend on the incoming ones
+   (halo: the chunk's own last inputs) or add to them (count); after one all-gather every rank
+   knows its exact incoming values.
+2. the affine tensors: with those halo / count values fixed, the outgoing state is
+   ``s_out = m * s_in + c`` ("diag", elementwise) or ``P @ s_in + c`` ("matrix", (K, V) states). One
+   batched run of the chunk from the probe states (0, 1, and the basis columns for a matrix) reads
+   c and m (or P) off the outputs; the summaries (c, m / P) are all-gathered and every rank scans
+   them, s_{j+1} = m_j * s_j + c_j from the sequence's initial state, up to its own incoming state.
+3. the chunk is run once more from its true incoming state: its outputs and final state equal the
+   single-process run's, and gradients flow into the incoming state, back through the scan and the
+   all-gather (whose backward sums every rank's gradient of each summary) to the ranks that made it.
+
+Every rank's gradients of the parameters (and of a given initial state) are its share of the
+total: summing them over the group gives the single-process gradient (``reduce_gradients``).
+Costs per layer: three runs of the chunk (the probe run with 2-3x the batch; a matrix state needs
+ceil(K / V) probes) and two all-gathers of state-sized summaries, independent of L.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..layers.base import SequenceMixer
+from ..layers.state import State, flatten_state, map_state
+from ..models.backbone import Block
+
+KINDS = ("halo", "count", "diag", "matrix")
+
+
+@dataclasses.dataclass(frozen=True)
+class Comm:
+    """This process's place in the context-parallel group (``group`` None: the default group)."""
+
+    rank: int
+    world: int
+    group: Any = None
+
+    @classmethod
+    def of(cls, group: Any = None) -> "Comm":
+        return cls(dist.get_rank(group), dist.get_world_size(group), group)
+
+
+class _Gather(torch.autograd.Function):
+    """(R, n): every rank's 1-D ``t``; backward sums every rank's gradient of row r into rank r."""
+
+    @staticmethod
+    def forward(ctx, comm: Comm, t: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.comm = comm
+        out = [torch.empty_like(t) for _ in range(comm.world)]
+        dist.all_gather(out, t.contiguous(), group=comm.group)
+        return torch.stack(out)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad, group=ctx.comm.group)
+        return None, grad[ctx.comm.rank]
+
+
+class _Tie(torch.autograd.Function):
+    """y unchanged, with ``others`` in its graph: every rank's backward then reaches every all-gather
+    (rank 0 uses none of the gathered summaries, yet the others wait for its share of the backward)."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, *others: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.likes = [(o.shape, o.dtype, o.device) for o in others]
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        return (grad, *(torch.zeros(s, dtype=t, device=d) for s, t, d in ctx.likes))
+
+
+def _pack(tensors: list[Tensor]) -> Tensor:
+    return torch.cat([(torch.view_as_real(t) if t.is_complex() else t).reshape(-1) for t in tensors])
+
+
+def _unpack(flat: Tensor, likes: list[Tensor]) -> list[Tensor]:
+    out, at = [], 0
+    for like in likes:
+        n = like.numel() * (2 if like.is_complex() else 1)
+        part = flat[at:at + n]
+        at += n
+        out.append(torch.view_as_complex(part.reshape(*like.shape, 2)) if like.is_complex() else part.reshape(like.shape))
+    return out
+
+
+def _rebuild(template: State, leaves: list[Tensor]) -> State:
+    it = iter(leaves)
+    return map_state(lambda _: next(it), template)
+
+
+def halo_tokens(t: Tensor) -> int:
+    """The inputs a halo tensor holds: W for (B, W, ...), 1 for a (B, C) token shift."""
+    return t.shape[1] if t.dim() >= 3 else 1
+
+
+def check_supported(mixer: nn.Module, where: str = "the mixer") -> tuple[str, ...]:
+    """The mixer's ``cp_state``, or a ValueError naming it and why it cannot be split exactly."""
+    kinds = getattr(mixer, "cp_state", None)
+    name = getattr(mixer, "mixer_name", "") or type(mixer).__name__
+    if kinds is None:
+        reason = getattr(mixer, "cp_refusal", "it is not a SequenceMixer")
+        raise ValueError(f"context parallelism cannot split {where} ({name!r}) exactly: {reason} "
+                         f"(docs/distributed.md lists the families that can)")
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"{name}.cp_state names unknown kinds {bad}; expected some of {KINDS}")
+    return kinds
+
+
+def mixer_forward(mixer: SequenceMixer, comm: Comm, x: Tensor, state: State | None = None,
+                  mask: Tensor | None = None, *, dt: Tensor | None = None, return_state: bool = False,
+                  mode: str | None = None) -> Tensor | tuple[Tensor, State]:
+    """The mixer over this rank's chunk x (B, Lc, D) of a sequence split over ``comm``; ``state`` is
+    the state before the whole sequence (None: zero). Returns y (B, Lc, D) and, with
+    ``return_state``, the state after this rank's chunk (the last rank's: the sequence's final state)."""
+    kinds = check_supported(mixer)
+    if mask is not None:
+        raise ValueError("context parallelism takes unmasked sequences: mask must be None (pack or trim padding "
+                         "before splitting the sequence over ranks)")
+    run = functools.partial(SequenceMixer.forward, mixer, dt=dt, return_state=True, mode=mode)
+    B = x.shape[0]
+    zero = mixer.init_state(B, x.device)
+    init_leaves, _ = flatten_state(state if state is not None else zero)
+    zero_leaves, _ = flatten_state(zero)
+    if len(kinds) != len(zero_leaves):
+        raise ValueError(f"{type(mixer).__name__}.cp_state names {len(kinds)} tensors, its state has {len(zero_leaves)}")
+    incoming = list(init_leaves)
+    gathered: list[Tensor] = []
+
+    fixed = [i for i, k in enumerate(kinds) if k in ("halo", "count")]
+    if fixed:
+        _, out = run(x, zero)
+        outs = [flatten_state(out)[0][i] for i in fixed]
+        length = torch.full((1,), float(x.shape[1]), dtype=outs[0].real.dtype, device=x.device)
+        table = _Gather.apply(comm, _pack([*outs, length]))
+        gathered.append(table)
+        rows = [_unpack(table[j], [*outs, length]) for j in range(comm.world)]
+        need = max(halo_tokens(zero_leaves[i]) for i in fixed if kinds[i] == "halo") if any(
+            kinds[i] == "halo" for i in fixed) else 0
+        short = [j for j in range(comm.world - 1) if int(rows[j][-1]) < need]
+        if short:  # every rank sees the same table, so every rank raises here together
+            raise ValueError(f"context parallelism: {type(mixer).__name__} passes the last {need} inputs between "
+                             f"chunks, but rank(s) {short} hold fewer tokens ({[int(rows[j][-1]) for j in short]}); "
+                             f"use a sequence of at least {need} tokens per rank")
+        for n, i in enumerate(fixed):
+            if kinds[i] == "halo":
+                incoming[i] = init_leaves[i] if comm.rank == 0 else rows[comm.rank - 1][n]
+            else:
+                incoming[i] = init_leaves[i] + sum((rows[j][n] for j in range(comm.rank)), torch.zeros_like(init_leaves[i]))
+
+    affine = [i for i, k in enumerate(kinds) if k in ("diag", "matrix")]
+    if affine:
+        summaries = _summaries(run, x, kinds, incoming, zero_leaves, affine, zero)
+        table = _Gather.apply(comm, _pack(summaries))
+        gathered.append(table)
+        for n, i in enumerate(affine):
+            s = init_leaves[i]
+            for j in range(comm.rank):
+                c, m = _unpack(table[j], summaries)[2 * n: 2 * n + 2]
+                s = (m @ s if kinds[i] == "matrix" else m * s) + c
+            incoming[i] = s
+
+    y, final = run(x, _rebuild(zero, incoming))
+    y = _Tie.apply(y, *gathered) if gathered else y
+    return (y, final) if return_state else y
+
+
+def _summaries(run, x: Tensor, kinds: tuple[str, ...], incoming: list[Tensor], zero_leaves: list[Tensor],
+               affine: list[int], zero: State) -> list[Tensor]:
+    """[c, m or P] per affine tensor: one run of the chunk from the probe states, batched."""
+    B = x.shape[0]
+    probes = 1
+    for i in affine:
+        if kinds[i] == "matrix":
+            K, V = zero_leaves[i].shape[-2:]
+            probes = max(probes, math.ceil(K / V))
+    rows = []
+    for i, (kind, leaf) in enumerate(zip(kinds, zero_leaves)):
+        if i not in affine:
+            rows.append(incoming[i].repeat(1 + probes, *([1] * (leaf.dim() - 1))))
+        elif kind == "diag":
+            rows.append(torch.cat([torch.zeros_like(leaf)] + [torch.ones_like(leaf)] * probes))
+        else:
+            rows.append(torch.cat([torch.zeros_like(leaf)] + [_basis(leaf, p) for p in range(probes)]))
+    _, out = run(x.repeat(1 + probes, 1, 1), _rebuild(zero, rows))
+    out_leaves = flatten_state(out)[0]
+    result = []
+    for i in affine:
+        blocks = out_leaves[i].split(B)
+        c = blocks[0]
+        if kinds[i] == "diag":
+            result += [c, blocks[1] - c]
+        else:
+            K, V = c.shape[-2:]
+            cols = torch.cat([b - c for b in blocks[1:]], dim=-1)[..., :K]  # column p*V + v is P e_{p*V+v}
+            result += [c, cols]
+    return result
+
+
+def _basis(leaf: Tensor, p: int) -> Tensor:
+    """A (B, ..., K, V) probe whose column v is the basis vector e_{p*V + v} (zero past K)."""
+    K, V = leaf.shape[-2:]
+    e = torch.zeros(K, V, dtype=leaf.dtype, device=leaf.device)
+    for v in range(V):
+        if p * V + v < K:
+            e[p * V + v, v] = 1
+    return e.expand_as(leaf).clone()
+
+
+def split_sequence(t: Tensor | None, comm: Comm, dim: int = 1) -> Tensor | None:
+    """This rank's contiguous chunk of ``t`` along ``dim`` (the first L % R ranks get one more)."""
+    if t is None:
+        return None
+    if t.shape[dim] < comm.world:
+        raise ValueError(f"context parallelism over {comm.world} ranks needs sequences of at least {comm.world} "
+                         f"tokens, got length {t.shape[dim]}")
+    return t.tensor_split(comm.world, dim=dim)[comm.rank]
+
+
+def mixers_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, mixer) of every residual block of ``model`` (``models.backbone.Block``)."""
+    return [(f"{name}.mixer", m.mixer) for name, m in model.named_modules() if isinstance(m, Block)]
+
+
+def enable(model: nn.Module, comm: Comm) -> nn.Module:
+    """Run every block's mixer of ``model`` context-parallel over ``comm`` (in place; ``disable``
+    undoes it). Every other part of a model (embeddings, norms, FFNs, per-token heads) is per token.
+    Refuses, naming the layers and why, when a mixer cannot be split exactly."""
+    mixers = mixers_of(model)
+    if not mixers:
+        raise ValueError(f"context parallelism found no residual blocks (models.backbone.Block) in "
+                         f"{type(model).__name__}")
+    for name, mixer in mixers:
+        check_supported(mixer, name)
+    for _, mixer in mixers:
+        mixer.forward = functools.partial(mixer_forward, mixer, comm)
+    return model
+
+
+def disable(model: nn.Module) -> nn.Module:
+    for _, mixer in mixers_of(model):
+        mixer.__dict__.pop("forward", None)
+    return model
+
+
+def reduce_gradients(model: nn.Module, comm: Comm, average: bool = False) -> None:
+    """Sum (or average) every parameter's gradient over the group: each rank holds its share."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat, group=comm.group)
+    if average:
+        flat /= comm.world
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p.grad))

@@ -1,0 +1,79 @@
+"""Context parallelism (training/context_parallel.py): 2 and 3 gloo processes == one process, float64.
+
+One torchrun per world size runs every family that declares ``cp_state`` (read from the registry,
+so a family that declares it is tested here) plus a hybrid causal LM through ``cp.enable``.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssmkit import create_mixer, list_mixers
+from ssmkit.layers import get_mixer_class
+from ssmkit.models import BackboneConfig
+from ssmkit.models.lm import CausalLM
+from ssmkit.training import context_parallel as cp
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parents[1] / "src"
+SUPPORTED = [n for n in list_mixers() if get_mixer_class(n).cp_state is not None]
+TOL = 1e-12  # measured: at most 1.3e-14 (gradients of an initial state); float64 round-off only
+
+
+def run_workers(out: Path, world: int, length: int, names: list[str]) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), "OMP_NUM_THREADS": "1",
+           "MASTER_ADDR": "127.0.0.1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world),
+           str(HERE / "cp_worker.py"), str(out), str(length), *names]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads((out / f"cp-{world}.json").read_text())
+
+
+@pytest.mark.parametrize("world,length", [(2, 14), (3, 19)], ids=["2ranks-L14", "3ranks-L19-unequal"])
+def test_context_parallel_equals_one_process(tmp_path, world, length):
+    """Outputs, final state and gradients of x, parameters and the initial state, every family."""
+    assert {"mamba", "mamba2", "s4d", "gla", "deltanet", "rwkv6", "rglru", "retnet"} <= set(SUPPORTED)
+    results = run_workers(tmp_path, world, length, [*SUPPORTED, "model", "lstm"])
+    for name in [*SUPPORTED, "model"]:
+        errors = results[name]
+        assert "refused" not in errors, (name, errors)
+        expected = {"y", "grad_params"} | ({"disabled"} if name == "model" else {"grad_x", "grad_state", "state"})
+        assert set(errors) == expected, name
+        for what, err in errors.items():
+            assert err <= TOL, (name, what, err)
+    assert "nonlinear recurrence" in results["lstm"]["refused"]  # refused on every rank together, no hang
+
+
+@pytest.mark.parametrize("name,why", [("attention", "ring attention"), ("lstm", "nonlinear"), ("gru", "nonlinear"),
+                                      ("hyena", "whole input history"), ("mlstm", "stabilized"), ("s4", "DPLR"),
+                                      ("swa", "rotary")])
+def test_families_that_cannot_split_are_refused_with_the_reason(name, why):
+    with pytest.raises(ValueError, match=why):
+        cp.check_supported(create_mixer(name, 8))
+
+
+def test_enable_refuses_a_model_naming_the_layer_and_changes_nothing():
+    model = CausalLM(BackboneConfig(d_model=8, n_layers=2, mixer=("mamba", "attention")), 5)
+    comm = cp.Comm(rank=0, world=2)
+    with pytest.raises(ValueError, match=r"backbone\.blocks\.1\.mixer \('attention'\)"):
+        cp.enable(model, comm)
+    assert all("forward" not in m.__dict__ for _, m in cp.mixers_of(model))
+
+
+def test_split_sequence_gives_contiguous_chunks_and_refuses_short_sequences():
+    t = torch.arange(7)[None]
+    assert [cp.split_sequence(t, cp.Comm(r, 3))[0].tolist() for r in range(3)] == [[0, 1, 2], [3, 4], [5, 6]]
+    with pytest.raises(ValueError, match="at least 3 tokens, got length 2"):
+        cp.split_sequence(t[:, :2], cp.Comm(0, 3))
+
+
+def test_a_masked_chunk_is_refused():
+    mixer = create_mixer("mamba", 8)
+    x = torch.randn(1, 4, 8)
+    with pytest.raises(ValueError, match="unmasked"):
+        cp.mixer_forward(mixer, cp.Comm(0, 2), x, mask=torch.ones(1, 4, dtype=torch.bool))
