@@ -30,6 +30,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # final lr as a fraction of the peak; 1 = constant after warmup
     # numerics
     bf16: bool = False  # torch.autocast to bfloat16 around forward and loss (CPU and CUDA)
+    checkpoint_activations: bool = False  # recompute each block in backward: less activation memory, ~1/3 more compute
     tbptt: int = 0  # truncated BPTT chunk length C for tag/lm tasks (state carried, detached); 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N; auto: cuda:LOCAL_RANK when CUDA is available
     seed: int = 0  # seeds torch (dropout) and the training data order

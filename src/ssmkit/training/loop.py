@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..io import write_text
+from ..models.backbone import Backbone
 from ..tasks.base import Batch, Task
 from ..tasks.metrics import improves, task_metric
 from . import distributed
@@ -172,6 +173,7 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
     start = time.perf_counter()
     torch.manual_seed(cfg.seed + d.rank)  # dropout streams differ between processes
     model.to(d.device)
+    checkpoint_blocks(model, cfg.checkpoint_activations)
     if cfg.batch_size < d.world:
         raise ValueError(f"invalid config value for 'batch_size': {cfg.batch_size} is fewer rows than the "
                          f"{d.world} processes")
@@ -243,6 +245,16 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
         return result
     finally:
         report.close()
+
+
+def checkpoint_blocks(model: nn.Module, on: bool) -> None:
+    """Turn activation checkpointing of every ``Backbone`` in ``model`` on or off (``checkpoint_activations``)."""
+    stacks = [m for m in model.modules() if isinstance(m, Backbone)]
+    if on and not stacks:
+        raise ValueError(f"invalid config value for 'checkpoint_activations': {type(model).__name__} has no "
+                         "residual stack (models.Backbone) whose blocks could be recomputed")
+    for stack in stacks:
+        stack.checkpoint_blocks = on
 
 
 def _finite(loss_sum: Tensor, norm: Tensor, d: Dist) -> bool:
