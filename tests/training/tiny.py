@@ -61,3 +61,9 @@ def ddp_config(out_dir) -> TrainConfig:
     """Global batches of 5 rows: 3 + 2 rows on two processes, with unequal scored-target counts."""
     return TrainConfig(steps=6, batch_size=5, lr=1e-2, eval_every=3, eval_batch_size=4, tbptt=3,
                        checkpoint_dir=f"{out_dir}/ck", **QUIET)
+
+
+def parallel_config(out_dir, **extra) -> TrainConfig:
+    """The FSDP / context-parallel runs: 4 steps of 4 rows, val every 2 (best weights), a checkpoint."""
+    fields = dict(steps=4, batch_size=4, lr=1e-2, eval_every=2, eval_batch_size=3, checkpoint_dir=f"{out_dir}/ck")
+    return TrainConfig(**{**fields, **QUIET, **extra})

@@ -23,10 +23,11 @@ ceil(K / V) probes) and two all-gathers of state-sized summaries, independent of
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 from ..layers.base import SequenceMixer
 from ..layers.state import State, flatten_state, map_state
 from ..models.backbone import Block
+from ..tasks.base import Batch
 
 KINDS = ("halo", "count", "diag", "matrix")
 
@@ -231,6 +233,11 @@ def split_sequence(t: Tensor | None, comm: Comm, dim: int = 1) -> Tensor | None:
     return t.tensor_split(comm.world, dim=dim)[comm.rank]
 
 
+def split_batch(batch: Batch, comm: Comm) -> Batch:
+    """This rank's chunk of every row of a per-position batch (inputs, targets, mask and dt alike)."""
+    return Batch(*(split_sequence(t, comm) for t in (batch.inputs, batch.targets, batch.mask, batch.dt)))
+
+
 def mixers_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, mixer) of every residual block of ``model`` (``models.backbone.Block``)."""
     return [(f"{name}.mixer", m.mixer) for name, m in model.named_modules() if isinstance(m, Block)]
@@ -255,6 +262,19 @@ def disable(model: nn.Module) -> nn.Module:
     for _, mixer in mixers_of(model):
         mixer.__dict__.pop("forward", None)
     return model
+
+
+@contextlib.contextmanager
+def paused(model: nn.Module) -> Iterator[None]:
+    """The plain model inside (evaluation scores whole rows, each rank its own slice of them)."""
+    comms = {id(m): m.forward.args[1] for _, m in mixers_of(model) if "forward" in m.__dict__}
+    disable(model)
+    try:
+        yield
+    finally:
+        for _, m in mixers_of(model):
+            if id(m) in comms:
+                m.forward = functools.partial(mixer_forward, m, comms[id(m)])
 
 
 def reduce_gradients(model: nn.Module, comm: Comm, average: bool = False) -> None:
