@@ -10,6 +10,7 @@ import torch
 
 from conftest import assert_close_rel
 from ssmkit.training import TrainConfig, fit, read_checkpoint
+from ssmkit.training.checkpoint import MODEL
 
 from .tiny import TinyTask, parallel_config, tiny_model
 
@@ -68,3 +69,26 @@ def test_context_parallel_needs_one_rank_per_chunk_and_a_per_position_task(tmp_p
     task = TinyTask("lm", n=4)
     with pytest.raises(ValueError, match=r"context_parallel.*2 must equal the number of processes \(1\)"):
         fit(task, tiny_model(task), TrainConfig(steps=1, context_parallel=2, progress=False), log=lambda s: None)
+
+
+def test_ssmkit_train_context_parallel_with_checkpointed_blocks_under_torchrun(tmp_path):
+    """`torchrun -m ssmkit train --set context_parallel=2 --set checkpoint_activations=true` (the recomputed
+    blocks run their all-gathers again inside the backward pass) ends with one process's weights."""
+    safetensors = pytest.importorskip("safetensors.torch", reason="checkpoints are safetensors files")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    args = ["train", "--task", "copy_memory", "--mixer", "mamba", "--set", "d_model=8", "--set", "n_layers=2",
+            "--set", "steps=2", "--set", "batch_size=4", "--set", "progress=false", "--set", "task.delay=3",
+            "--set", "task.n_copy=2", "--set", "task.n_eval=8", "--set", "eval_batch_size=3"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ssmkit",
+           *args, "--set", "context_parallel=2", "--set", "checkpoint_activations=true", "--out", str(tmp_path / "cp")]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("test accuracy") == 1 and "each sequence split over 2 ranks" in run.stdout, run.stdout
+    one = subprocess.run([sys.executable, "-m", "ssmkit", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    split = safetensors.load_file(str(tmp_path / "cp" / "step-00000002" / MODEL))
+    whole = safetensors.load_file(str(tmp_path / "one" / "step-00000002" / MODEL))
+    assert split.keys() == whole.keys()
+    for name, value in whole.items():
+        assert_close_rel(split[name], value, 1e-5, name)
