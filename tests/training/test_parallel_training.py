@@ -42,6 +42,10 @@ def test_fsdp_and_context_parallel_train_like_one_process(tmp_path):
             assert result[key] == pytest.approx(value, rel=1e-5), (mode, key)
         meta, _ = read_checkpoint(tmp_path / mode / "ck" / "step-00000004")
         assert meta["world_size"] == 2 and meta["config"]["parallel"] == ("fsdp" if mode == "fsdp" else "ddp")
+    # FSDP resumed from its step-2 checkpoint (weights and optimizer state resharded) ends where it did
+    fsdp = safetensors.load_file(str(tmp_path / "fsdp.safetensors"))
+    for name, value in safetensors.load_file(str(tmp_path / "fsdp-resumed.safetensors")).items():
+        assert_close_rel(value, fsdp[name], 1e-6, f"fsdp resumed {name}")
 
     # the checkpoints hold the full weights and optimizer state: one process resumes them exactly
     longer = {"steps": 6}

@@ -64,6 +64,7 @@ def ddp_config(out_dir) -> TrainConfig:
 
 
 def parallel_config(out_dir, **extra) -> TrainConfig:
-    """The FSDP / context-parallel runs: 4 steps of 4 rows, val every 2 (best weights), a checkpoint."""
-    fields = dict(steps=4, batch_size=4, lr=1e-2, eval_every=2, eval_batch_size=3, checkpoint_dir=f"{out_dir}/ck")
+    """The FSDP / context-parallel runs: 4 steps of 4 rows, val (best weights) and checkpoints every 2."""
+    fields = dict(steps=4, batch_size=4, lr=1e-2, eval_every=2, eval_batch_size=3, checkpoint_dir=f"{out_dir}/ck",
+                  checkpoint_every=2, keep_checkpoints=10)
     return TrainConfig(**{**fields, **QUIET, **extra})

@@ -136,14 +136,29 @@ def full_model_state(model: nn.Module) -> dict[str, Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def load_full_model_state(model: nn.Module, state: dict[str, Tensor]) -> None:
-    """Load ``full_model_state``'s weights back (under FSDP rank 0's are broadcast and sharded)."""
+def load_full_model_state(model: nn.Module, state: dict[str, Tensor], from_rank0: bool = False) -> None:
+    """Load full weights (``full_model_state``'s, or a checkpoint's); under FSDP each process keeps
+    its shards, of its own copy or (``from_rank0``: only rank 0 holds them) of rank 0's, broadcast."""
     if not is_sharded(model):
         model.load_state_dict(state)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=from_rank0))
+
+
+def load_full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+    """Load a full optimizer state (``full_optimizer_state``'s numbering) into ``opt``; under FSDP
+    every process passes the whole state and keeps its shards."""
+    if not is_sharded(model):
+        opt.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = [n for g in opt.param_groups for n in g["names"]]
+    by_name = {"state": {names[int(i)]: v for i, v in state["state"].items()},
+               "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in state["param_groups"]]}
+    set_optimizer_state_dict(model, opt, by_name, options=StateDictOptions(full_state_dict=True))
 
 
 def full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict:

@@ -187,9 +187,6 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
     warmup = int(cfg.warmup_fraction * total)
     metric = task_metric(task.info.kind, task.info.metric) if cfg.val_metric == "auto" else cfg.val_metric
     fsdp = cfg.parallel == "fsdp" and d.world > 1
-    if fsdp and resume:
-        raise ValueError("resume with parallel=fsdp is not supported yet: resume the checkpoint with parallel=ddp "
-                         "(the checkpoint holds the full weights and optimizer state) or on one process")
     if fsdp:  # the optimizer must see the sharded parameters
         distributed.wrap(model, d, "fsdp")
     opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.ssm_lr), betas=cfg.betas)
@@ -255,7 +252,7 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
                 _save(cfg, d, task, pos, model, opt, best, report, run)
         result: dict[str, float] = {"steps": pos.step}
         if best is not None:
-            distributed.load_full_model_state(model, best)
+            distributed.load_full_model_state(model, best, from_rank0=True)
             result.update({f"best_val_{metric}": pos.best_metric, "best_step": pos.best_step})
         with _whole_rows(model, comm):
             test = evaluate(task, model, "test", cfg.eval_batch_size, bf16=cfg.bf16)
@@ -329,13 +326,17 @@ def _diverged(cfg: TrainConfig, pos: Position, loss: Tensor, norm: Tensor, repor
                           f"{_last_good(cfg)}")
 
 
-def _nonfinite_weight(model: nn.Module) -> str | None:
+def _nonfinite_weight(model: nn.Module, d: Dist) -> str | None:
     """The name of the first parameter of ``model`` holding NaN or Inf (None when all are finite);
-    under FSDP each process checks its shards (``_save`` agrees over the processes)."""
+    under FSDP each process checks its shards and the processes agree (so all raise together)."""
+    bad = None
     for name, p in model.named_parameters():
         if not bool(torch.isfinite(p.to_local() if isinstance(p, DTensor) else p).all()):
-            return name
-    return None
+            bad = name
+            break
+    if distributed.is_sharded(model) and all_sum([float(bad is not None)], d)[0] and bad is None:
+        bad = "(a shard held by another process)"
+    return bad
 
 
 def _validate(task: Task, model: nn.Module, cfg: TrainConfig, pos: Position, metric: str,
@@ -374,9 +375,7 @@ def _config_json(cfg: TrainConfig) -> dict:
 def _save(cfg: TrainConfig, d: Dist, task: Task, pos: Position, model: nn.Module,
           opt: torch.optim.Optimizer, best: dict[str, Tensor] | None, report: Reporter,
           run: dict[str, Any] | None) -> None:
-    bad = _nonfinite_weight(model)
-    if distributed.is_sharded(model) and all_sum([float(bad is not None)], d)[0] and bad is None:
-        bad = "(a shard on another process)"
+    bad = _nonfinite_weight(model, d)
     if bad is not None:  # finite loss and gradients, yet an update overflowed (e.g. a huge lr)
         raise DivergenceError(f"training diverged at step {pos.step}: weight {bad!r} holds NaN or Inf after the "
                               f"update; not saved; last good checkpoint: {_last_good(cfg)}")
@@ -436,15 +435,15 @@ def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, m
         changes = [f"train.{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items()
                    if saved.get(k) != v and k not in OPERATIONAL]
     try:
-        model.load_state_dict(files[MODEL])
+        distributed.load_full_model_state(model, files[MODEL])
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{path / MODEL} does not fit the model: {e}") from None
-    bad = _nonfinite_weight(model)
+    bad = _nonfinite_weight(model, d)
     if bad is not None:
         raise CheckpointError(f"{path / MODEL}: weight {bad!r} holds NaN or Inf (a diverged run); resume from an "
                               "earlier checkpoint")
     try:
-        opt.load_state_dict(join_optimizer_state(files[OPTIMIZER], meta["optimizer"]))
+        distributed.load_full_optimizer_state(model, opt, join_optimizer_state(files[OPTIMIZER], meta["optimizer"]))
         pos = Position(**meta["progress"])
         check_types(pos)
     except (ValueError, KeyError, TypeError) as e:
