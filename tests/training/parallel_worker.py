@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from ssmkit.training import fit
 from ssmkit.training.distributed import full_model_state
+from tiny import PARALLEL_MIXER as MIXER
 from tiny import TinyTask, parallel_config, tiny_model
 
 if __name__ == "__main__":
@@ -23,7 +24,7 @@ if __name__ == "__main__":
     runs = (("fsdp", "fsdp", {"parallel": "fsdp"}, False), ("cp", "cp", {"context_parallel": world}, False),
             ("fsdp-resumed", "fsdp", {"parallel": "fsdp"}, f"{out}/fsdp/ck/step-00000002"))
     for mode, folder, extra, resume in runs:
-        model = tiny_model(task, mixer="mamba", seed=1 if resume else 0)
+        model = tiny_model(task, mixer=MIXER[folder], seed=1 if resume else 0)
         result = fit(task, model, parallel_config(f"{out}/{folder}", **extra), log=lambda s: None, resume=resume)
         weights = full_model_state(model)  # a collective under FSDP
         if int(os.environ["RANK"]) == 0:

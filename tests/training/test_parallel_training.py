@@ -12,6 +12,7 @@ from conftest import assert_close_rel
 from ssmkit.training import TrainConfig, fit, read_checkpoint
 from ssmkit.training.checkpoint import MODEL
 
+from .tiny import PARALLEL_MIXER as MIXER
 from .tiny import TinyTask, parallel_config, tiny_model
 
 HERE = Path(__file__).resolve().parent
@@ -28,10 +29,10 @@ def test_fsdp_and_context_parallel_train_like_one_process(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
 
     task = TinyTask("lm", n=10)
-    model = tiny_model(task, mixer="mamba")
-    single = fit(task, model, parallel_config(tmp_path / "single"), log=lambda s: None)
-    single.pop("train_seconds")
     for mode in ("fsdp", "cp"):
+        model = tiny_model(task, mixer=MIXER[mode])
+        single = fit(task, model, parallel_config(tmp_path / f"single-{mode}"), log=lambda s: None)
+        single.pop("train_seconds")
         weights = safetensors.load_file(str(tmp_path / f"{mode}.safetensors"))
         assert weights.keys() == model.state_dict().keys(), mode
         for name, value in model.state_dict().items():
@@ -49,10 +50,11 @@ def test_fsdp_and_context_parallel_train_like_one_process(tmp_path):
 
     # the checkpoints hold the full weights and optimizer state: one process resumes them exactly
     longer = {"steps": 6}
-    resumed_single = tiny_model(task, mixer="mamba")
-    fit(task, resumed_single, parallel_config(tmp_path / "single", **longer), log=lambda s: None, resume=True)
     for mode in ("fsdp", "cp"):
-        resumed = tiny_model(task, mixer="mamba", seed=1)
+        resumed_single = tiny_model(task, mixer=MIXER[mode])
+        fit(task, resumed_single, parallel_config(tmp_path / f"single-{mode}", **longer), log=lambda s: None,
+            resume=True)
+        resumed = tiny_model(task, mixer=MIXER[mode], seed=1)
         fit(task, resumed, parallel_config(tmp_path / mode, **longer), log=lambda s: None, resume=True)
         for (name, a), b in zip(resumed.state_dict().items(), resumed_single.state_dict().values()):
             assert_close_rel(a, b, 1e-5, f"resumed {mode} {name}")

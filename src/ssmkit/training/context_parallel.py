@@ -8,18 +8,20 @@ passing is affine (a mixer's ``cp_state``, docs/distributed.md) runs, per chunk:
    (halo: the chunk's own last inputs) or add to them (count); after one all-gather every rank
    knows its exact incoming values.
 2. the affine tensors: with those halo / count values fixed, the outgoing state is
-   ``s_out = m * s_in + c`` ("diag", elementwise) or ``P @ s_in + c`` ("matrix", (K, V) states). One
-   batched run of the chunk from the probe states (0, 1, and the basis columns for a matrix) reads
-   c and m (or P) off the outputs; the summaries (c, m / P) are all-gathered and every rank scans
-   them, s_{j+1} = m_j * s_j + c_j from the sequence's initial state, up to its own incoming state.
+   ``s_out = m * s_in + c`` ("diag", elementwise) or ``P @ s_in + c`` ("matrix", (K, V) states). Runs
+   of the chunk from the probe states 0, 1 (and, for a matrix, the basis columns) read c and m (or
+   P) off the final states; the summaries (c, m / P) are all-gathered and every rank scans them,
+   s_{j+1} = m_j * s_j + c_j from the sequence's initial state, up to its own incoming state.
 3. the chunk is run once more from its true incoming state: its outputs and final state equal the
    single-process run's, and gradients flow into the incoming state, back through the scan and the
    all-gather (whose backward sums every rank's gradient of each summary) to the ranks that made it.
 
 Every rank's gradients of the parameters (and of a given initial state) are its share of the
 total: summing them over the group gives the single-process gradient (``reduce_gradients``).
-Costs per layer: three runs of the chunk (the probe run with 2-3x the batch; a matrix state needs
-ceil(K / V) probes) and two all-gathers of state-sized summaries, independent of L.
+Costs per layer: the chunk runs 3 times (4 with halo / count tensors; a matrix state needs
+ceil(K / V) probes instead of one) and the summary runs are recomputed in the backward pass
+(activation checkpointing: they keep only their inputs), so a rank's activation memory is that of
+one plain run of its chunk; and two all-gathers of state-sized summaries, independent of L.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..layers.base import SequenceMixer
 from ..layers.state import State, flatten_state, map_state
@@ -145,8 +148,8 @@ def mixer_forward(mixer: SequenceMixer, comm: Comm, x: Tensor, state: State | No
 
     fixed = [i for i, k in enumerate(kinds) if k in ("halo", "count")]
     if fixed:
-        _, out = run(x, zero)
-        outs = [flatten_state(out)[0][i] for i in fixed]
+        out = _final_state(run, x, zero)
+        outs = [out[i] for i in fixed]
         length = torch.full((1,), float(x.shape[1]), dtype=outs[0].real.dtype, device=x.device)
         table = _Gather.apply(comm, _pack([*outs, length]))
         gathered.append(table)
@@ -181,34 +184,44 @@ def mixer_forward(mixer: SequenceMixer, comm: Comm, x: Tensor, state: State | No
     return (y, final) if return_state else y
 
 
+def _final_state(run, x: Tensor, state: State) -> list[Tensor]:
+    """The state after the chunk, as a list; checkpointed (only x and ``state`` are kept for the
+    backward pass, the run is recomputed there), so a summary run costs no activation memory."""
+    return checkpoint(lambda xx, ss: flatten_state(run(xx, ss)[1])[0], x, state, use_reentrant=False)
+
+
 def _summaries(run, x: Tensor, kinds: tuple[str, ...], incoming: list[Tensor], zero_leaves: list[Tensor],
                affine: list[int], zero: State) -> list[Tensor]:
-    """[c, m or P] per affine tensor: one run of the chunk from the probe states, batched."""
-    B = x.shape[0]
+    """[c, m or P] per affine tensor, from runs of the chunk from probe states: 0 (gives c), 1 (m + c),
+    and for a matrix state the basis columns (P e_j + c), one run each, so that the backward pass
+    recomputes one run at a time."""
     probes = 1
     for i in affine:
         if kinds[i] == "matrix":
             K, V = zero_leaves[i].shape[-2:]
             probes = max(probes, math.ceil(K / V))
-    rows = []
-    for i, (kind, leaf) in enumerate(zip(kinds, zero_leaves)):
-        if i not in affine:
-            rows.append(incoming[i].repeat(1 + probes, *([1] * (leaf.dim() - 1))))
-        elif kind == "diag":
-            rows.append(torch.cat([torch.zeros_like(leaf)] + [torch.ones_like(leaf)] * probes))
-        else:
-            rows.append(torch.cat([torch.zeros_like(leaf)] + [_basis(leaf, p) for p in range(probes)]))
-    _, out = run(x.repeat(1 + probes, 1, 1), _rebuild(zero, rows))
-    out_leaves = flatten_state(out)[0]
+
+    def probe(p: int) -> list[Tensor]:  # p = -1: the zero probe
+        leaves = []
+        for i, (kind, leaf) in enumerate(zip(kinds, zero_leaves)):
+            if i not in affine:
+                leaves.append(incoming[i])
+            elif p < 0:
+                leaves.append(torch.zeros_like(leaf))
+            else:
+                leaves.append(torch.ones_like(leaf) if kind == "diag" else _basis(leaf, p))
+        return _final_state(run, x, _rebuild(zero, leaves))
+
+    base = probe(-1)
+    outs = [probe(p) for p in range(probes)]
     result = []
     for i in affine:
-        blocks = out_leaves[i].split(B)
-        c = blocks[0]
+        c = base[i]
         if kinds[i] == "diag":
-            result += [c, blocks[1] - c]
+            result += [c, outs[0][i] - c]
         else:
-            K, V = c.shape[-2:]
-            cols = torch.cat([b - c for b in blocks[1:]], dim=-1)[..., :K]  # column p*V + v is P e_{p*V+v}
+            K = c.shape[-2]
+            cols = torch.cat([o[i] - c for o in outs], dim=-1)[..., :K]  # column p*V + v is P e_{p*V+v}
             result += [c, cols]
     return result
 
