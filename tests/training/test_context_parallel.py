@@ -21,7 +21,7 @@ from ssmkit.training import context_parallel as cp
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
 SUPPORTED = [n for n in list_mixers() if get_mixer_class(n).cp_state is not None]
-TOL = 1e-12  # measured: at most 1.3e-14 (gradients of an initial state); float64 round-off only
+TOL = 1e-12  # measured: at most 1.6e-14 (s4's parameter gradients through its dense summary); round-off only
 
 
 def run_workers(out: Path, world: int, length: int, names: list[str]) -> dict:
@@ -37,7 +37,7 @@ def run_workers(out: Path, world: int, length: int, names: list[str]) -> dict:
 @pytest.mark.parametrize("world,length", [(2, 14), (3, 19)], ids=["2ranks-L14", "3ranks-L19-unequal"])
 def test_context_parallel_equals_one_process(tmp_path, world, length):
     """Outputs, final state and gradients of x, parameters and the initial state, every family."""
-    assert {"mamba", "mamba2", "s4d", "gla", "deltanet", "rwkv6", "rglru", "retnet"} <= set(SUPPORTED)
+    assert {"mamba", "mamba2", "s4", "s4d", "gla", "deltanet", "rwkv6", "rglru", "retnet", "vpt"} <= set(SUPPORTED)
     results = run_workers(tmp_path, world, length, [*SUPPORTED, "model", "lstm"])
     for name in [*SUPPORTED, "model"]:
         errors = results[name]
@@ -50,8 +50,9 @@ def test_context_parallel_equals_one_process(tmp_path, world, length):
 
 
 @pytest.mark.parametrize("name,why", [("attention", "ring attention"), ("lstm", "nonlinear"), ("gru", "nonlinear"),
-                                      ("hyena", "whole input history"), ("mlstm", "stabilized"), ("s4", "DPLR"),
-                                      ("swa", "rotary")])
+                                      ("hyena", "whole input history"), ("mlstm", "stabilized"), ("swa", "rotary"),
+                                      ("infini_attention", "delta update"), ("rmt", "Transformer"),
+                                      ("block_recurrent", "nonlinear"), ("s4nd", "2-D")])
 def test_families_that_cannot_split_are_refused_with_the_reason(name, why):
     with pytest.raises(ValueError, match=why):
         cp.check_supported(create_mixer(name, 8))

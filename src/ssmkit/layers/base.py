@@ -169,7 +169,8 @@ class SequenceMixer(nn.Module):
     # order) passes from one chunk of a sequence to the next, or None when it cannot be split exactly.
     # "halo": the chunk's last inputs (a short-conv or token-shift window), whatever came before;
     # "count": tokens seen, incoming + chunk length; "diag": out = m * in + c, elementwise;
-    # "matrix": out = P @ in + c for a (..., K, V) state and a (..., K, K) transition P.
+    # "matrix": out = P @ in + c for a (..., K, V) state and a (..., K, K) transition P;
+    # "dense": out = P @ in + c along the last dim N of a (..., N) state (N probe runs per chunk).
     cp_state: ClassVar[tuple[str, ...] | None] = None
     cp_refusal: ClassVar[str] = "its state passing is not declared affine (cp_state)"
 

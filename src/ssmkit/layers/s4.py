@@ -143,8 +143,7 @@ def _to_complex(r: Tensor) -> Tensor:
 @register_mixer("s4")
 class S4(SequenceMixer):
     """S4 (DPLR) layer (B, L, D) -> (B, L, D); state (h,) with h (B, H, N/2) complex."""
-    cp_refusal = ("its DPLR transition A = Lambda - P Q* mixes the N state entries of a channel (a dense N x N "
-                  "summary per channel), not implemented; s4d, dss and s5 split exactly")
+    cp_state = ("dense",)  # DPLR: A = Lambda - P Q* mixes the N/2 modes of a channel (docs/distributed.md)
 
     Config = S4Config
     config: S4Config

@@ -41,7 +41,7 @@ from ..layers.state import State, flatten_state, map_state
 from ..models.backbone import Block
 from ..tasks.base import Batch
 
-KINDS = ("halo", "count", "diag", "matrix")
+KINDS = ("halo", "count", "diag", "matrix", "dense")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +167,7 @@ def mixer_forward(mixer: SequenceMixer, comm: Comm, x: Tensor, state: State | No
             else:
                 incoming[i] = init_leaves[i] + sum((rows[j][n] for j in range(comm.rank)), torch.zeros_like(init_leaves[i]))
 
-    affine = [i for i, k in enumerate(kinds) if k in ("diag", "matrix")]
+    affine = [i for i, k in enumerate(kinds) if k in ("diag", "matrix", "dense")]
     if affine:
         summaries = _summaries(run, x, kinds, incoming, zero_leaves, affine, zero)
         table = _Gather.apply(comm, _pack(summaries))
@@ -176,7 +176,7 @@ def mixer_forward(mixer: SequenceMixer, comm: Comm, x: Tensor, state: State | No
             s = init_leaves[i]
             for j in range(comm.rank):
                 c, m = _unpack(table[j], summaries)[2 * n: 2 * n + 2]
-                s = (m @ s if kinds[i] == "matrix" else m * s) + c
+                s = _apply(kinds[i], m, s) + c
             incoming[i] = s
 
     y, final = run(x, _rebuild(zero, incoming))
@@ -200,6 +200,8 @@ def _summaries(run, x: Tensor, kinds: tuple[str, ...], incoming: list[Tensor], z
         if kinds[i] == "matrix":
             K, V = zero_leaves[i].shape[-2:]
             probes = max(probes, math.ceil(K / V))
+        elif kinds[i] == "dense":
+            probes = max(probes, _real_width(zero_leaves[i]))
 
     def probe(p: int) -> list[Tensor]:  # p = -1: the zero probe
         leaves = []
@@ -209,7 +211,8 @@ def _summaries(run, x: Tensor, kinds: tuple[str, ...], incoming: list[Tensor], z
             elif p < 0:
                 leaves.append(torch.zeros_like(leaf))
             else:
-                leaves.append(torch.ones_like(leaf) if kind == "diag" else _basis(leaf, p))
+                leaves.append(torch.ones_like(leaf) if kind == "diag" else _basis(leaf, p) if kind == "matrix"
+                              else _unit(leaf, p))
         return _final_state(run, x, _rebuild(zero, leaves))
 
     base = probe(-1)
@@ -219,11 +222,40 @@ def _summaries(run, x: Tensor, kinds: tuple[str, ...], incoming: list[Tensor], z
         c = base[i]
         if kinds[i] == "diag":
             result += [c, outs[0][i] - c]
+        elif kinds[i] == "dense":  # column j of P is f(e_j) - c, on the real view of a complex state
+            result += [c, torch.stack([_real(outs[j][i] - c) for j in range(_real_width(c))], dim=-1)]
         else:
             K = c.shape[-2]
             cols = torch.cat([o[i] - c for o in outs], dim=-1)[..., :K]  # column p*V + v is P e_{p*V+v}
             result += [c, cols]
     return result
+
+
+def _apply(kind: str, m: Tensor, s: Tensor) -> Tensor:
+    """The linear part of a summary applied to a state."""
+    if kind == "diag":
+        return m * s
+    if kind == "matrix":  # (..., K, K) @ (..., K, V)
+        return m @ s
+    out = (m @ _real(s).unsqueeze(-1)).squeeze(-1)  # dense: (..., N', N') @ (..., N'), N' the real width
+    return torch.view_as_complex(out.unflatten(-1, (-1, 2))) if s.is_complex() else out
+
+
+def _real(t: Tensor) -> Tensor:
+    """A (..., N) state as real numbers: (..., 2N) for a complex one (re, im interleaved)."""
+    return torch.view_as_real(t).flatten(-2) if t.is_complex() else t
+
+
+def _real_width(t: Tensor) -> int:
+    return t.shape[-1] * (2 if t.is_complex() else 1)
+
+
+def _unit(leaf: Tensor, j: int) -> Tensor:
+    """A (B, ..., N) probe: the j-th real basis vector along the last dim, for every leading index (a
+    complex state's map need only be real-linear: j = 2n is the real unit of entry n, 2n + 1 the imaginary)."""
+    e = torch.zeros_like(_real(leaf))
+    e[..., j] = 1
+    return torch.view_as_complex(e.unflatten(-1, (-1, 2))) if leaf.is_complex() else e
 
 
 def _basis(leaf: Tensor, p: int) -> Tensor:
