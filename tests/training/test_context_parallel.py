@@ -78,3 +78,20 @@ def test_a_masked_chunk_is_refused():
     x = torch.randn(1, 4, 8)
     with pytest.raises(ValueError, match="unmasked"):
         cp.mixer_forward(mixer, cp.Comm(0, 2), x, mask=torch.ones(1, 4, dtype=torch.bool))
+
+
+def test_the_docs_family_table_matches_the_layers():
+    """docs/distributed.md names every registered mixer once, refused exactly when it declares no cp_state."""
+    text = (HERE.parents[1] / "docs" / "distributed.md").read_text()
+    table = text[text.index("### What each family supports"):text.index("## FSDP")]
+    named: dict[str, bool] = {}
+    for line in table.splitlines():
+        cells = line.split("|")
+        if len(cells) < 4 or "`" not in cells[1]:
+            continue
+        for name in cells[1].replace("`", "").split(","):
+            assert name.strip() not in named, name
+            named[name.strip()] = cells[2].strip() != "refused"
+    assert sorted(named) == sorted(list_mixers())
+    for name, splits in named.items():
+        assert splits == (get_mixer_class(name).cp_state is not None), name

@@ -154,8 +154,7 @@ def mixer_forward(mixer: SequenceMixer, comm: Comm, x: Tensor, state: State | No
         table = _Gather.apply(comm, _pack([*outs, length]))
         gathered.append(table)
         rows = [_unpack(table[j], [*outs, length]) for j in range(comm.world)]
-        need = max(halo_tokens(zero_leaves[i]) for i in fixed if kinds[i] == "halo") if any(
-            kinds[i] == "halo" for i in fixed) else 0
+        need = max((halo_tokens(zero_leaves[i]) for i in fixed if kinds[i] == "halo"), default=0)
         short = [j for j in range(comm.world - 1) if int(rows[j][-1]) < need]
         if short:  # every rank sees the same table, so every rank raises here together
             raise ValueError(f"context parallelism: {type(mixer).__name__} passes the last {need} inputs between "
