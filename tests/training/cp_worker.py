@@ -1,10 +1,11 @@
 """One process of the context-parallel tests; started by torchrun (python -m torch.distributed.run).
 
-usage: ... cp_worker.py OUT_DIR LENGTH NAME [NAME ...]   (NAME: a mixer, or "model": a hybrid LM)
+usage: torchrun --nproc_per_node 3 cp_worker.py OUT_DIR NAME [NAME ...]   (NAME: a mixer, or "model": a hybrid LM)
 Every process builds the same float64 mixer, runs the whole sequence alone (the reference) and its
-own chunk context-parallel; rank 0 writes OUT_DIR/cp-R.json: per mixer and quantity (outputs, the
-final state, gradients of x, of the parameters and of the initial state) the largest relative
-error over the ranks, or the error message when the mixer was refused.
+own chunk context-parallel, over all 3 processes (L = 19: chunks of 7, 6, 6) and then over ranks
+0 and 1 (a subgroup, L = 14); rank 0 writes OUT_DIR/cp.json: {"3" | "2": per mixer and quantity
+(outputs, the final state, gradients of x, of the parameters and of the initial state) the largest
+relative error over the ranks, or the error message when the mixer was refused}.
 """
 import json
 import os
@@ -22,6 +23,7 @@ from ssmkit.testing.equivalence import _perturb, _random_state, crossing_config
 from ssmkit.testing.tolerances import rel_err
 from ssmkit.training import context_parallel as cp
 
+LENGTHS = {3: 19, 2: 14}
 # Window-like fields lowered so that each rank's chunk holds a whole window (their defaults are 63 and 127).
 SMALL = {"h3": {"d_shift": 4}, "transformer_xl": {"segment_len": 3, "mem_len": 3}, "vpt": {"window": 4},
          "s4": {"d_state": 8}}  # s4: a dense transition costs one probe run per real state entry
@@ -37,7 +39,7 @@ def zero_if_none(t: torch.Tensor) -> torch.Tensor:
 
 def case(name: str, L: int, comm: cp.Comm) -> dict:
     gen = torch.Generator().manual_seed(0)
-    cfg = {**crossing_config(name, L // comm.world), **SMALL.get(name, {})}
+    cfg = {**crossing_config(name, min(LENGTHS.values()) // 3), **SMALL.get(name, {})}  # the same mixer for 2 and 3
     torch.manual_seed(0)
     mixer = create_mixer(name, 8, **cfg).double()
     _perturb(mixer, gen, 0.1)
@@ -76,7 +78,7 @@ def case(name: str, L: int, comm: cp.Comm) -> dict:
     cp.reduce_gradients(mixer, comm)
     shared = [zero_if_none(s) for s in state0]
     for s in shared:
-        dist.all_reduce(s)
+        dist.all_reduce(s, group=comm.group)
     errors = {
         "y": rel_err(y, cp.split_sequence(y_ref, comm)),
         "grad_x": rel_err(xc.grad, cp.split_sequence(ref[0], comm)),
@@ -112,11 +114,8 @@ def model_case(L: int, comm: cp.Comm) -> dict:
             "grad_params": max(rel_err(p.grad, r) for p, r in zip(model.parameters(), ref))}
 
 
-if __name__ == "__main__":
-    torch.set_num_threads(1)
-    out, L, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    dist.init_process_group("gloo")
-    comm = cp.Comm.of()
+def run_all(names: list[str], L: int, comm: cp.Comm) -> dict:
+    """{name: the largest error of each quantity over the ranks, or {"refused": message}}."""
     results = {}
     for name in names:
         try:
@@ -124,14 +123,25 @@ if __name__ == "__main__":
         except ValueError as e:  # a refusal: every rank raises it at the same point
             errors = {"refused": str(e)}
         parts = [None] * comm.world
-        dist.all_gather_object(parts, errors)
+        dist.all_gather_object(parts, errors, group=comm.group)
         merged: dict = {}
         for part in parts:
             for k, v in part.items():
                 merged[k] = v if isinstance(v, str) else max(v, merged.get(k, 0.0))
         results[name] = merged
-    if comm.rank == 0:
-        with open(os.path.join(out, f"cp-{comm.world}.json"), "w") as f:
+    return results
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    out, names = sys.argv[1], sys.argv[2:]
+    dist.init_process_group("gloo")
+    pair = dist.new_group([0, 1])  # every rank creates it; ranks 0 and 1 run the 2-rank cases in it
+    results = {"3": run_all(names, LENGTHS[3], cp.Comm.of())}
+    if dist.get_rank() < 2:
+        results["2"] = run_all(names, LENGTHS[2], cp.Comm.of(pair))
+    if dist.get_rank() == 0:
+        with open(os.path.join(out, "cp.json"), "w") as f:
             json.dump(results, f, indent=1)
     dist.barrier()  # nobody closes its connections while another still reads from them
     dist.destroy_process_group()

@@ -24,29 +24,27 @@ SUPPORTED = [n for n in list_mixers() if get_mixer_class(n).cp_state is not None
 TOL = 1e-12  # measured: at most 1.6e-14 (s4's parameter gradients through its dense summary); round-off only
 
 
-def run_workers(out: Path, world: int, length: int, names: list[str]) -> dict:
+def test_context_parallel_over_2_and_3_ranks_equals_one_process(tmp_path):
+    """Outputs, final state and gradients of x, parameters and the initial state, every family; one
+    torchrun of 3 processes: L = 19 over all 3 (unequal chunks 7, 6, 6), then L = 14 over 2 of them."""
+    assert {"mamba", "mamba2", "s4", "s4d", "gla", "deltanet", "rwkv6", "rglru", "retnet", "vpt"} <= set(SUPPORTED)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), "OMP_NUM_THREADS": "1",
            "MASTER_ADDR": "127.0.0.1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world),
-           str(HERE / "cp_worker.py"), str(out), str(length), *names]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3",
+           str(HERE / "cp_worker.py"), str(tmp_path), *SUPPORTED, "model", "lstm"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads((out / f"cp-{world}.json").read_text())
-
-
-@pytest.mark.parametrize("world,length", [(2, 14), (3, 19)], ids=["2ranks-L14", "3ranks-L19-unequal"])
-def test_context_parallel_equals_one_process(tmp_path, world, length):
-    """Outputs, final state and gradients of x, parameters and the initial state, every family."""
-    assert {"mamba", "mamba2", "s4", "s4d", "gla", "deltanet", "rwkv6", "rglru", "retnet", "vpt"} <= set(SUPPORTED)
-    results = run_workers(tmp_path, world, length, [*SUPPORTED, "model", "lstm"])
-    for name in [*SUPPORTED, "model"]:
-        errors = results[name]
-        assert "refused" not in errors, (name, errors)
-        expected = {"y", "grad_params"} | ({"disabled"} if name == "model" else {"grad_x", "grad_state", "state"})
-        assert set(errors) == expected, name
-        for what, err in errors.items():
-            assert err <= TOL, (name, what, err)
-    assert "nonlinear recurrence" in results["lstm"]["refused"]  # refused on every rank together, no hang
+    by_world = json.loads((tmp_path / "cp.json").read_text())
+    assert sorted(by_world) == ["2", "3"]
+    for world, results in by_world.items():
+        for name in [*SUPPORTED, "model"]:
+            errors = results[name]
+            assert "refused" not in errors, (world, name, errors)
+            expected = {"y", "grad_params"} | ({"disabled"} if name == "model" else {"grad_x", "grad_state", "state"})
+            assert set(errors) == expected, (world, name)
+            for what, err in errors.items():
+                assert err <= TOL, (world, name, what, err)
+        assert "nonlinear recurrence" in results["lstm"]["refused"]  # refused on every rank together, no hang
 
 
 @pytest.mark.parametrize("name,why", [("attention", "ring attention"), ("lstm", "nonlinear"), ("gru", "nonlinear"),
