@@ -27,7 +27,7 @@ TOL = 1e-12  # measured: at most 1.6e-14 (s4's parameter gradients through its d
 def test_context_parallel_over_2_and_3_ranks_equals_one_process(tmp_path):
     """Outputs, final state and gradients of x, parameters and the initial state, every family; one
     torchrun of 3 processes: L = 19 over all 3 (unequal chunks 7, 6, 6), then L = 14 over 2 of them."""
-    assert {"mamba", "mamba2", "s4", "s4d", "gla", "deltanet", "rwkv6", "rglru", "retnet", "vpt"} <= set(SUPPORTED)
+    assert {"mamba", "mamba2", "s4", "s4d", "gla", "deltanet", "rwkv6", "rglru", "retnet", "vpt", "mlstm"} <= set(SUPPORTED)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), "OMP_NUM_THREADS": "1",
            "MASTER_ADDR": "127.0.0.1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3",
@@ -48,7 +48,7 @@ def test_context_parallel_over_2_and_3_ranks_equals_one_process(tmp_path):
 
 
 @pytest.mark.parametrize("name,why", [("attention", "ring attention"), ("lstm", "nonlinear"), ("gru", "nonlinear"),
-                                      ("hyena", "whole input history"), ("mlstm", "stabilized"), ("swa", "rotary"),
+                                      ("hyena", "whole input history"), ("swa", "rotary"),
                                       ("infini_attention", "delta update"), ("rmt", "Transformer"),
                                       ("block_recurrent", "nonlinear"), ("s4nd", "2-D")])
 def test_families_that_cannot_split_are_refused_with_the_reason(name, why):

@@ -170,7 +170,9 @@ class SequenceMixer(nn.Module):
     # "halo": the chunk's last inputs (a short-conv or token-shift window), whatever came before;
     # "count": tokens seen, incoming + chunk length; "diag": out = m * in + c, elementwise;
     # "matrix": out = P @ in + c for a (..., K, V) state and a (..., K, K) transition P;
-    # "dense": out = P @ in + c along the last dim N of a (..., N) state (N probe runs per chunk).
+    # "dense": out = P @ in + c along the last dim N of a (..., N) state (N probe runs per chunk);
+    # "scaled" / "stabilizer": tensors S and a log-scale m whose product exp(m) S passes affinely
+    # with the chunk's decay, which the family returns from ``cp_log_decay(x, state)`` (B, ...).
     cp_state: ClassVar[tuple[str, ...] | None] = None
     cp_refusal: ClassVar[str] = "its state passing is not declared affine (cp_state)"
 

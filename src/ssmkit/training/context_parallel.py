@@ -41,7 +41,10 @@ from ..layers.state import State, flatten_state, map_state
 from ..models.backbone import Block
 from ..tasks.base import Batch
 
-KINDS = ("halo", "count", "diag", "matrix", "dense")
+KINDS = ("halo", "count", "diag", "matrix", "dense", "scaled", "stabilizer")
+# A stabilizer m's state is the true state exp(m) * (its "scaled" tensors); this probe stands for
+# m = -inf (no incoming state) and stays finite, so that exp(m + ...) is 0 with no NaN in the backward.
+NO_STABILIZER = -1e30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +126,10 @@ def check_supported(mixer: nn.Module, where: str = "the mixer") -> tuple[str, ..
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise ValueError(f"{name}.cp_state names unknown kinds {bad}; expected some of {KINDS}")
+    if "stabilizer" in kinds and (kinds.count("stabilizer") != 1 or not hasattr(mixer, "cp_log_decay")
+                                  or any(k in ("diag", "matrix", "dense") for k in kinds)):
+        raise ValueError(f"{name}.cp_state: a stabilized state needs one 'stabilizer', 'scaled' tensors, only halo / "
+                         "count tensors besides, and the mixer's cp_log_decay(x, state)")
     return kinds
 
 
@@ -165,6 +172,12 @@ def mixer_forward(mixer: SequenceMixer, comm: Comm, x: Tensor, state: State | No
                 incoming[i] = init_leaves[i] if comm.rank == 0 else rows[comm.rank - 1][n]
             else:
                 incoming[i] = init_leaves[i] + sum((rows[j][n] for j in range(comm.rank)), torch.zeros_like(init_leaves[i]))
+
+    if "stabilizer" in kinds:
+        summary = _stabilized_summary(mixer, run, x, kinds, incoming, zero_leaves, zero)
+        table = _Gather.apply(comm, _pack(summary))
+        gathered.append(table)
+        _scan_stabilized(kinds, incoming, [_unpack(table[j], summary) for j in range(comm.rank)])
 
     affine = [i for i, k in enumerate(kinds) if k in ("diag", "matrix", "dense")]
     if affine:
@@ -228,6 +241,41 @@ def _summaries(run, x: Tensor, kinds: tuple[str, ...], incoming: list[Tensor], z
             cols = torch.cat([o[i] - c for o in outs], dim=-1)[..., :K]  # column p*V + v is P e_{p*V+v}
             result += [c, cols]
     return result
+
+
+def _stabilized_summary(mixer, run, x: Tensor, kinds: tuple[str, ...], incoming: list[Tensor],
+                        zero_leaves: list[Tensor], zero: State) -> list[Tensor]:
+    """[log F, then per scaled / stabilizer tensor its value after the chunk from no incoming state].
+
+    The true state T = exp(m) * S (S the scaled tensors) passes as T_out = F T_in + T_chunk, F the
+    chunk's decay (the family's ``cp_log_decay``). Run from m = -inf (``NO_STABILIZER``) and S = 0,
+    the chunk returns T_chunk in its own stabilized form (S_c, m_c): m_c is the sequential
+    recursion's input-only term, so the scan below reproduces the single-process stabilizer."""
+    leaves = []
+    for i, (kind, leaf) in enumerate(zip(kinds, zero_leaves)):
+        if kind == "stabilizer":
+            leaves.append(torch.full_like(leaf, NO_STABILIZER))
+        else:
+            leaves.append(torch.zeros_like(leaf) if kind == "scaled" else incoming[i])
+    out = _final_state(run, x, _rebuild(zero, leaves))
+    log_decay = mixer.cp_log_decay(x, _rebuild(zero, incoming))
+    return [log_decay, *(out[i] for i, k in enumerate(kinds) if k in ("scaled", "stabilizer"))]
+
+
+def _scan_stabilized(kinds: tuple[str, ...], incoming: list[Tensor], rows: list[list[Tensor]]) -> None:
+    """Fold the earlier ranks' summaries into ``incoming`` (in place), in stabilized form:
+    m' = max(m + log F, m_c), S' = S exp(m + log F - m') + S_c exp(m_c - m')."""
+    group = [i for i, k in enumerate(kinds) if k in ("scaled", "stabilizer")]
+    st = kinds.index("stabilizer")
+    for log_decay, *parts in rows:
+        chunk = dict(zip(group, parts))
+        m_new = torch.maximum(incoming[st] + log_decay, chunk[st])
+        keep, add = torch.exp(incoming[st] + log_decay - m_new), torch.exp(chunk[st] - m_new)
+        for i in group:
+            if i != st:
+                pad = (...,) + (None,) * (incoming[i].dim() - keep.dim())
+                incoming[i] = incoming[i] * keep[pad] + chunk[i] * add[pad]
+        incoming[st] = m_new
 
 
 def _apply(kind: str, m: Tensor, s: Tensor) -> Tensor:
