@@ -25,7 +25,7 @@ from ssmkit.training import context_parallel as cp
 
 LENGTHS = {3: 19, 2: 14}
 # Window-like fields lowered so that each rank's chunk holds a whole window (their defaults are 63 and 127).
-SMALL = {"h3": {"d_shift": 4}, "transformer_xl": {"segment_len": 3, "mem_len": 3}, "vpt": {"window": 4},
+SMALL = {"swa": {"window": 4}, "h3": {"d_shift": 4}, "transformer_xl": {"segment_len": 3, "mem_len": 3}, "vpt": {"window": 4},
          "s4": {"d_state": 8}}  # s4: a dense transition costs one probe run per real state entry
 
 

@@ -27,7 +27,8 @@ TOL = 1e-12  # measured: at most 1.6e-14 (s4's parameter gradients through its d
 def test_context_parallel_over_2_and_3_ranks_equals_one_process(tmp_path):
     """Outputs, final state and gradients of x, parameters and the initial state, every family; one
     torchrun of 3 processes: L = 19 over all 3 (unequal chunks 7, 6, 6), then L = 14 over 2 of them."""
-    assert {"mamba", "mamba2", "s4", "s4d", "gla", "deltanet", "rwkv6", "rglru", "retnet", "vpt", "mlstm"} <= set(SUPPORTED)
+    assert {"mamba", "mamba2", "s4", "s4d", "gla", "deltanet", "rwkv6", "rglru", "retnet", "vpt", "mlstm", "attention",
+            "swa"} <= set(SUPPORTED)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), "OMP_NUM_THREADS": "1",
            "MASTER_ADDR": "127.0.0.1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3",
@@ -47,8 +48,7 @@ def test_context_parallel_over_2_and_3_ranks_equals_one_process(tmp_path):
         assert "nonlinear recurrence" in results["lstm"]["refused"]  # refused on every rank together, no hang
 
 
-@pytest.mark.parametrize("name,why", [("attention", "ring attention"), ("lstm", "nonlinear"), ("gru", "nonlinear"),
-                                      ("hyena", "whole input history"), ("swa", "rotary"),
+@pytest.mark.parametrize("name,why", [("lstm", "nonlinear"), ("gru", "nonlinear"), ("hyena", "whole input history"),
                                       ("infini_attention", "delta update"), ("rmt", "Transformer"),
                                       ("block_recurrent", "nonlinear"), ("s4nd", "2-D")])
 def test_families_that_cannot_split_are_refused_with_the_reason(name, why):
@@ -57,9 +57,9 @@ def test_families_that_cannot_split_are_refused_with_the_reason(name, why):
 
 
 def test_enable_refuses_a_model_naming_the_layer_and_changes_nothing():
-    model = CausalLM(BackboneConfig(d_model=8, n_layers=2, mixer=("mamba", "attention")), 5)
+    model = CausalLM(BackboneConfig(d_model=8, n_layers=2, mixer=("mamba", "lstm")), 5)
     comm = cp.Comm(rank=0, world=2)
-    with pytest.raises(ValueError, match=r"backbone\.blocks\.1\.mixer \('attention'\)"):
+    with pytest.raises(ValueError, match=r"backbone\.blocks\.1\.mixer \('lstm'\)"):
         cp.enable(model, comm)
     assert all("forward" not in m.__dict__ for _, m in cp.mixers_of(model))
 

@@ -168,7 +168,8 @@ class SequenceMixer(nn.Module):
     # Context parallelism (docs/distributed.md): how each tensor of the state (in ``flatten_state``
     # order) passes from one chunk of a sequence to the next, or None when it cannot be split exactly.
     # "halo": the chunk's last inputs (a short-conv or token-shift window), whatever came before;
-    # "count": tokens seen, incoming + chunk length; "diag": out = m * in + c, elementwise;
+    # "count": tokens seen, incoming + chunk length; "history": a cache with slot t for token t (a KV
+    # cache: every earlier chunk's slots are gathered); "diag": out = m * in + c, elementwise;
     # "matrix": out = P @ in + c for a (..., K, V) state and a (..., K, K) transition P;
     # "dense": out = P @ in + c along the last dim N of a (..., N) state (N probe runs per chunk);
     # "scaled" / "stabilizer": tensors S and a log-scale m whose product exp(m) S passes affinely

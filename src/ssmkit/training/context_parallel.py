@@ -3,10 +3,12 @@
 Rank r holds the r-th contiguous chunk of every sequence (``split_sequence``). Each layer whose state
 passing is affine (a mixer's ``cp_state``, docs/distributed.md) runs, per chunk:
 
-1. halo / count tensors of the state (a short conv's last inputs, a token counter): one run from
-   the zero state gives each chunk's outgoing values, which do not depend on the incoming ones
-   (halo: the chunk's own last inputs) or add to them (count); after one all-gather every rank
-   knows its exact incoming values.
+1. the chunk lengths are all-gathered: a count tensor (positions) entering rank r is the tokens
+   before it. Halo tensors (a short conv's last inputs, a window) and history tensors (a KV cache
+   that keeps every token): one run from the zero state at the true position gives each chunk's
+   outgoing values, which do not depend on the incoming ones (a halo is the chunk's own last
+   inputs, a history gains the chunk's slots); after one all-gather every rank knows its exact
+   incoming values (a history: the initial one plus every earlier chunk's).
 2. the affine tensors: with those halo / count values fixed, the outgoing state is
    ``s_out = m * s_in + c`` ("diag", elementwise) or ``P @ s_in + c`` ("matrix", (K, V) states). Runs
    of the chunk from the probe states 0, 1 (and, for a matrix, the basis columns) read c and m (or
@@ -41,7 +43,7 @@ from ..layers.state import State, flatten_state, map_state
 from ..models.backbone import Block
 from ..tasks.base import Batch
 
-KINDS = ("halo", "count", "diag", "matrix", "dense", "scaled", "stabilizer")
+KINDS = ("halo", "count", "history", "diag", "matrix", "dense", "scaled", "stabilizer")
 # A stabilizer m's state is the true state exp(m) * (its "scaled" tensors); this probe stands for
 # m = -inf (no incoming state) and stays finite, so that exp(m + ...) is 0 with no NaN in the backward.
 NO_STABILIZER = -1e30
@@ -153,25 +155,36 @@ def mixer_forward(mixer: SequenceMixer, comm: Comm, x: Tensor, state: State | No
     incoming = list(init_leaves)
     gathered: list[Tensor] = []
 
-    fixed = [i for i, k in enumerate(kinds) if k in ("halo", "count")]
+    # every chunk's length first: a count tensor (positions) entering rank r is the tokens before it,
+    # and the zero-state run below must see its true positions (rotary keys in a window or cache)
+    lengths = _lengths(x.shape[1], comm, x.device)
+    for i, kind in enumerate(kinds):
+        if kind == "count":
+            incoming[i] = init_leaves[i] + sum(lengths[:comm.rank])
+    fixed = [i for i, k in enumerate(kinds) if k in ("halo", "history")]
     if fixed:
-        out = _final_state(run, x, zero)
-        outs = [out[i] for i in fixed]
-        length = torch.full((1,), float(x.shape[1]), dtype=outs[0].real.dtype, device=x.device)
-        table = _Gather.apply(comm, _pack([*outs, length]))
-        gathered.append(table)
-        rows = [_unpack(table[j], [*outs, length]) for j in range(comm.world)]
         need = max((halo_tokens(zero_leaves[i]) for i in fixed if kinds[i] == "halo"), default=0)
-        short = [j for j in range(comm.world - 1) if int(rows[j][-1]) < need]
-        if short:  # every rank sees the same table, so every rank raises here together
+        short = [j for j in range(comm.world - 1) if lengths[j] < need]
+        if short:  # every rank knows every length, so every rank raises here together
             raise ValueError(f"context parallelism: {type(mixer).__name__} passes the last {need} inputs between "
-                             f"chunks, but rank(s) {short} hold fewer tokens ({[int(rows[j][-1]) for j in short]}); "
+                             f"chunks, but rank(s) {short} hold fewer tokens ({[lengths[j] for j in short]}); "
                              f"use a sequence of at least {need} tokens per rank")
+        start = [incoming[i] if kinds[i] == "count" else zero_leaves[i] for i in range(len(kinds))]
+        out = _final_state(run, x, _rebuild(zero, start))
+        # a history tensor (a KV cache) holds token t in slot t (counted by the state's count tensor):
+        # this chunk's are slots [before, before + len), padded to the longest chunk for the gather
+        before, held = _history_slots(kinds, init_leaves, incoming)
+        outs = [out[i] if kinds[i] == "halo" else _pad_slots(out[i][:, before:before + x.shape[1]], max(lengths))
+                for i in fixed]
+        table = _Gather.apply(comm, _pack(outs))
+        gathered.append(table)
+        rows = [_unpack(table[j], outs) for j in range(comm.world)]
         for n, i in enumerate(fixed):
             if kinds[i] == "halo":
                 incoming[i] = init_leaves[i] if comm.rank == 0 else rows[comm.rank - 1][n]
             else:
-                incoming[i] = init_leaves[i] + sum((rows[j][n] for j in range(comm.rank)), torch.zeros_like(init_leaves[i]))
+                incoming[i] = torch.cat([init_leaves[i][:, :held],
+                                         *(rows[j][n][:, :lengths[j]] for j in range(comm.rank))], 1)
 
     if "stabilizer" in kinds:
         summary = _stabilized_summary(mixer, run, x, kinds, incoming, zero_leaves, zero)
@@ -194,6 +207,35 @@ def mixer_forward(mixer: SequenceMixer, comm: Comm, x: Tensor, state: State | No
     y, final = run(x, _rebuild(zero, incoming))
     y = _Tie.apply(y, *gathered) if gathered else y
     return (y, final) if return_state else y
+
+
+def _lengths(length: int, comm: Comm, device: torch.device) -> list[int]:
+    """Every rank's chunk length (a small all-gather outside autograd)."""
+    mine = torch.tensor([length], dtype=torch.int64, device=device)
+    every = [torch.empty_like(mine) for _ in range(comm.world)]
+    dist.all_gather(every, mine, group=comm.group)
+    return [int(t) for t in every]
+
+
+def _history_slots(kinds: tuple[str, ...], init_leaves: list[Tensor], incoming: list[Tensor]) -> tuple[int, int]:
+    """(tokens before this chunk, tokens the initial state holds), read off the one count tensor that
+    numbers a history's slots; (0, 0) without a history."""
+    if "history" not in kinds:
+        return 0, 0
+    if kinds.count("count") != 1:
+        raise ValueError(f"cp_state {kinds}: a history needs exactly one count tensor to number its slots")
+    i = kinds.index("count")
+    held = init_leaves[i]
+    if held.numel() and not bool((held == held.flatten()[0]).all()):
+        raise ValueError("context parallelism: the initial state's rows hold different numbers of tokens; "
+                         "split rows that start equally")
+    first = int(held.flatten()[0]) if held.numel() else 0
+    return int(incoming[i].flatten()[0]) if incoming[i].numel() else 0, first
+
+
+def _pad_slots(t: Tensor, slots: int) -> Tensor:
+    """t (B, T, ...) with zeros appended along dim 1 up to ``slots``."""
+    return torch.cat([t, t.new_zeros(t.shape[0], slots - t.shape[1], *t.shape[2:])], 1) if t.shape[1] < slots else t
 
 
 def _final_state(run, x: Tensor, state: State) -> list[Tensor]:
