@@ -10,6 +10,7 @@ import os
 import sys
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import save_file
 
 from ssmkit.training import fit
@@ -31,3 +32,4 @@ if __name__ == "__main__":
             save_file({k: v.contiguous() for k, v in weights.items()}, os.path.join(out, f"{mode}.safetensors"))
             with open(os.path.join(out, f"{mode}.json"), "w") as f:
                 json.dump({k: v for k, v in result.items() if k != "train_seconds"}, f)
+    dist.barrier()  # nobody leaves (and closes its connections) while rank 0 still writes and reads

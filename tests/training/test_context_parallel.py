@@ -5,7 +5,6 @@ so a family that declares it is tested here) plus a hybrid causal LM through ``c
 """
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from ssmkit.layers import get_mixer_class
 from ssmkit.models import BackboneConfig
 from ssmkit.models.lm import CausalLM
 from ssmkit.training import context_parallel as cp
+
+from .launch import run_group
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
@@ -33,7 +34,7 @@ def test_context_parallel_over_2_and_3_ranks_equals_one_process(tmp_path):
            "MASTER_ADDR": "127.0.0.1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3",
            str(HERE / "cp_worker.py"), str(tmp_path), *SUPPORTED, "model", "lstm"]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    run = run_group(cmd, env)
     assert run.returncode == 0, run.stderr[-3000:]
     by_world = json.loads((tmp_path / "cp.json").read_text())
     assert sorted(by_world) == ["2", "3"]

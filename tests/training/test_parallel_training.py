@@ -1,7 +1,6 @@
 """fit under parallel=fsdp and under context_parallel: two gloo processes train to one process's weights."""
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from conftest import assert_close_rel
 from ssmkit.training import TrainConfig, fit, read_checkpoint
 from ssmkit.training.checkpoint import MODEL
 
+from .launch import run_group
 from .tiny import PARALLEL_MIXER as MIXER
 from .tiny import TinyTask, parallel_config, tiny_model
 
@@ -25,7 +25,7 @@ def test_fsdp_and_context_parallel_train_like_one_process(tmp_path):
            "MASTER_ADDR": "127.0.0.1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(HERE / "parallel_worker.py"), str(tmp_path)]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    run = run_group(cmd, env)
     assert run.returncode == 0, run.stderr[-3000:]
 
     task = TinyTask("lm", n=10)
@@ -87,11 +87,10 @@ def test_ssmkit_train_context_parallel_with_checkpointed_blocks_under_torchrun(t
             "--set", "task.n_copy=2", "--set", "task.n_eval=8", "--set", "eval_batch_size=3"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ssmkit",
            *args, "--set", "context_parallel=2", "--set", "checkpoint_activations=true", "--out", str(tmp_path / "cp")]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    run = run_group(cmd, env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("test accuracy") == 1 and "each sequence split over 2 ranks" in run.stdout, run.stdout
-    one = subprocess.run([sys.executable, "-m", "ssmkit", *args, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=300)
+    one = run_group([sys.executable, "-m", "ssmkit", *args, "--out", str(tmp_path / "one")], env)
     assert one.returncode == 0, one.stderr[-3000:]
     split = safetensors.load_file(str(tmp_path / "cp" / "step-00000002" / MODEL))
     whole = safetensors.load_file(str(tmp_path / "one" / "step-00000002" / MODEL))
