@@ -61,3 +61,15 @@ def ddp_config(out_dir) -> TrainConfig:
     """Global batches of 5 rows: 3 + 2 rows on two processes, with unequal scored-target counts."""
     return TrainConfig(steps=6, batch_size=5, lr=1e-2, eval_every=3, eval_batch_size=4, tbptt=3,
                        checkpoint_dir=f"{out_dir}/ck", **QUIET)
+
+
+# The FSDP and context-parallel runs' mixers: s4d keeps complex parameters as real (..., 2) views, which
+# FSDP must shard like any other; mamba has a conv halo and a selective state to pass between chunks.
+PARALLEL_MIXER = {"fsdp": "s4d", "cp": "mamba"}
+
+
+def parallel_config(out_dir, **extra) -> TrainConfig:
+    """The FSDP / context-parallel runs: 4 steps of 4 rows, val (best weights) and checkpoints every 2."""
+    fields = dict(steps=4, batch_size=4, lr=1e-2, eval_every=2, eval_batch_size=3, checkpoint_dir=f"{out_dir}/ck",
+                  checkpoint_every=2, keep_checkpoints=10)
+    return TrainConfig(**{**fields, **QUIET, **extra})

@@ -98,6 +98,7 @@ def _time_varying_terms(c: ContinuousSystem, dt: Tensor, u: Tensor) -> tuple[Ten
 
 class DiagonalLTI(SequenceMixer):
     """Base of the diagonal LTI families; subclasses implement ``discrete_system``."""
+    cp_state = ("diag",)  # context parallelism: the diagonal SSM state (docs/distributed.md)
 
     modes = ("fft", "chunked", "reference")  # long_conv's fft, then linear_scan's modes
     dt_modes = ("chunked", "reference")  # fft needs one step for every token (an LTI kernel)

@@ -21,6 +21,7 @@ from .call import ForwardCall
 
 class DiagonalRNN(SequenceMixer):
     """Base of LRU and S5; subclasses set ``n_modes`` and define the two methods below."""
+    cp_state = ("diag",)  # context parallelism: the diagonal recurrence (docs/distributed.md)
 
     modes = linear_scan_op.MODES  # chunked, reference
     n_modes: int

@@ -100,6 +100,7 @@ def attention_math(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tens
 @register_mixer("attention")
 class Attention(SequenceMixer):
     """Causal softmax attention (B, L, D) -> (B, L, D); state ``KVCache`` (grows by one token a step)."""
+    cp_state = ("history", "history", "count")  # all-gathered keys and values; the position
 
     Config = AttentionConfig
     config: AttentionConfig

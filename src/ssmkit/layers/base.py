@@ -169,6 +169,17 @@ class SequenceMixer(nn.Module):
     # memory, a block's state vectors. A training sequence no longer than it never reads that state,
     # so the recurrence would stay untrained; runs refuse it (runs.config.check_carry_length).
     carry_field: ClassVar[str | None] = None
+    # Context parallelism (docs/distributed.md): how each tensor of the state (in ``flatten_state``
+    # order) passes from one chunk of a sequence to the next, or None when it cannot be split exactly.
+    # "halo": the chunk's last inputs (a short-conv or token-shift window), whatever came before;
+    # "count": tokens seen, incoming + chunk length; "history": a cache with slot t for token t (a KV
+    # cache: every earlier chunk's slots are gathered); "diag": out = m * in + c, elementwise;
+    # "matrix": out = P @ in + c for a (..., K, V) state and a (..., K, K) transition P;
+    # "dense": out = P @ in + c along the last dim N of a (..., N) state (N probe runs per chunk);
+    # "scaled" / "stabilizer": tensors S and a log-scale m whose product exp(m) S passes affinely
+    # with the chunk's decay, which the family returns from ``cp_log_decay(x, state)`` (B, ...).
+    cp_state: ClassVar[tuple[str, ...] | None] = None
+    cp_refusal: ClassVar[str] = "its state passing is not declared affine (cp_state)"
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg: Any) -> None:
         super().__init__()

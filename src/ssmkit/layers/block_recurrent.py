@@ -102,6 +102,8 @@ class Gate(nn.Module):
 @register_mixer("block_recurrent")
 class BlockRecurrent(SequenceMixer):
     """Sliding-window attention + cross-attention to N recurrent state vectors updated once per block."""
+    cp_refusal = ("its recurrent state is rewritten between blocks by attention and gates: a nonlinear map of "
+                  "the incoming state")
 
     Config = BlockRecurrentConfig
     config: BlockRecurrentConfig

@@ -75,6 +75,7 @@ def l2_normalize(x: Tensor, eps: float = 1e-6) -> Tensor:
 @register_mixer("deltanet")
 class DeltaNet(SequenceMixer):
     """DeltaNet / Gated DeltaNet mixer. Modes: ``chunked`` (WY / UT transform), ``reference`` (loop)."""
+    cp_state = ("halo", "halo", "halo", "matrix")  # conv windows; S <- (I - b k k^T) S + b k v^T
 
     Config = DeltaNetConfig
     config: DeltaNetConfig

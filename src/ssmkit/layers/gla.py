@@ -59,6 +59,7 @@ class GLAConfig(MixerConfig):
 @register_mixer("gla")
 class GLA(SequenceMixer):
     """Gated linear attention: data-dependent decay per key channel, swish output gate."""
+    cp_state = ("diag",)  # context parallelism: S decays along K (docs/distributed.md)
 
     Config = GLAConfig
     config: GLAConfig

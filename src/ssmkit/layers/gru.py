@@ -48,6 +48,8 @@ def gru_cell(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_h
 @register_mixer("gru")
 class GRU(SequenceMixer):
     """Single-layer GRU (B, L, D) -> (B, L, D); state (h,) with h (B, K)."""
+    cp_refusal = ("a nonlinear recurrence: the outgoing state is no affine function of the incoming one, so a "
+                  "chunk cannot start before the previous chunk has finished")
 
     Config = GRUConfig
     config: GRUConfig

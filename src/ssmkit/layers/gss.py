@@ -56,6 +56,7 @@ class _DSSCore(DSS):
 @register_mixer("gss")
 class GSS(SequenceMixer):
     """Gated State Space layer (B, L, D) -> (B, L, D); state (h,) of the DSS core, h (B, H, N/2) complex."""
+    cp_state = ("diag",)  # context parallelism (docs/distributed.md)
 
     Config = GSSConfig
     config: GSSConfig

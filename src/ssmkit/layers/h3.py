@@ -61,6 +61,7 @@ class H3Config(MixerConfig):
 @register_mixer("h3")
 class H3(SequenceMixer):
     """H3 layer (B, L, D) -> (B, L, D). Modes: ``fft``, ``reference``."""
+    cp_state = ("halo", "diag")  # the shift SSM holds the last inputs; the diagonal SSM
 
     Config = H3Config
     modes = ("fft", "reference")

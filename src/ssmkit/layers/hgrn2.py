@@ -55,6 +55,7 @@ class HGRN2Config(MixerConfig):
 @register_mixer("hgrn2")
 class HGRN2(SequenceMixer):
     """Gated linear RNN with outer-product state expansion and a lower-bounded forget gate."""
+    cp_state = ("diag",)  # context parallelism: S decays along K (docs/distributed.md)
 
     Config = HGRN2Config
     config: HGRN2Config

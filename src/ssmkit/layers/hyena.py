@@ -95,6 +95,8 @@ class Sin(nn.Module):
 @register_mixer("hyena")
 class Hyena(SequenceMixer):
     """Hyena operator (B, L, D) -> (B, L, D). Modes: ``fft``, ``reference``; L <= max_len."""
+    cp_refusal = ("its long convolution reads the whole input history (the state grows with L): an exact split "
+                  "needs every earlier chunk's inputs, not implemented")
 
     Config = HyenaConfig
     modes = long_conv_op.MODES  # fft, reference: the long convolutions' modes

@@ -82,6 +82,8 @@ def elu1(x: Tensor) -> Tensor:
 @register_mixer("infini_attention")
 class InfiniAttention(SequenceMixer):
     """Local softmax attention + a compressive linear-attention memory per head, gated."""
+    cp_refusal = ("its delta update (the default) divides by the memory's normalizer, a nonlinear map of the "
+                  "incoming memory; not implemented for the linear update either")
 
     Config = InfiniAttentionConfig
     config: InfiniAttentionConfig

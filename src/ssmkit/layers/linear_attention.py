@@ -52,6 +52,7 @@ def elu_feature_map(x: Tensor) -> Tensor:
 @register_mixer("linear_attention")
 class LinearAttention(SequenceMixer):
     """Causal linear attention with the elu+1 feature map and its normalizer, multi-head."""
+    cp_state = ("diag",)  # context parallelism: S and its normalizer add up (docs/distributed.md)
 
     Config = LinearAttentionConfig
     config: LinearAttentionConfig

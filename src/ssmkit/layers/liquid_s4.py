@@ -47,6 +47,7 @@ class LiquidS4Config(S4DConfig):
 @register_mixer("liquid_s4")
 class LiquidS4(S4D):
     """Liquid-S4 (PB kernel) layer (B, L, D) -> (B, L, D); state (h, u_hist)."""
+    cp_state = ("diag", "halo")  # the SSM state; the last inputs of the product terms
 
     Config = LiquidS4Config
     config: LiquidS4Config

@@ -49,6 +49,8 @@ def lstm_cell(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b: Te
 @register_mixer("lstm")
 class LSTM(SequenceMixer):
     """Single-layer LSTM (B, L, D) -> (B, L, D); state (h, c) with h, c (B, K)."""
+    cp_refusal = ("a nonlinear recurrence: the outgoing state is no affine function of the incoming one, so a "
+                  "chunk cannot start before the previous chunk has finished")
 
     Config = LSTMConfig
     config: LSTMConfig

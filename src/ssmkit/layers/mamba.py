@@ -61,6 +61,7 @@ class MambaConfig(MixerConfig):
 @register_mixer("mamba")
 class Mamba(SequenceMixer):
     """Selective SSM mixer (Mamba-1). Modes: ``cpp`` (compiled CPU scan), ``chunked``, ``reference``."""
+    cp_state = ("halo", "diag")  # context parallelism: conv window, selective SSM state
 
     Config = MambaConfig
     modes = selective_scan_op.MODES  # cpp when the compiled kernel can run, chunked, reference

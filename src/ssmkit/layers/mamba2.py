@@ -62,6 +62,7 @@ class Mamba2Config(MixerConfig):
 @register_mixer("mamba2")
 class Mamba2(SequenceMixer):
     """SSD mixer (Mamba-2). Modes: ``chunked`` (SSD algorithm), ``quadratic`` (masked dual form), ``reference``."""
+    cp_state = ("halo", "diag")  # context parallelism: conv window, SSD state (scalar decay per head)
 
     Config = Mamba2Config
     modes = ssd_op.MODES  # chunked, quadratic, reference

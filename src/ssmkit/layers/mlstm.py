@@ -64,6 +64,8 @@ class MLSTMConfig(MixerConfig):
 @register_mixer("mlstm")
 class MLSTM(SequenceMixer):
     """xLSTM mLSTM block (B, L, D) -> (B, L, D). Modes: ``chunked`` (chunkwise parallel), ``reference``."""
+    # context parallelism: conv window; exp(m) * (C, n) passes affinely, decayed by exp(sum log f)
+    cp_state = ("halo", "scaled", "scaled", "stabilizer")
 
     Config = MLSTMConfig
     modes = mlstm_op.MODES  # chunked, reference
@@ -143,6 +145,14 @@ class MLSTM(SequenceMixer):
         xc = F.silu(xc)
         h, (C, n, m) = mlstm_step(*self._cell_inputs(xc, xm), tuple(cell_state))
         return self._output(h, xc, z), (conv_state, C, n, m)
+
+    def cp_log_decay(self, x: Tensor, state) -> Tensor:
+        """sum_t log f_t over x (B, L, D) after ``state``'s conv window: (B, H), the log of the chunk's
+        decay of exp(m) * (C, n) (context parallelism, docs/distributed.md)."""
+        xm, _ = self.proj_up(x).chunk(2, dim=-1)
+        xc, _ = short_conv(xm, self.conv1d.weight[:, 0, :], self.conv1d.bias, state[0])
+        *_, log_f = self._cell_inputs(F.silu(xc), xm)
+        return log_f.sum(dim=1)
 
     def _zero_state(self, batch_size, device, dtype):
         E, H, P, K = self.d_inner, self.config.num_heads, self.head_dim, self.config.conv_kernel

@@ -79,6 +79,7 @@ def retention_decay_logits(n_heads: int) -> Tensor:
 @register_mixer("retnet")
 class RetNet(SequenceMixer):
     """Multi-scale retention: per-head fixed decays, RoPE, GroupNorm, swish gate."""
+    cp_state = ("diag", "count")  # context parallelism: S decays per head; the position counter
 
     Config = RetNetConfig
     config: RetNetConfig

@@ -72,6 +72,7 @@ def rglru_lambda_init(W: int, c: float, a_min: float, a_max: float) -> Tensor:
 @register_mixer("rglru")
 class RGLRU(SequenceMixer):
     """Griffin's recurrent block (B, L, D) -> (B, L, D). Modes: ``chunked`` (linear scan), ``reference``."""
+    cp_state = ("halo", "diag")  # context parallelism: conv window, the gated diagonal recurrence
 
     Config = RGLRUConfig
     modes = linear_scan_op.MODES

@@ -107,6 +107,7 @@ class InnerBlock(nn.Module):
 @register_mixer("rmt")
 class RecurrentMemoryTransformer(SequenceMixer):
     """Segments of S tokens with m read/write memory tokens through ``depth`` attention blocks."""
+    cp_refusal = "its memory tokens pass through a Transformer at each segment: a nonlinear map of the incoming memory"
 
     Config = RMTConfig
     config: RMTConfig

@@ -63,6 +63,7 @@ class RWKV6Config(MixerConfig):
 @register_mixer("rwkv6")
 class RWKV6(SequenceMixer):
     """Finch time mixing. Modes: ``chunked`` (dyadic matmul form), ``reference`` (loop)."""
+    cp_state = ("halo", "diag")  # context parallelism: token shift, S decays along K
 
     Config = RWKV6Config
     config: RWKV6Config

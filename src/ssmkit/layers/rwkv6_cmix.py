@@ -37,6 +37,7 @@ class RWKV6ChannelMixConfig(MixerConfig):
 @register_mixer("rwkv6_cmix")
 class RWKV6ChannelMix(SequenceMixer):
     """Finch channel mixing (B, L, D) -> (B, L, D): token shift, squared-ReLU key, sigmoid receptance."""
+    cp_state = ("halo",)  # context parallelism: the token shift
 
     Config = RWKV6ChannelMixConfig
     config: RWKV6ChannelMixConfig

@@ -143,6 +143,7 @@ def _to_complex(r: Tensor) -> Tensor:
 @register_mixer("s4")
 class S4(SequenceMixer):
     """S4 (DPLR) layer (B, L, D) -> (B, L, D); state (h,) with h (B, H, N/2) complex."""
+    cp_state = ("dense",)  # DPLR: A = Lambda - P Q* mixes the N/2 modes of a channel (docs/distributed.md)
 
     Config = S4Config
     config: S4Config

@@ -67,6 +67,7 @@ class S4NDConfig(MixerConfig):
 @register_mixer("s4nd")
 class S4ND(SequenceMixer):
     """2-D S4ND layer over raster sequences (B, L, D) -> (B, L, D); state (img, pos)."""
+    cp_refusal = "its state is a 2-D image raster (rows of the image), not a chunk-to-chunk affine state; not implemented"
 
     Config = S4NDConfig
     config: S4NDConfig

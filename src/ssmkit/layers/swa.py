@@ -72,6 +72,7 @@ def qkv_projections(module: nn.Module, d_model: int, bias: bool, key_bias: bool 
 @register_mixer("swa")
 class SlidingWindowAttention(SequenceMixer):
     """Causal attention over the last W tokens (B, L, D) -> (B, L, D); state ``WindowCache`` (fixed size)."""
+    cp_state = ("halo", "halo", "count")  # the window of keys and values; the position
 
     Config = SWAConfig
     config: SWAConfig

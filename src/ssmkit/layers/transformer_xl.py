@@ -71,6 +71,7 @@ class TransformerXLConfig(MixerConfig):
 @register_mixer("transformer_xl")
 class TransformerXL(SequenceMixer):
     """Segment-recurrent attention with relative positions (B, L, D) -> (B, L, D); state ``XLMemory``."""
+    cp_state = ("halo", "count")  # the memory of past inputs; the position
 
     Config = TransformerXLConfig
     config: TransformerXLConfig

@@ -89,6 +89,7 @@ class TriangularShear(nn.Module):
 @register_mixer("vpt")
 class VolumePreservingTransformer(SequenceMixer):
     """Cayley (volume-preserving) attention over the last T inputs + triangular shears, no add connection."""
+    cp_state = ("halo",)  # the window of the last T - 1 inputs (docs/distributed.md)
 
     Config = VPTConfig
     config: VPTConfig

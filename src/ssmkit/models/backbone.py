@@ -8,6 +8,10 @@ shared by the mixers that have them and per mixer name (``models.mixer_stack``).
 SequenceMixer contract: ``forward`` with
 state and mask, pure ``step``, ``init_state``; its state is the tuple of its layers' states.
 Per-token time deltas ``dt`` (irregular sampling, docs/irregular.md) go to every layer's mixer.
+Activation checkpointing (``Backbone.checkpoint_blocks``, set by training's
+``checkpoint_activations``): under autograd each block keeps only its input and recomputes its
+inside during the backward pass (``torch.utils.checkpoint``, dropout replayed), so activation
+memory holds one block's intermediates instead of every block's; outputs and gradients are unchanged.
 The input is checked for NaN / Inf once per call, here (``check_finite``), not by every layer.
 """
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config import check
 from ..layers import create_mixer
@@ -131,6 +137,7 @@ class Backbone(nn.Module):
         self.config = cfg
         self.blocks = nn.ModuleList(Block(name, cfg) for name in cfg.layer_names())
         self.norm = make_norm(cfg) if cfg.final_norm else nn.Identity()
+        self.checkpoint_blocks = False  # recompute each block in backward (module doc); not a weight
 
     def forward(
         self, x: Tensor, state: tuple | None = None, mask: Tensor | None = None, *,
@@ -143,8 +150,12 @@ class Backbone(nn.Module):
             self.check_accepts_dt()
         states = state if state is not None else (None,) * len(self.blocks)
         new = []
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled()
         for block, s in zip(self.blocks, states):
-            x, s = block(x, s, mask, dt)
+            if recompute:
+                x, s = checkpoint(block, x, s, mask, dt, use_reentrant=False)
+            else:
+                x, s = block(x, s, mask, dt)
             new.append(s)
         x = self.norm(x)
         return (x, tuple(new)) if return_state else x

@@ -30,7 +30,11 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # final lr as a fraction of the peak; 1 = constant after warmup
     # numerics
     bf16: bool = False  # torch.autocast to bfloat16 around forward and loss (CPU and CUDA)
+    checkpoint_activations: bool = False  # recompute each block in backward: less activation memory, ~1/3 more compute
     tbptt: int = 0  # truncated BPTT chunk length C for tag/lm tasks (state carried, detached); 0 = off
+    # several processes (torchrun; docs/distributed.md)
+    parallel: str = "ddp"  # ddp: a replica per process | fsdp: parameters, gradients, optimizer state sharded per block
+    context_parallel: int = 1  # R > 1: every sequence split over the R processes (R = the world), exact state passing
     device: str = "auto"  # auto | cpu | cuda | cuda:N; auto: cuda:LOCAL_RANK when CUDA is available
     seed: int = 0  # seeds torch (dropout) and the training data order
     # evaluation and early stopping
@@ -72,6 +76,12 @@ class TrainConfig:
         check(self.patience == 0 or self.eval_every > 0, "patience",
               f"early stopping needs evaluations: set eval_every > 0 (patience={self.patience})")
         check(not self.tensorboard or bool(self.log_dir), "tensorboard", "needs log_dir to write events to")
+        check(self.parallel in ("ddp", "fsdp"), "parallel", f"must be ddp or fsdp, got {self.parallel!r}")
+        check(self.context_parallel >= 1, "context_parallel", f"must be >= 1 (1 = off), got {self.context_parallel}")
+        check(self.context_parallel == 1 or self.parallel == "ddp", "context_parallel",
+              "is not combined with parallel=fsdp yet (its ranks hold whole replicas); use parallel=ddp")
+        check(self.context_parallel == 1 or self.tbptt == 0, "context_parallel",
+              f"splits each sequence over ranks already; it does not combine with tbptt={self.tbptt} (set tbptt=0)")
         check(self.on_nonfinite in ("stop", "skip"), "on_nonfinite", f"must be stop or skip, got {self.on_nonfinite!r}")
         check(self.max_skips >= 1, "max_skips", f"must be >= 1, got {self.max_skips}")
         check(self.checkpoint_every == 0 or bool(self.checkpoint_dir), "checkpoint_every",

@@ -4,7 +4,11 @@
 the process group with NCCL on CUDA or gloo on CPU. Every rank walks the same global batches (the
 data stream is a pure function of seed and epoch) and takes its own contiguous slice of rows
 (``shard``), so the global batch is ``batch_size`` whatever the number of processes; gradients
-are averaged by DistributedDataParallel. Rank 0 alone writes logs and checkpoints.
+are averaged by DistributedDataParallel, or by FSDP2 (``parallel="fsdp"``: ``fully_shard`` per
+residual block and on the root, so each process holds 1/world of the parameters, gradients and
+optimizer state). Rank 0 alone writes logs and checkpoints; under FSDP the full weights and
+optimizer state are gathered to it first (``full_model_state``), so a checkpoint is the same file
+set whatever the parallelism and a single process can load it.
 
 The group is joined once per process and left at interpreter exit (``atexit``), not after each
 ``fit``: a second ``fit`` in the same process (a comparison of several runs under torchrun) would
@@ -89,11 +93,87 @@ def _leave_group() -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, d: Dist) -> nn.Module:
-    """DistributedDataParallel over several processes (it broadcasts rank 0's weights); else the model."""
+def wrap(model: nn.Module, d: Dist, parallel: str = "ddp") -> nn.Module:
+    """Over several processes: DistributedDataParallel (it broadcasts rank 0's weights), or FSDP2
+    (``fully_shard`` on every residual block, then the root; in place: the model's parameters become
+    sharded DTensors, so build the optimizer afterwards). One process: the model."""
     if d.world == 1:
         return model
+    if parallel == "fsdp":
+        return shard_model(model)
     return DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+
+def shard_model(model: nn.Module) -> nn.Module:
+    """FSDP2 per ``models.backbone.Block`` and on the root. The layers' optimizer tags (``_optim``) live
+    on the parameter objects, which sharding replaces: they are carried over by name."""
+    from torch.distributed.fsdp import fully_shard
+
+    from ..models.backbone import Block
+
+    tags = {n: p._optim for n, p in model.named_parameters() if hasattr(p, "_optim")}
+    for m in [m for m in model.modules() if isinstance(m, Block)]:
+        fully_shard(m)
+    fully_shard(model)
+    for n, p in model.named_parameters():
+        if n in tags:
+            p._optim = tags[n]
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_model_state(model: nn.Module) -> dict[str, Tensor]:
+    """The full weights on the CPU (under FSDP a collective; rank 0 gets them, the others an empty dict)."""
+    if not is_sharded(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_model_state(model: nn.Module, state: dict[str, Tensor], from_rank0: bool = False) -> None:
+    """Load full weights (``full_model_state``'s, or a checkpoint's); under FSDP each process keeps
+    its shards, of its own copy or (``from_rank0``: only rank 0 holds them) of rank 0's, broadcast."""
+    if not is_sharded(model):
+        model.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=from_rank0))
+
+
+def load_full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+    """Load a full optimizer state (``full_optimizer_state``'s numbering) into ``opt``; under FSDP
+    every process passes the whole state and keeps its shards."""
+    if not is_sharded(model):
+        opt.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = [n for g in opt.param_groups for n in g["names"]]
+    by_name = {"state": {names[int(i)]: v for i, v in state["state"].items()},
+               "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in state["param_groups"]]}
+    set_optimizer_state_dict(model, opt, by_name, options=StateDictOptions(full_state_dict=True))
+
+
+def full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """``opt.state_dict()`` (parameters numbered in group order); under FSDP gathered in full to rank 0
+    and numbered the same way, so the checkpoint does not depend on the parallelism."""
+    if not is_sharded(model):
+        return opt.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    full = get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not full:
+        return {}
+    number = {n: i for i, n in enumerate(n for g in opt.param_groups for n in g["names"])}
+    groups = [{**g, "params": [number[n] for n in g["params"]]} for g in full["param_groups"]]
+    return {"state": {number[n]: v for n, v in full["state"].items()}, "param_groups": groups}
 
 
 def shard(batch: Batch, d: Dist) -> Batch:

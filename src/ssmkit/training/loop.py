@@ -21,13 +21,15 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..io import write_text
+from ..models.backbone import Backbone
 from ..tasks.base import Batch, Task
 from ..tasks.metrics import improves, task_metric
-from . import distributed
+from . import context_parallel, distributed
 from .checkpoint import (
     BEST, MODEL, OPTIMIZER, RUN, CheckpointError, decode_bytes, encode_bytes, join_optimizer_state,
     latest_checkpoint, read_checkpoint, save_checkpoint, split_optimizer_state,
@@ -104,6 +106,9 @@ def evaluate(task: Task, model: nn.Module, split: str, batch_size: int = 256, *,
     for batch in task.batches(split, batch_size):
         part = distributed.shard(batch, d)
         if part.inputs.shape[0] == 0:
+            if distributed.is_sharded(model):  # FSDP gathers weights in every forward: every rank joins
+                model(batch.inputs[:1].to(device), **Batch(batch.inputs[:1], batch.targets[:1], *(
+                    None if t is None else t[:1] for t in (batch.mask, batch.dt))).to(device).model_kwargs())
             continue
         part = part.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -172,12 +177,18 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
     start = time.perf_counter()
     torch.manual_seed(cfg.seed + d.rank)  # dropout streams differ between processes
     model.to(d.device)
-    if cfg.batch_size < d.world:
+    checkpoint_blocks(model, cfg.checkpoint_activations)
+    comm = _context_parallel(cfg, d, task, model)
+    if comm is None and cfg.batch_size < d.world:
         raise ValueError(f"invalid config value for 'batch_size': {cfg.batch_size} is fewer rows than the "
                          f"{d.world} processes")
-    total = cfg.epochs * steps_per_epoch(task, cfg.batch_size, d.world) if cfg.epochs else cfg.steps
+    row_world = 1 if comm is not None else d.world  # context-parallel ranks share every row
+    total = cfg.epochs * steps_per_epoch(task, cfg.batch_size, row_world) if cfg.epochs else cfg.steps
     warmup = int(cfg.warmup_fraction * total)
     metric = task_metric(task.info.kind, task.info.metric) if cfg.val_metric == "auto" else cfg.val_metric
+    fsdp = cfg.parallel == "fsdp" and d.world > 1
+    if fsdp:  # the optimizer must see the sharded parameters
+        distributed.wrap(model, d, "fsdp")
     opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.ssm_lr), betas=cfg.betas)
     peaks = [g["lr"] for g in opt.param_groups]
     pos, best, notes = Position(), None, []
@@ -190,16 +201,18 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
         report.message(note)
     n_params = sum(p.numel() for p in model.parameters())
     report.message(f"train {task.info.name}: {total} steps{f' ({cfg.epochs} epochs)' if cfg.epochs else ''}, "
-                   f"global batch {cfg.batch_size} over {d.world} process(es) on {d.device}, "
+                   f"global batch {cfg.batch_size} over {d.world} process(es) on {d.device}"
+                   + (f" ({cfg.parallel})" if d.world > 1 and comm is None else "")
+                   + (f", each sequence split over {comm.world} ranks" if comm is not None else "") + ", "
                    f"{n_params} parameters" + (f"; resumed at step {pos.step}" if resume else ""))
-    net = distributed.wrap(model, d)
+    net = model if comm is not None or fsdp else distributed.wrap(model, d)
     meter = TrainMeter()
-    batches = train_batches(task, cfg.batch_size, cfg.seed, pos.epoch, pos.batch_index, d.world)
+    batches = train_batches(task, cfg.batch_size, cfg.seed, pos.epoch, pos.batch_index, row_world)
     model.train()
     try:
         while pos.step < total and not pos.stopped_early:
             epoch, index, batch = next(batches)
-            local = distributed.shard(batch, d)
+            local = distributed.shard(batch, d) if comm is None else context_parallel.split_batch(batch, comm)
             weight = loss_weight(task, local)
             global_weight = all_sum([weight], d)[0]
             factor = warmup_cosine(pos.step, total, warmup, cfg.min_lr_ratio)
@@ -210,11 +223,15 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
             loss_sum, outputs = forward_backward(task, net, local.to(d.device), chunk=cfg.tbptt,
                                                  scale=d.world / max(global_weight, 1), bf16=cfg.bf16,
                                                  keep_outputs=log_now)
+            if comm is not None:  # each rank holds its share of every gradient (context_parallel module doc)
+                context_parallel.reduce_gradients(model, comm, average=True)
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             if cfg.grad_clip:
                 norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             else:
                 norm = nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=d.device)
+            if isinstance(norm, DTensor):  # FSDP: the global norm, replicated
+                norm = norm.full_tensor()
             if _finite(loss_sum, norm, d):
                 opt.step()
                 pos.skips_in_a_row = 0
@@ -228,21 +245,56 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
                     meter.add_metrics(task.metrics(out.float(), part))
                 report.record("train", pos.step, {"epoch": epoch, "lr": peaks[0] * factor, **meter.summary(d)})
             if cfg.eval_every and (pos.step % cfg.eval_every == 0 or pos.step == total):
-                best = _validate(task, model, cfg, pos, metric, best, report)
+                with _whole_rows(model, comm):
+                    best = _validate(task, model, cfg, pos, metric, best, report)
             if cfg.checkpoint_dir and (pos.step == total or pos.stopped_early
                                        or (cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0)):
                 _save(cfg, d, task, pos, model, opt, best, report, run)
         result: dict[str, float] = {"steps": pos.step}
         if best is not None:
-            model.load_state_dict(best)
+            distributed.load_full_model_state(model, best, from_rank0=True)
             result.update({f"best_val_{metric}": pos.best_metric, "best_step": pos.best_step})
-        test = evaluate(task, model, "test", cfg.eval_batch_size, bf16=cfg.bf16)
+        with _whole_rows(model, comm):
+            test = evaluate(task, model, "test", cfg.eval_batch_size, bf16=cfg.bf16)
         report.record("test", pos.step, {**test, "weights": "best-val" if best is not None else "final"})
         result.update({f"test_{k}": v for k, v in test.items()})
         result["train_seconds"] = time.perf_counter() - start
         return result
     finally:
         report.close()
+        if comm is not None:
+            context_parallel.disable(model)
+
+
+def _context_parallel(cfg: TrainConfig, d: Dist, task: Task, model: nn.Module) -> context_parallel.Comm | None:
+    """Context parallelism over every process when ``cfg.context_parallel`` > 1 (checked here, at the start)."""
+    R = cfg.context_parallel
+    if R == 1:
+        return None
+    if R != d.world:
+        raise ValueError(f"invalid config value for 'context_parallel': {R} must equal the number of processes "
+                         f"({d.world}); launch with torchrun --nproc_per_node {R}")
+    if not task.info.kind.per_position:
+        raise ValueError(f"invalid config value for 'context_parallel': splitting sequences needs a per-position "
+                         f"task (tag, lm, predict, trajectory), task {task.info.name!r} is '{task.info.kind}'")
+    comm = context_parallel.Comm.of()
+    context_parallel.enable(model, comm)
+    return comm
+
+
+def _whole_rows(model: nn.Module, comm: context_parallel.Comm | None):
+    """Evaluation scores whole rows, each process its slice of them, with context parallelism paused."""
+    return contextlib.nullcontext() if comm is None else context_parallel.paused(model)
+
+
+def checkpoint_blocks(model: nn.Module, on: bool) -> None:
+    """Turn activation checkpointing of every ``Backbone`` in ``model`` on or off (``checkpoint_activations``)."""
+    stacks = [m for m in model.modules() if isinstance(m, Backbone)]
+    if on and not stacks:
+        raise ValueError(f"invalid config value for 'checkpoint_activations': {type(model).__name__} has no "
+                         "residual stack (models.Backbone) whose blocks could be recomputed")
+    for stack in stacks:
+        stack.checkpoint_blocks = on
 
 
 def _finite(loss_sum: Tensor, norm: Tensor, d: Dist) -> bool:
@@ -274,12 +326,17 @@ def _diverged(cfg: TrainConfig, pos: Position, loss: Tensor, norm: Tensor, repor
                           f"{_last_good(cfg)}")
 
 
-def _nonfinite_weight(model: nn.Module) -> str | None:
-    """The name of the first parameter of ``model`` holding NaN or Inf (None when all are finite)."""
+def _nonfinite_weight(model: nn.Module, d: Dist) -> str | None:
+    """The name of the first parameter of ``model`` holding NaN or Inf (None when all are finite);
+    under FSDP each process checks its shards and the processes agree (so all raise together)."""
+    bad = None
     for name, p in model.named_parameters():
-        if not bool(torch.isfinite(p).all()):
-            return name
-    return None
+        if not bool(torch.isfinite(p.to_local() if isinstance(p, DTensor) else p).all()):
+            bad = name
+            break
+    if distributed.is_sharded(model) and all_sum([float(bad is not None)], d)[0] and bad is None:
+        bad = "(a shard held by another process)"
+    return bad
 
 
 def _validate(task: Task, model: nn.Module, cfg: TrainConfig, pos: Position, metric: str,
@@ -293,7 +350,7 @@ def _validate(task: Task, model: nn.Module, cfg: TrainConfig, pos: Position, met
     value = values[metric]
     if improves(value, pos.best_metric, metric):
         pos.best_metric, pos.best_step, pos.evals_since_best = value, pos.step, 0
-        return {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()}
+        return {k: t.detach().to("cpu", copy=True) for k, t in distributed.full_model_state(model).items()}
     pos.evals_since_best += 1
     if cfg.patience and pos.evals_since_best >= cfg.patience:
         pos.stopped_early = True
@@ -318,14 +375,15 @@ def _config_json(cfg: TrainConfig) -> dict:
 def _save(cfg: TrainConfig, d: Dist, task: Task, pos: Position, model: nn.Module,
           opt: torch.optim.Optimizer, best: dict[str, Tensor] | None, report: Reporter,
           run: dict[str, Any] | None) -> None:
-    bad = _nonfinite_weight(model)
+    bad = _nonfinite_weight(model, d)
     if bad is not None:  # finite loss and gradients, yet an update overflowed (e.g. a huge lr)
         raise DivergenceError(f"training diverged at step {pos.step}: weight {bad!r} holds NaN or Inf after the "
                               f"update; not saved; last good checkpoint: {_last_good(cfg)}")
     rng = _rng_states(d)
+    weights, optimizer = distributed.full_model_state(model), distributed.full_optimizer_state(model, opt)
     if d.main:
-        tensors, rest = split_optimizer_state(opt.state_dict())
-        files = {MODEL: model.state_dict(), OPTIMIZER: tensors, **({BEST: best} if best is not None else {})}
+        tensors, rest = split_optimizer_state(optimizer)
+        files = {MODEL: weights, OPTIMIZER: tensors, **({BEST: best} if best is not None else {})}
         state = {"progress": dataclasses.asdict(pos), "config": _config_json(cfg), "rng": rng, "optimizer": rest,
                  "task": task.info.name, "world_size": d.world,
                  "versions": {"ssmkit": __version__, "torch": torch.__version__}}
@@ -377,15 +435,15 @@ def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, m
         changes = [f"train.{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items()
                    if saved.get(k) != v and k not in OPERATIONAL]
     try:
-        model.load_state_dict(files[MODEL])
+        distributed.load_full_model_state(model, files[MODEL])
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{path / MODEL} does not fit the model: {e}") from None
-    bad = _nonfinite_weight(model)
+    bad = _nonfinite_weight(model, d)
     if bad is not None:
         raise CheckpointError(f"{path / MODEL}: weight {bad!r} holds NaN or Inf (a diverged run); resume from an "
                               "earlier checkpoint")
     try:
-        opt.load_state_dict(join_optimizer_state(files[OPTIMIZER], meta["optimizer"]))
+        distributed.load_full_optimizer_state(model, opt, join_optimizer_state(files[OPTIMIZER], meta["optimizer"]))
         pos = Position(**meta["progress"])
         check_types(pos)
     except (ValueError, KeyError, TypeError) as e:
