@@ -1,0 +1,79 @@
+"""What every ``triton`` mode of an op shares: whether it can run for an input, and why ``auto``
+passes over it on a CPU.
+
+``import ssmkit`` never imports triton: an op's kernels live in its ``triton.py`` and are imported
+on the first call of the mode; these checks only ask whether the package is installed.
+
+Triton decides when a kernel module is first imported whether its kernels are compiled for a GPU
+or run by its interpreter (``TRITON_INTERPRET=1``, numpy on the CPU). So on a CPU tensor the mode
+runs only when the interpreter was chosen: that is how the test suite checks every kernel without
+a GPU. Interpreted kernels are correct but orders of magnitude slower than the PyTorch modes, so
+``auto`` never picks ``triton`` for a CPU tensor; on a CUDA tensor it comes first.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+DTYPES = (torch.float32, torch.float64)
+INSTALL = "pip install 'ssmkit[triton]'"
+
+
+@functools.cache
+def _installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreted() -> bool:
+    """True when Triton kernels run in its interpreter (TRITON_INTERPRET=1, read at kernel import)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_unavailable(like: Tensor | None, what: str = "the Triton kernels") -> str | None:
+    """Why a ``triton`` mode cannot run for inputs like ``like`` (any input when None); None when it can."""
+    if not _installed():
+        return f"triton is not installed ({INSTALL})"
+    if like is None:
+        if torch.cuda.is_available() or interpreted():
+            return None
+        return f"{what} need a CUDA device (none here) or TRITON_INTERPRET=1 for the CPU interpreter"
+    if like.device.type == "cpu" and not interpreted():
+        return (f"{what} run CUDA tensors, got a CPU tensor (on a CPU they run only through the "
+                f"Triton interpreter: TRITON_INTERPRET=1 set before triton is imported)")
+    if like.device.type not in ("cpu", "cuda"):
+        return f"{what} run CUDA tensors, got a tensor on {like.device}"
+    if like.dtype not in DTYPES:
+        return f"{what} run float32 or float64, got {like.dtype}"
+    return None
+
+
+def triton_auto_skip(like: Tensor | None) -> str | None:
+    """Why ``auto`` passes over a ``triton`` mode that could run: on a CPU it is interpreted."""
+    if like is not None and like.device.type != "cuda":
+        return "Triton on a CPU runs interpreted (correct, but far slower); auto picks it on CUDA only"
+    return None
+
+
+def block(n: int, least: int = 16, most: int | None = None) -> int:
+    """The power of two ≥ n (at least ``least``: tl.dot needs 16 on a GPU), capped at ``most``."""
+    size = max(least, 1 << max(0, n - 1).bit_length())
+    return size if most is None else min(size, most)
+
+
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """The function ``name`` of the kernel module ``module`` (absolute), imported on the first call:
+    ``import ssmkit`` stays free of triton."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = f"``{module}.{name}``, imported on the first call."
+    return run
