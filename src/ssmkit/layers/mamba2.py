@@ -64,7 +64,7 @@ class Mamba2(SequenceMixer):
     """SSD mixer (Mamba-2). Modes: ``chunked`` (SSD algorithm), ``quadratic`` (masked dual form), ``reference``."""
 
     Config = Mamba2Config
-    modes = ssd_op.MODES  # chunked, quadratic, reference
+    modes = ssd_op.MODES  # triton (CUDA), chunked, quadratic, reference
     accepts_dt = True  # Δ_t = dt_t · clamp(softplus(...))
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
