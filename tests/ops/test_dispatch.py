@@ -131,7 +131,8 @@ def test_mamba_asks_its_op(monkeypatch, fresh_log, caplog):
     assert m.modes is ss.MODES
     monkeypatch.setattr(ss, "cpp_unavailable_reason", lambda: "no compiler (test)")
     x = torch.randn(1, 4, 8)
-    assert m.available_modes(x) == ["chunked", "reference"]
+    # triton too when its interpreter is on (the suite on a CPU); auto never takes it for a CPU tensor
+    assert [mode for mode in m.available_modes(x) if mode != "triton"] == ["chunked", "reference"]
     with caplog.at_level(logging.WARNING, logger="ssmkit"):
         y = m(x)
         m(x)

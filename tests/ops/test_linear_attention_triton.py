@@ -73,7 +73,7 @@ def test_auto_never_picks_triton_on_cpu(monkeypatch):
     x = torch.zeros(1, 3, 1, 4)
     assert la.MODES.unavailable_reason("triton", x) is None  # it can run here, interpreted ...
     assert la.MODES.resolve("auto", x) == "chunked"  # ... but auto passes over it on a CPU
-    assert "interpreted" in la.MODES.auto_skip_reason("triton", x)
+    assert "CUDA tensors only" in la.MODES.auto_skip_reason("triton", x)
 
 
 def test_triton_without_interpreter_on_cpu_is_refused(monkeypatch):

@@ -63,7 +63,7 @@ class Mamba(SequenceMixer):
     """Selective SSM mixer (Mamba-1). Modes: ``cpp`` (compiled CPU scan), ``chunked``, ``reference``."""
 
     Config = MambaConfig
-    modes = selective_scan_op.MODES  # cpp when the compiled kernel can run, chunked, reference
+    modes = selective_scan_op.MODES  # triton (CUDA), cpp (CPU, when it builds), chunked, reference
     accepts_dt = True  # Δ_t = dt_t · softplus(...)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:

@@ -55,9 +55,10 @@ def triton_unavailable(like: Tensor | None, what: str = "the Triton kernels") ->
 
 
 def triton_auto_skip(like: Tensor | None) -> str | None:
-    """Why ``auto`` passes over a ``triton`` mode that could run: on a CPU it is interpreted."""
+    """Why ``auto`` passes over a ``triton`` mode for inputs like ``like``: it is for CUDA tensors
+    (on a CPU it runs interpreted, correct but far slower, or not at all)."""
     if like is not None and like.device.type != "cuda":
-        return "Triton on a CPU runs interpreted (correct, but far slower); auto picks it on CUDA only"
+        return "auto picks Triton kernels for CUDA tensors only (on a CPU they run interpreted, if at all)"
     return None
 
 

@@ -7,12 +7,14 @@ An op declares its modes once, in the order ``auto`` prefers them:
 
 ``unavailable`` gives an optional mode (a compiled kernel, a Triton one) a function of a
 sample input that returns why the mode cannot run for it (device, dtype, missing compiler), or
-None when it can; ``auto_skip`` gives a mode that can run but that ``auto`` should pass over for
-some inputs (a Triton kernel interpreted on a CPU) the reason it does; ``options`` names the
-keyword arguments only some modes take. Then
+None when it can; ``auto_skip`` gives a mode that ``auto`` passes over by design for some
+inputs (a Triton kernel for a CPU tensor, where it runs interpreted or not at all) the reason it
+does; ``options`` names the keyword arguments only some modes take. Then
 
-- ``auto`` runs the first mode that can run for the input's device and dtype, and logs each mode
-  it passed over with the reason, once per message (``ssmkit.log.log_once``);
+- ``auto`` runs the first mode that can run for the input's device and dtype and is not skipped
+  by design, and logs each mode it passed over because it could not run with the reason, once
+  per message (``ssmkit.log.log_once``): a fallback is never silent, while a per-device choice
+  (no GPU kernel for a CPU tensor) is not a fallback and is not logged;
 - a mode asked for by name that cannot run raises RuntimeError with the reason;
 - an unknown name raises ValueError listing the modes.
 
@@ -104,7 +106,9 @@ class Modes(Sequence[str]):
             return mode
         passed = []
         for name in self:
-            reason = self.unavailable_reason(name, like) or self.auto_skip_reason(name, like)
+            if self.auto_skip_reason(name, like) is not None:
+                continue
+            reason = self.unavailable_reason(name, like)
             if reason is None:
                 for skipped, why in passed:
                     log_once(f"{who}: auto runs '{name}' because '{skipped}' cannot run here: {why}")
