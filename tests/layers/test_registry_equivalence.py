@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ssmkit
-from ssmkit.testing.equivalence import DEFAULT_LENGTHS, _state_err, check_mixer
+from ssmkit.testing.equivalence import DEFAULT_LENGTHS, PEER_MODES, _state_err, check_mixer
 from ssmkit.testing import measured_tol, rel_err
 from ssmkit.layers import Bidirectional
 
@@ -24,9 +24,11 @@ def test_every_family_is_registered():
 
 
 def _cpu_modes(name: str) -> list[str]:
-    """The declared modes less ``triton``: on a CPU it runs interpreted, minutes at these lengths;
-    tests/layers/test_triton_modes.py checks it through every layer that declares it, at L = 37."""
-    return [m for m in ssmkit.layers.get_mixer_class(name).modes if m != "triton"]
+    """The declared modes less ``triton`` and the peers' kernels: on a CPU triton runs interpreted,
+    minutes at these lengths (tests/layers/test_triton_modes.py checks it through every layer that
+    declares it, at L = 37), and a peer's kernel never runs float64 (tests/testing/test_peers.py
+    referees it in float32)."""
+    return [m for m in ssmkit.layers.get_mixer_class(name).modes if m != "triton" and m not in PEER_MODES]
 
 
 @pytest.mark.parametrize("length", DEFAULT_LENGTHS, ids=lambda n: f"L{n}")

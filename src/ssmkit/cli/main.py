@@ -69,6 +69,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.peers:
+        return _check_peers(args)
     names = args.names or ssmkit.list_mixers()
     lengths = args.lengths
     failed = 0
@@ -87,6 +89,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     finally:
         torch.set_num_threads(threads)
     print(f"\n{'ALL PASS' if not failed else f'{failed} FAILED'} ({len(names)} mixers)")
+    return 1 if failed else 0
+
+
+def _check_peers(args: argparse.Namespace) -> int:
+    """``check --peers``: the Triton modes of the ops (ssmkit's and the peers') in float32 against
+    the float64 reference (ssmkit.testing.peers); a mode that cannot run here is n/a with its reason."""
+    from ssmkit.testing.peers import FLOAT32_TOL, check_peers
+
+    tol = FLOAT32_TOL if args.tol == DEFAULT_TOL else args.tol
+    print(f"{'op':<18} {'setting':<22} {'check':<18} {'max rel err':>10}  result   "
+          f"(float32 vs the float64 reference, tol={tol:g}, device={args.device})")
+    failed = 0
+    for length in args.lengths:
+        for row in check_peers(args.names or None, length=length, device=args.device, tol=tol, seed=args.seed):
+            print(row)
+            failed += not row.passed
+    print(f"\n{'ALL PASS' if not failed else f'{failed} FAILED'} (n/a: could not run here, with the reason)")
     return 1 if failed else 0
 
 
@@ -321,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "a remainder)")
     s.add_argument("--tol", type=float, default=DEFAULT_TOL, help="max relative error (default: %(default)g)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--peers", action="store_true",
+                   help="instead: the Triton modes of the ops (ssmkit's triton, flash-linear-attention's fla and "
+                        "fla_recurrent) in float32 against the float64 reference; NAMES are ops then (default: all; "
+                        "--tol defaults to 1e-4). On a CPU they run only under TRITON_INTERPRET=1")
+    s.add_argument("--device", default="cpu", help="device of --peers' inputs (cuda on a GPU)")
     s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("bench", help="speed, memory and state size vs length, side by side in one run")

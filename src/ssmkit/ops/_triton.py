@@ -78,3 +78,31 @@ def lazy(module: str, name: str) -> Callable[..., Any]:
     run.__name__ = run.__qualname__ = name
     run.__doc__ = f"``{module}.{name}``, imported on the first call."
     return run
+
+
+PEER_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def fla_recurrent_unavailable(like: Tensor | None) -> str | None:
+    """Why flash-linear-attention's fused recurrent kernels cannot run for inputs like ``like``."""
+    if importlib.util.find_spec("fla") is None:
+        return "flash-linear-attention is not installed (pip install flash-linear-attention)"
+    reason = triton_unavailable(like, "flash-linear-attention's kernels")
+    if reason is None and like is not None and like.dtype not in PEER_DTYPES:
+        return f"flash-linear-attention's kernels run float32, bfloat16 or float16, got {like.dtype}"
+    return reason
+
+
+def fla_chunk_unavailable(like: Tensor | None) -> str | None:
+    """Why flash-linear-attention's chunked kernels cannot run for inputs like ``like``: as the
+    recurrent ones, and never interpreted (fla 0.6.0's chunk kernels fail in the interpreter)."""
+    reason = fla_recurrent_unavailable(like)
+    if reason is None and interpreted():
+        return ("flash-linear-attention's chunk kernels fail in the Triton interpreter (fla/ops/common/chunk_h.py "
+                "calls .to on a loop index, a Python int there); they run on a GPU (benchmarks/gpu.py checks them)")
+    return reason
+
+
+def peer_auto_skip(like: Tensor | None) -> str | None:
+    """``auto`` never runs a peer's kernel: it is refereed (ssmkit check --peers), not trusted."""
+    return "a peer's kernel runs only when named; ssmkit check --peers compares it with the reference"

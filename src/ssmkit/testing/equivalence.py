@@ -50,7 +50,13 @@ DEFAULT_LENGTHS = (13, 389)
 # with the reason), not failed. Only the Triton kernels: every other mode runs on a CPU (the C++
 # scan needs only a compiler, which scripts/setup.sh's machines have), so an unavailable one is a
 # FAIL. Under TRITON_INTERPRET=1 (the test suite on a CPU) the Triton modes run and are checked.
-HARDWARE_MODES: dict[str, str] = {"triton": "a CUDA GPU (or the Triton interpreter, TRITON_INTERPRET=1)"}
+# A peer's mode (PEER_MODES) never runs float64, the dtype of these checks: testing/peers.py checks it.
+HARDWARE_MODES: dict[str, str] = {
+    "triton": "a CUDA GPU (or the Triton interpreter, TRITON_INTERPRET=1)",
+    "fla": "flash-linear-attention, float32 and a GPU (ssmkit check --peers checks it in float32)",
+    "fla_recurrent": "flash-linear-attention, float32 and a GPU or the interpreter (ssmkit check --peers checks it)",
+}
+PEER_MODES = ("fla", "fla_recurrent")
 
 
 @dataclasses.dataclass

@@ -6,8 +6,9 @@
 dependent) or a vector along K (GLA, HGRN2). Modes (one signature, one result): ``reference``
 (loop over t), ``parallel`` (masked quadratic form, O(L²)), ``chunked`` (quadratic inside chunks,
 a recurrence over chunk states), ``triton`` (the chunked form as Triton kernels, forward and
-backward; triton.py, imported on first use). ``auto`` takes ``triton`` for CUDA tensors when
-triton is installed, and ``chunked`` otherwise, whatever the length.
+backward; triton.py, imported on first use), ``fla`` and ``fla_recurrent`` (flash-linear-attention's chunked
+and fused recurrent kernels, a peer's, run only when named: ``ssmkit check --peers`` referees them). ``auto`` takes ``triton`` for CUDA
+tensors when triton is installed, and ``chunked`` otherwise, whatever the length.
 ``linear_attention_step`` advances one token.
 See README.md and docs/math/linear_attention.md.
 """
@@ -17,7 +18,8 @@ from torch import Tensor
 
 from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
-from .._triton import lazy, triton_auto_skip, triton_unavailable
+from .._triton import (fla_chunk_unavailable, fla_recurrent_unavailable, lazy, peer_auto_skip, triton_auto_skip,
+                       triton_unavailable)
 from ..dispatch import Modes
 from .chunked import dyadic_scores, linear_attention_chunked
 from .parallel import linear_attention_parallel
@@ -27,8 +29,11 @@ from .step import linear_attention_step
 MODES = Modes(
     "linear_attention",
     {"triton": lazy(f"{__name__}.triton", "linear_attention_triton"), "chunked": linear_attention_chunked,
-     "parallel": linear_attention_parallel, "reference": linear_attention_reference},
-    unavailable={"triton": triton_unavailable}, auto_skip={"triton": triton_auto_skip},
+     "parallel": linear_attention_parallel, "reference": linear_attention_reference,
+     "fla": lazy(f"{__name__}.fla", "linear_attention_fla"),
+     "fla_recurrent": lazy(f"{__name__}.fla", "linear_attention_fla_recurrent")},
+    unavailable={"triton": triton_unavailable, "fla": fla_chunk_unavailable, "fla_recurrent": fla_recurrent_unavailable},
+    auto_skip={"triton": triton_auto_skip, "fla": peer_auto_skip, "fla_recurrent": peer_auto_skip},
     options={"chunked": ("chunk_size",), "triton": ("chunk_size",)},
 )
 
