@@ -110,14 +110,16 @@ def _check_peers(args: argparse.Namespace) -> int:
 
 
 LTI_DEFAULT = ["s4d", "dss", "s4", "s5", "lru"]
-SUITES = ("lti", "mixers", "selective", "ssd", "decode")
+SUITES = ("lti", "mixers", "selective", "ssd", "decode", "gpu")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ssmkit.benchmarks import speed
 
     torch.manual_seed(0)
-    lengths = args.lengths
+    if args.suite == "gpu":
+        return _bench_gpu(args)
+    lengths = args.lengths or [1024, 4096, 16384]
     mixers = args.mixers.split(",") if args.mixers else None
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, B={args.batch}, "
           f"D={args.d_model}; suite {args.suite}")
@@ -155,6 +157,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"| {r.name} | {r.length} | {1e3 * r.forward_s:.3f} | {r.state_size} |")
     return 0
+
+
+def _bench_gpu(args: argparse.Namespace) -> int:
+    """``bench --suite gpu``: the prepared CUDA run (ssmkit.benchmarks.gpu); exit 2 with the reason
+    when there is no CUDA device."""
+    from ssmkit.benchmarks import gpu
+
+    if args.plot:
+        raise ValueError("--plot draws the lti and mixers suites, not 'gpu' (it writes gpu.md)")
+    plan = gpu.GpuPlan(lengths=tuple(args.lengths or gpu.DEFAULT_LENGTHS), out=Path(args.out or "results/gpu"),
+                       budget_s=args.budget_s, repeats=args.repeats)
+    reason = gpu.cuda_unavailable_reason()
+    if reason is not None:
+        print(f"ssmkit bench --suite gpu: not run: {reason}", file=sys.stderr)
+        return 2
+    result = gpu.run(plan)
+    print(gpu.to_markdown(result))
+    print(f"wrote {plan.out / 'gpu.json'} and {plan.out / 'gpu.md'}")
+    return 0 if all(r["result"] != "FAIL" for r in result["referee"]) else 1
 
 
 def _bench_plot(args: argparse.Namespace, rows: list, baseline: str) -> None:
@@ -350,9 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="speed, memory and state size vs length, side by side in one run")
     s.add_argument("--suite", choices=SUITES, default="lti",
                    help="lti: LTI families vs a bare FFT conv; mixers: vs attention; selective: the "
-                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token")
+                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token; gpu: the "
+                        "prepared CUDA run (Triton kernels refereed and timed vs PyTorch and peers, docs/gpu.md)")
     s.add_argument("--mixers", default="", help="comma-separated (default: depends on the suite)")
-    s.add_argument("--lengths", type=LENGTHS, default=[1024, 4096, 16384])
+    s.add_argument("--lengths", type=LENGTHS, default=None,
+                   help="comma-separated (default: 1024,4096,16384; the gpu suite: 2048,8192,32768)")
     s.add_argument("--batch", type=at_least(1), default=2)
     s.add_argument("--d-model", type=at_least(1), default=512)
     s.add_argument("--d-state", type=at_least(1), default=64, help="N (lti suite); the selective suite uses 16")
@@ -360,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--forward-only", action="store_true")
     s.add_argument("--plot", default="", metavar="PNG",
                    help="lti / mixers suites: draw seconds and the ratio to the baseline vs length to this PNG")
+    s.add_argument("--out", default="", help="gpu suite: the folder of gpu.json and gpu.md (default: results/gpu)")
+    s.add_argument("--budget-s", type=float, default=330.0,
+                   help="gpu suite: start no new measurement after this many seconds (default: %(default)g)")
     s.set_defaults(fn=cmd_bench)
 
     def add_run_options(s: argparse.ArgumentParser) -> None:
