@@ -12,6 +12,7 @@ a GPU. Interpreted kernels are correct but orders of magnitude slower than the P
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -106,3 +107,19 @@ def fla_chunk_unavailable(like: Tensor | None) -> str | None:
 def peer_auto_skip(like: Tensor | None) -> str | None:
     """``auto`` never runs a peer's kernel: it is refereed (ssmkit check --peers), not trusted."""
     return "a peer's kernel runs only when named; ssmkit check --peers compares it with the reference"
+
+
+@contextlib.contextmanager
+def interpreter_first_config():
+    """While active, every autotuned Triton kernel (fla's) runs its first config: the interpreter
+    cannot time configs (it has no device; fla's autotuner then fails with "0 active drivers"), and
+    every config computes the same values. Used by ``ssmkit check --peers`` when interpreted and by
+    the tests."""
+    from triton.runtime.autotuner import Autotuner
+
+    prune = Autotuner.prune_configs
+    Autotuner.prune_configs = lambda self, kwargs: prune(self, kwargs)[:1]
+    try:
+        yield
+    finally:
+        Autotuner.prune_configs = prune

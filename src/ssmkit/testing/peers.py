@@ -11,6 +11,7 @@ of ~100 while any wrong formula (a missing decay, a wrong gradient) is off by O(
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -91,7 +92,16 @@ def _run(fn, inputs: dict[str, Any], dtype: torch.dtype, mode: str, options: dic
 
 def check_peers(ops: Iterable[str] | None = None, length: int = 37, device: str | torch.device = "cpu",
                 tol: float = FLOAT32_TOL, seed: int = 0) -> list[CheckResult]:
-    """One row per (op, mode, case, outputs|grads): the float32 mode against the float64 reference."""
+    """One row per (op, mode, case, outputs|grads): the float32 mode against the float64 reference.
+    Interpreted (TRITON_INTERPRET=1), autotuned kernels run their first config."""
+    from ..ops._triton import interpreted, interpreter_first_config
+
+    with interpreter_first_config() if interpreted() else contextlib.nullcontext():
+        return _check_peers(ops, length, device, tol, seed)
+
+
+def _check_peers(ops: Iterable[str] | None, length: int, device: str | torch.device, tol: float,
+                 seed: int) -> list[CheckResult]:
     rows: list[CheckResult] = []
     for op in ops or MODES:
         if op not in MODES:
