@@ -109,6 +109,19 @@ def peer_auto_skip(like: Tensor | None) -> str | None:
     return "a peer's kernel runs only when named; ssmkit check --peers compares it with the reference"
 
 
+@functools.cache
+def pin_first_config_when_interpreted() -> None:
+    """Under the interpreter, make every autotuned Triton kernel run its first config, for the rest
+    of the process (once): the interpreter cannot time configs (fla's autotuner then fails with "0
+    active drivers"), and every config computes the same values. The fla modes call it, forward
+    and backward being autotuned alike; compiled runs on a GPU are untouched."""
+    if interpreted():
+        from triton.runtime.autotuner import Autotuner
+
+        prune = Autotuner.prune_configs
+        Autotuner.prune_configs = lambda self, kwargs: prune(self, kwargs)[:1]
+
+
 @contextlib.contextmanager
 def interpreter_first_config():
     """While active, every autotuned Triton kernel (fla's) runs its first config: the interpreter

@@ -14,10 +14,13 @@ peer's kernel is checked, not trusted): ``ssmkit check --peers`` compares them w
   ``fused_recurrent_simple_gla``), which the interpreter runs: the suite checks them on a CPU.
 
 fla's kernels take float32, bfloat16 and float16; their state layout (B, H, K, V) is ssmkit's.
+Interpreted, fla's autotuned kernels run their first config (``pin_first_config_when_interpreted``).
 """
 from __future__ import annotations
 
 from torch import Tensor
+
+from .._triton import pin_first_config_when_interpreted
 
 
 def _per_step(log_decay: Tensor | None, v: Tensor) -> Tensor | None:
@@ -32,6 +35,7 @@ def linear_attention_fla(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | No
     from fla.ops.gla import chunk_gla
     from fla.ops.simple_gla import chunk_simple_gla
 
+    pin_first_config_when_interpreted()
     if log_decay is not None and log_decay.ndim == 4:
         return chunk_gla(q, k, v, log_decay, scale=scale, initial_state=initial_state, output_final_state=True)
     return chunk_simple_gla(q, k, v, g=_per_step(log_decay, v), scale=scale, initial_state=initial_state,
@@ -44,6 +48,7 @@ def linear_attention_fla_recurrent(q: Tensor, k: Tensor, v: Tensor, log_decay: T
     from fla.ops.gla import fused_recurrent_gla
     from fla.ops.simple_gla import fused_recurrent_simple_gla
 
+    pin_first_config_when_interpreted()
     if log_decay is not None and log_decay.ndim == 4:
         return fused_recurrent_gla(q, k, v, gk=log_decay, scale=scale, initial_state=initial_state,
                                    output_final_state=True)
