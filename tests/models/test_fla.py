@@ -52,15 +52,9 @@ EXPORT_MEASURED = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def first_config_only():
-    """The interpreter cannot time configs: every autotuned kernel runs its first config."""
-    from triton.runtime.autotuner import Autotuner
-
-    prune = Autotuner.prune_configs
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Autotuner, "prune_configs", lambda self, kwargs: prune(self, kwargs)[:1])
-        yield
+@pytest.fixture(autouse=True)
+def first_config_only(triton_first_config):
+    """The interpreter cannot time configs: every autotuned kernel runs its first config (conftest)."""
 
 
 def _fla_model(case: str, seed: int = 0):

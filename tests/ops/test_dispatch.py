@@ -131,7 +131,8 @@ def test_mamba_asks_its_op(monkeypatch, fresh_log, caplog):
     assert m.modes is ss.MODES
     monkeypatch.setattr(ss, "cpp_unavailable_reason", lambda: "no compiler (test)")
     x = torch.randn(1, 4, 8)
-    assert m.available_modes(x) == ["chunked", "reference"]
+    # triton too when its interpreter is on (the suite on a CPU); auto never takes it for a CPU tensor
+    assert [mode for mode in m.available_modes(x) if mode != "triton"] == ["chunked", "reference"]
     with caplog.at_level(logging.WARNING, logger="ssmkit"):
         y = m(x)
         m(x)
@@ -140,3 +141,19 @@ def test_mamba_asks_its_op(monkeypatch, fresh_log, caplog):
     assert torch.equal(y, m(x, mode="chunked"))
     with pytest.raises(RuntimeError, match="Mamba: mode 'cpp' cannot run here: no compiler"):
         m(x, mode="cpp")
+
+
+def test_auto_picks_triton_for_cuda_tensors_and_never_for_cpu_ones():
+    """The Triton ops' choice, read from the inputs' device and dtype only: a stand-in with a CUDA
+    device (no GPU needed) gets ``triton``; a CPU tensor never does, interpreter or not."""
+    from types import SimpleNamespace
+
+    from ssmkit.ops import selective_scan as ss_op
+
+    cuda_like = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float32)
+    cpu = torch.zeros(1, 1, 1)
+    for modes in (linear_attention.MODES, ssd.MODES, ss_op.MODES):
+        assert modes.resolve("auto", cuda_like) == "triton"
+        assert modes.resolve("auto", cpu) != "triton"
+    assert linear_attention.MODES.resolve("auto", SimpleNamespace(device=torch.device("cuda"),
+                                                                  dtype=torch.bfloat16)) == "chunked"

@@ -93,10 +93,13 @@ def _mambapy_scan() -> Callable | None:
 
 
 def _impls(only: tuple[str, ...] | None = None) -> dict[str, Callable]:
-    """Every mode that can run and the peers that are installed (or those named in ``only``)."""
+    """Every mode that can run on the CPU and that auto would consider there (not an interpreted
+    Triton kernel), and the peers that are installed (or those named in ``only``)."""
     impls: dict[str, Callable] = {}
+    cpu = torch.empty(0)
     for mode in MODES:
-        if (only is None or mode in only) and MODES.unavailable_reason(mode) is None:
+        runs = MODES.unavailable_reason(mode, cpu) is None and MODES.auto_skip_reason(mode, cpu) is None
+        if (only is None or mode in only) and runs:
             impls[mode] = functools.partial(_mode, mode)
     peer = _mambapy_scan()
     if peer is not None and (only is None or "mambapy.pscan" in only):

@@ -69,6 +69,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.peers:
+        return _check_peers(args)
     names = args.names or ssmkit.list_mixers()
     lengths = args.lengths
     failed = 0
@@ -90,15 +92,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _check_peers(args: argparse.Namespace) -> int:
+    """``check --peers``: the Triton modes of the ops (ssmkit's and the peers') in float32 against
+    the float64 reference (ssmkit.testing.peers); a mode that cannot run here is n/a with its reason."""
+    from ssmkit.testing.peers import FLOAT32_TOL, check_peers
+
+    tol = FLOAT32_TOL if args.tol == DEFAULT_TOL else args.tol
+    print(f"{'op':<18} {'setting':<22} {'check':<18} {'max rel err':>10}  result   "
+          f"(float32 vs the float64 reference, tol={tol:g}, device={args.device})")
+    failed = 0
+    for length in args.lengths:
+        for row in check_peers(args.names or None, length=length, device=args.device, tol=tol, seed=args.seed):
+            print(row)
+            failed += not row.passed
+    print(f"\n{'ALL PASS' if not failed else f'{failed} FAILED'} (n/a: could not run here, with the reason)")
+    return 1 if failed else 0
+
+
 LTI_DEFAULT = ["s4d", "dss", "s4", "s5", "lru"]
-SUITES = ("lti", "mixers", "selective", "ssd", "decode")
+SUITES = ("lti", "mixers", "selective", "ssd", "decode", "gpu")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ssmkit.benchmarks import speed
 
     torch.manual_seed(0)
-    lengths = args.lengths
+    if args.suite == "gpu":
+        return _bench_gpu(args)
+    lengths = args.lengths or [1024, 4096, 16384]
     mixers = args.mixers.split(",") if args.mixers else None
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, B={args.batch}, "
           f"D={args.d_model}; suite {args.suite}")
@@ -136,6 +157,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"| {r.name} | {r.length} | {1e3 * r.forward_s:.3f} | {r.state_size} |")
     return 0
+
+
+def _bench_gpu(args: argparse.Namespace) -> int:
+    """``bench --suite gpu``: the prepared CUDA run (ssmkit.benchmarks.gpu); exit 2 with the reason
+    when there is no CUDA device."""
+    from ssmkit.benchmarks import gpu
+
+    if args.plot:
+        raise ValueError("--plot draws the lti and mixers suites, not 'gpu' (it writes gpu.md)")
+    plan = gpu.GpuPlan(lengths=tuple(args.lengths or gpu.DEFAULT_LENGTHS), out=Path(args.out or "results/gpu"),
+                       budget_s=args.budget_s, repeats=args.repeats)
+    reason = gpu.cuda_unavailable_reason()
+    if reason is not None:
+        print(f"ssmkit bench --suite gpu: not run: {reason}", file=sys.stderr)
+        return 2
+    result = gpu.run(plan)
+    print(gpu.to_markdown(result))
+    print(f"wrote {plan.out / 'gpu.json'} and {plan.out / 'gpu.md'}")
+    return 0 if all(r["result"] != "FAIL" for r in result["referee"]) else 1
 
 
 def _bench_plot(args: argparse.Namespace, rows: list, baseline: str) -> None:
@@ -322,14 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "a remainder)")
     s.add_argument("--tol", type=float, default=DEFAULT_TOL, help="max relative error (default: %(default)g)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--peers", action="store_true",
+                   help="instead: the Triton modes of the ops (ssmkit's triton, flash-linear-attention's fla and "
+                        "fla_recurrent) in float32 against the float64 reference; NAMES are ops then (default: all; "
+                        "--tol defaults to 1e-4). On a CPU they run only under TRITON_INTERPRET=1")
+    s.add_argument("--device", default="cpu", help="device of --peers' inputs (cuda on a GPU)")
     s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("bench", help="speed, memory and state size vs length, side by side in one run")
     s.add_argument("--suite", choices=SUITES, default="lti",
                    help="lti: LTI families vs a bare FFT conv; mixers: vs attention; selective: the "
-                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token")
+                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token; gpu: the "
+                        "prepared CUDA run (Triton kernels refereed and timed vs PyTorch and peers, docs/gpu.md)")
     s.add_argument("--mixers", default="", help="comma-separated (default: depends on the suite)")
-    s.add_argument("--lengths", type=LENGTHS, default=[1024, 4096, 16384])
+    s.add_argument("--lengths", type=LENGTHS, default=None,
+                   help="comma-separated (default: 1024,4096,16384; the gpu suite: 2048,8192,32768)")
     s.add_argument("--batch", type=at_least(1), default=2)
     s.add_argument("--d-model", type=at_least(1), default=512)
     s.add_argument("--d-state", type=at_least(1), default=64, help="N (lti suite); the selective suite uses 16")
@@ -337,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--forward-only", action="store_true")
     s.add_argument("--plot", default="", metavar="PNG",
                    help="lti / mixers suites: draw seconds and the ratio to the baseline vs length to this PNG")
+    s.add_argument("--out", default="", help="gpu suite: the folder of gpu.json and gpu.md (default: results/gpu)")
+    s.add_argument("--budget-s", type=float, default=330.0,
+                   help="gpu suite: start no new measurement after this many seconds (default: %(default)g)")
     s.set_defaults(fn=cmd_bench)
 
     def add_run_options(s: argparse.ArgumentParser) -> None:

@@ -24,9 +24,13 @@ in ``_growing_state_dims``), dtype and device of the family's zero state; an emp
 zero row whose results are dropped (``_one_row``); config fields are type-checked (``MixerConfig``).
 These read metadata only: ``step`` gains no host sync.
 
-Non-finite input: a mixer called directly checks its input once per forward (``check_finite``, one
-host sync); a stack (``models.backbone``) checks its own input once and turns that off for its
-layers (``skip_finite_checks``). ``step`` never checks values, so generation has no host sync.
+Non-finite input: a mixer called directly checks its input once per forward (``check_finite``); a
+stack (``models.backbone``) checks its own input once and turns that off for its layers
+(``skip_finite_checks``). ``step`` never checks values. A check of tensor values needs the host
+to read them: free on a CPU, a stall of the stream on a GPU. So value checks (NaN / Inf, dt > 0,
+token ids in range) run for CPU tensors only (``checks_values``): on CUDA, ``forward`` and ``step``
+never synchronize with the host (docs/gpu.md), and a bad value propagates (a NaN loss stops
+training, naming the step).
 
 Mixed precision (docs/training.md, bf16): under autocast a family's recurrence / kernel / scan
 runs in float32 (``ssmkit.core.precision.float32_core`` on the ops and core kernels), states stay
@@ -49,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import build_config, check, check_types
+from ..core.precision import autocast_active
 from ..log import log_once
 from ..ops.dispatch import Modes
 from .call import ForwardCall, lengths_mask
@@ -99,9 +104,15 @@ def tag_ssm_param(param: nn.Parameter, lr: float | None = None) -> nn.Parameter:
     return param
 
 
+def checks_values(x: Tensor) -> bool:
+    """Whether input checks may read ``x``'s values: for CPU tensors (free), never on an accelerator
+    (each read stalls the stream until the host has the value) nor while torch.compile traces."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def check_finite(x: Tensor, what: str) -> None:
-    """Raise ValueError when ``x`` holds NaN or Inf: one host sync (skipped while torch.compile traces)."""
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+    """Raise ValueError when ``x`` holds NaN or Inf (CPU tensors: ``checks_values``)."""
+    if checks_values(x) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{what} contains NaN or Inf values")
 
 
@@ -370,7 +381,7 @@ class SequenceMixer(nn.Module):
             return like.dtype
         # Under autocast the weights stay float32 and a layer's input may be in the autocast dtype.
         device_type = x.device.type
-        if torch.is_autocast_enabled(device_type) and x.dtype == torch.get_autocast_dtype(device_type):
+        if autocast_active(device_type) and x.dtype == torch.get_autocast_dtype(device_type):
             return like.dtype
         if x.dtype in (torch.float16, torch.bfloat16):
             fix = (f"run it under torch.autocast('{device_type}', dtype={x.dtype}) (float32 weights, "
@@ -399,7 +410,7 @@ class SequenceMixer(nn.Module):
                              f"got {tuple(dt.shape)}")
         if not dt.is_floating_point():
             raise TypeError(f"dt must be a floating-point tensor, got {dt.dtype}")
-        if not torch.compiler.is_compiling():
+        if checks_values(dt):
             real = dt if mask is None else dt[mask]
             if not bool(torch.isfinite(real).all()):
                 raise ValueError("dt contains NaN or Inf values at real positions")
@@ -430,7 +441,7 @@ def _autocast_output(y: Tensor) -> Tensor:
     """Under autocast a mixer's output is in the autocast dtype, as nn.Linear's would be, whether
     its last op was a projection (bf16) or a float32 core (core.precision); states stay float32."""
     device_type = y.device.type
-    if y.is_floating_point() and torch.is_autocast_enabled(device_type):
+    if y.is_floating_point() and autocast_active(device_type):
         return y.to(torch.get_autocast_dtype(device_type))
     return y
 

@@ -59,7 +59,7 @@ class HGRN2(SequenceMixer):
 
     Config = HGRN2Config
     config: HGRN2Config
-    modes = linear_attention_op.MODES  # chunked, parallel, reference
+    modes = linear_attention_op.MODES  # triton (CUDA), chunked, parallel, reference
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)

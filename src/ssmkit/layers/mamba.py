@@ -64,7 +64,7 @@ class Mamba(SequenceMixer):
     cp_state = ("halo", "diag")  # context parallelism: conv window, selective SSM state
 
     Config = MambaConfig
-    modes = selective_scan_op.MODES  # cpp when the compiled kernel can run, chunked, reference
+    modes = selective_scan_op.MODES  # triton (CUDA), cpp (CPU, when it builds), chunked, reference
     accepts_dt = True  # Δ_t = dt_t · softplus(...)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:

@@ -65,7 +65,7 @@ class Mamba2(SequenceMixer):
     cp_state = ("halo", "diag")  # context parallelism: conv window, SSD state (scalar decay per head)
 
     Config = Mamba2Config
-    modes = ssd_op.MODES  # chunked, quadratic, reference
+    modes = ssd_op.MODES  # triton (CUDA), chunked, quadratic, reference
     accepts_dt = True  # Δ_t = dt_t · clamp(softplus(...))
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:

@@ -83,7 +83,7 @@ class RetNet(SequenceMixer):
 
     Config = RetNetConfig
     config: RetNetConfig
-    modes = linear_attention_op.MODES  # chunked, parallel, reference
+    modes = linear_attention_op.MODES  # triton (CUDA), chunked, parallel, reference
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)

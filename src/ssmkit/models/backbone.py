@@ -49,7 +49,7 @@ class BackboneConfig:
     residual: str = "pre"  # "pre": x + f(norm(x)); "post": norm(x + f(x))
     final_norm: bool = True  # a norm after the last block
     dropout: float = 0.0
-    # Raise on NaN / Inf in the input, once per forward (one host sync; False skips it).
+    # Raise on NaN / Inf in the input, once per forward (CPU tensors only: on a GPU it would be a host sync).
     check_finite: bool = True
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import check
+from ..layers.base import checks_values
 from .backbone import Backbone, BackboneConfig, make_norm
 
 
@@ -133,7 +134,8 @@ class CausalLM(nn.Module):
     def _check_ids(self, ids: Tensor) -> None:
         if ids.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
             raise TypeError(f"token ids must be an integer tensor, got {ids.dtype}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
+        # the range is read on the host for CPU tensors only: on a GPU, step stays free of host syncs
+        if ids.numel() and checks_values(ids) and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
             raise ValueError(
                 f"token ids must be in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]"
             )

@@ -5,12 +5,16 @@ An op declares its modes once, in the order ``auto`` prefers them:
     MODES = Modes("selective_scan", {"cpp": ..., "chunked": ..., "reference": ...},
                   unavailable={"cpp": why_not}, options={"chunked": ("chunk_size",)})
 
-``unavailable`` gives an optional mode (a compiled kernel, later a Triton one) a function of a
+``unavailable`` gives an optional mode (a compiled kernel, a Triton one) a function of a
 sample input that returns why the mode cannot run for it (device, dtype, missing compiler), or
-None when it can; ``options`` names the keyword arguments only some modes take. Then
+None when it can; ``auto_skip`` gives a mode that ``auto`` passes over by design for some
+inputs (a Triton kernel for a CPU tensor, where it runs interpreted or not at all) the reason it
+does; ``options`` names the keyword arguments only some modes take. Then
 
-- ``auto`` runs the first mode that can run for the input's device and dtype, and logs each mode
-  it passed over with the reason, once per message (``ssmkit.log.log_once``);
+- ``auto`` runs the first mode that can run for the input's device and dtype and is not skipped
+  by design, and logs each mode it passed over because it could not run with the reason, once
+  per message (``ssmkit.log.log_once``): a fallback is never silent, while a per-device choice
+  (no GPU kernel for a CPU tensor) is not a fallback and is not logged;
 - a mode asked for by name that cannot run raises RuntimeError with the reason;
 - an unknown name raises ValueError listing the modes.
 
@@ -39,12 +43,14 @@ class Modes(Sequence[str]):
         modes: Mapping[str, Callable[..., Any] | None] | Sequence[str],
         unavailable: Mapping[str, Reason] | None = None,
         options: Mapping[str, Sequence[str]] | None = None,
+        auto_skip: Mapping[str, Reason] | None = None,
     ) -> None:
         self.owner = owner
         self._fns = dict(modes) if isinstance(modes, Mapping) else dict.fromkeys(modes)
         self._reasons = dict(unavailable or {})
         self._options = {name: tuple(keys) for name, keys in (options or {}).items()}
-        strays = (set(self._reasons) | set(self._options)) - set(self._fns)
+        self._auto_skip = dict(auto_skip or {})
+        strays = (set(self._reasons) | set(self._options) | set(self._auto_skip)) - set(self._fns)
         if not self._fns or strays:
             raise ValueError(f"{owner}: modes must be non-empty and name every mode given a reason or "
                              f"options; unknown: {sorted(strays)}")
@@ -79,6 +85,11 @@ class Modes(Sequence[str]):
         reason = self._reasons.get(mode)
         return None if reason is None else reason(like)
 
+    def auto_skip_reason(self, mode: str, like: Tensor | None = None) -> str | None:
+        """Why ``auto`` passes over ``mode`` (which may run when named) for inputs like ``like``."""
+        skip = self._auto_skip.get(mode)
+        return None if skip is None else skip(like)
+
     def available(self, like: Tensor | None = None) -> list[str]:
         """The modes that can run for inputs like ``like``, in ``auto``'s order."""
         return [m for m in self if self.unavailable_reason(m, like) is None]
@@ -95,6 +106,8 @@ class Modes(Sequence[str]):
             return mode
         passed = []
         for name in self:
+            if self.auto_skip_reason(name, like) is not None:
+                continue
             reason = self.unavailable_reason(name, like)
             if reason is None:
                 for skipped, why in passed:

@@ -46,10 +46,17 @@ DEFAULT_TOL = 1e-11
 # fields lowered) plus a remainder; 389 = 3·128 + 5 crosses the op-internal chunks (see the module doc).
 DEFAULT_LENGTHS = (13, 389)
 
-# Mode name -> the hardware it needs by definition; such a mode that cannot run is reported, not
-# failed. Empty: every mode of every family today runs on a CPU (the C++ scan needs only a compiler,
-# which scripts/setup.sh's machines have), so an unavailable one is a FAIL.
-HARDWARE_MODES: dict[str, str] = {}
+# Mode name -> the hardware it needs by definition; such a mode that cannot run is reported (n/a,
+# with the reason), not failed. Only the Triton kernels: every other mode runs on a CPU (the C++
+# scan needs only a compiler, which scripts/setup.sh's machines have), so an unavailable one is a
+# FAIL. Under TRITON_INTERPRET=1 (the test suite on a CPU) the Triton modes run and are checked.
+# A peer's mode (PEER_MODES) never runs float64, the dtype of these checks: testing/peers.py checks it.
+HARDWARE_MODES: dict[str, str] = {
+    "triton": "a CUDA GPU (or the Triton interpreter, TRITON_INTERPRET=1)",
+    "fla": "flash-linear-attention, float32 and a GPU (ssmkit check --peers checks it in float32)",
+    "fla_recurrent": "flash-linear-attention, float32 and a GPU or the interpreter (ssmkit check --peers checks it)",
+}
+PEER_MODES = ("fla", "fla_recurrent")
 
 
 @dataclasses.dataclass

@@ -5,7 +5,10 @@
 α_t = exp(log_decay_t) is 1 (linear Transformer), a scalar per head (RetNet; fixed or data
 dependent) or a vector along K (GLA, HGRN2). Modes (one signature, one result): ``reference``
 (loop over t), ``parallel`` (masked quadratic form, O(L²)), ``chunked`` (quadratic inside chunks,
-a recurrence over chunk states). ``auto`` is always ``chunked``, whatever the length or device.
+a recurrence over chunk states), ``triton`` (the chunked form as Triton kernels, forward and
+backward; triton.py, imported on first use), ``fla`` and ``fla_recurrent`` (flash-linear-attention's chunked
+and fused recurrent kernels, a peer's, run only when named: ``ssmkit check --peers`` referees them). ``auto`` takes ``triton`` for CUDA
+tensors when triton is installed, and ``chunked`` otherwise, whatever the length.
 ``linear_attention_step`` advances one token.
 See README.md and docs/math/linear_attention.md.
 """
@@ -15,14 +18,24 @@ from torch import Tensor
 
 from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
+from .._triton import (fla_chunk_unavailable, fla_recurrent_unavailable, lazy, peer_auto_skip, triton_auto_skip,
+                       triton_unavailable)
 from ..dispatch import Modes
 from .chunked import dyadic_scores, linear_attention_chunked
 from .parallel import linear_attention_parallel
 from .reference import linear_attention_reference
 from .step import linear_attention_step
 
-MODES = Modes("linear_attention", {"chunked": linear_attention_chunked, "parallel": linear_attention_parallel,
-                                   "reference": linear_attention_reference}, options={"chunked": ("chunk_size",)})
+MODES = Modes(
+    "linear_attention",
+    {"triton": lazy(f"{__name__}.triton", "linear_attention_triton"), "chunked": linear_attention_chunked,
+     "parallel": linear_attention_parallel, "reference": linear_attention_reference,
+     "fla": lazy(f"{__name__}.fla", "linear_attention_fla"),
+     "fla_recurrent": lazy(f"{__name__}.fla", "linear_attention_fla_recurrent")},
+    unavailable={"triton": triton_unavailable, "fla": fla_chunk_unavailable, "fla_recurrent": fla_recurrent_unavailable},
+    auto_skip={"triton": triton_auto_skip, "fla": peer_auto_skip, "fla_recurrent": peer_auto_skip},
+    options={"chunked": ("chunk_size",), "triton": ("chunk_size",)},
+)
 
 
 @float32_core
@@ -43,7 +56,8 @@ def linear_attention(
     (B, L, H, K) (per key channel and step); a step with log_decay = 0 and k = 0 is the identity
     on the state (how layers mask padded steps); initial_state (B, H, K, V) or None for zeros;
     scale multiplies every output (e.g. K^-1/2); chunk_size: the chunk length of ``chunked``, a
-    power of two (the other modes ignore it).
+    power of two (``triton`` clamps it to 16..64 and uses 16 with a decay per key channel; the
+    other modes ignore it).
 
     Returns (o (B, L, H, V), final_state (B, H, K, V)). The sign of log_decay is not checked
     (that would synchronize a GPU); with log_decay ≤ 0 no mode exponentiates a positive number.

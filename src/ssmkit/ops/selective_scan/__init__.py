@@ -1,8 +1,9 @@
 """Mamba-1 selective scan (Gu & Dao 2023): an input-dependent diagonal SSM over time.
 
 Modes: ``reference`` (a loop, the ground truth), ``chunked`` (pure PyTorch, whole-chunk tensor
-ops), ``cpp`` (a C++ CPU kernel built at first use). ``auto`` takes ``cpp`` when it can run and
-otherwise ``chunked``, logging why once. Math and stability tricks: README.md beside this file.
+ops), ``cpp`` (a C++ CPU kernel built at first use), ``triton`` (a chunked scan as Triton kernels,
+states recomputed in the backward; triton.py, imported on first use). ``auto`` takes ``triton`` for
+CUDA tensors, ``cpp`` for CPU tensors when it can run, and otherwise ``chunked``, logging why once. Math and stability tricks: README.md beside this file.
 ``selective_scan_step`` advances one token (streaming; the reference loop is made of it).
 
 Masking: a step with dt = 0 is the identity on the state (exp(0) = 1 and its input dt B u = 0), in
@@ -14,6 +15,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...core.precision import float32_core
+from .._triton import lazy, triton_auto_skip, triton_unavailable
 from ..dispatch import Modes
 from .chunked import selective_scan_chunked
 from .cpp import DTYPES as CPP_DTYPES
@@ -32,8 +34,9 @@ def _cpp_unavailable(u: Tensor | None) -> str | None:
 
 MODES = Modes(
     "selective_scan",
-    {"cpp": selective_scan_cpp, "chunked": selective_scan_chunked, "reference": selective_scan_reference},
-    unavailable={"cpp": _cpp_unavailable},
+    {"triton": lazy(f"{__name__}.triton", "selective_scan_triton"), "cpp": selective_scan_cpp,
+     "chunked": selective_scan_chunked, "reference": selective_scan_reference},
+    unavailable={"triton": triton_unavailable, "cpp": _cpp_unavailable}, auto_skip={"triton": triton_auto_skip},
 )
 
 

@@ -4,8 +4,9 @@
     y_t[h] = h_t[h] C_t[g(h)] + D[h] x_t[h]                                g(h) = h // (H / G)
 
 Modes (one signature, one result): ``reference`` (loop over t), ``quadratic`` (masked attention
-form, O(L^2)), ``chunked`` (the SSD algorithm). ``auto`` is always ``chunked``, whatever the
-length or device. ``ssd_step`` advances one token. See README.md and docs/math/ssd.md.
+form, O(L^2)), ``chunked`` (the SSD algorithm), ``triton`` (the SSD algorithm as Triton kernels,
+forward and backward; triton.py, imported on first use). ``auto`` takes ``triton`` for CUDA
+tensors when triton is installed, and ``chunked`` otherwise, whatever the length. ``ssd_step`` advances one token. See README.md and docs/math/ssd.md.
 """
 from __future__ import annotations
 
@@ -14,14 +15,20 @@ from torch import Tensor
 from ...core.precision import float32_core
 from ...core.segsum import segsum
 from .._validate import check_chunk_size, check_sequence, check_tensors, expect_shape
+from .._triton import lazy, triton_auto_skip, triton_unavailable
 from ..dispatch import Modes
 from .chunked import ssd_chunked
 from .quadratic import ssd_quadratic
 from .reference import ssd_reference
 from .step import ssd_step
 
-MODES = Modes("ssd", {"chunked": ssd_chunked, "quadratic": ssd_quadratic, "reference": ssd_reference},
-              options={"chunked": ("chunk_size",)})
+MODES = Modes(
+    "ssd",
+    {"triton": lazy(f"{__name__}.triton", "ssd_triton"), "chunked": ssd_chunked, "quadratic": ssd_quadratic,
+     "reference": ssd_reference},
+    unavailable={"triton": triton_unavailable}, auto_skip={"triton": triton_auto_skip},
+    options={"chunked": ("chunk_size",), "triton": ("chunk_size",)},
+)
 
 
 @float32_core
