@@ -7,6 +7,8 @@ compare and bench verbs only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -96,45 +98,64 @@ SUITES = ("lti", "mixers", "selective", "ssd", "decode")
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ssmkit.benchmarks import speed
+    from ssmkit.io import write_text
 
     torch.manual_seed(0)
     lengths = args.lengths
     mixers = args.mixers.split(",") if args.mixers else None
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, B={args.batch}, "
-          f"D={args.d_model}; suite {args.suite}")
+    limits = speed.Limits(args.memory_mb, args.row_seconds)
+    header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, B={args.batch}, "
+              f"D={args.d_model}; suite {args.suite}")
+    print(header, flush=True)
     if args.plot:
         if args.suite not in ("lti", "mixers"):
             raise ValueError(f"--plot draws the lti and mixers suites, not {args.suite!r}")
         from ssmkit.benchmarks.plots import require_matplotlib
 
         require_matplotlib()  # before the measurements, not after them
+    notes: list[str] = []
     if args.suite == "lti":
         rows = speed.bench_lti(mixers or LTI_DEFAULT, lengths, args.batch, args.d_model, args.d_state,
-                               backward=not args.forward_only, repeats=args.repeats)
-        print(speed.format_rows(rows, "fft_conv (bare)"))
+                               backward=not args.forward_only, repeats=args.repeats, limits=limits)
+        table = speed.format_rows(rows, "fft_conv (bare)")
         _bench_plot(args, rows, "fft_conv (bare)")
     elif args.suite == "mixers":
         names = mixers or [m for m in ssmkit.list_mixers() if m != "attention"]
         rows = speed.bench_mixers(names, lengths, args.batch, args.d_model,
-                                  backward=not args.forward_only, repeats=args.repeats)
-        print(speed.format_rows(rows, "attention"))
-        for n in names:
-            print(f"{n}: faster than attention from L = {speed.crossover(rows, n, 'attention', not args.forward_only)}")
+                                  backward=not args.forward_only, repeats=args.repeats, limits=limits,
+                                  on_row=lambda r: print(f"  {r}", flush=True))
+        table = speed.format_rows(rows, "attention")
+        notes = [f"{n}: faster than attention from L = {speed.crossover(rows, n, 'attention', not args.forward_only)}"
+                 for n in names]
         _bench_plot(args, rows, "attention")
     elif args.suite == "selective":
         from ssmkit.benchmarks.selective_scan import bench_selective_scan, format_rows
 
-        print(format_rows(bench_selective_scan(lengths, B=args.batch, D=args.d_model, N=args.d_state,
-                                               backward=not args.forward_only)))
+        rows = bench_selective_scan(tuple(lengths), B=args.batch, D=args.d_model, N=args.d_state,
+                                    backward=not args.forward_only, limits=limits,
+                                    on_row=lambda r: print(f"  {r}", flush=True))
+        table = format_rows(rows)
     elif args.suite == "ssd":
         from ssmkit.benchmarks.ssd import bench_ssd
 
-        print(speed.format_rows(bench_ssd(lengths, args.batch, repeats=args.repeats), "ssmkit ssd chunked"))
+        rows = bench_ssd(lengths, args.batch, repeats=args.repeats, limits=limits)
+        table = speed.format_rows(rows, "ssmkit ssd chunked")
     else:
-        rows = speed.bench_decode(mixers or ["mamba", "mamba2"], lengths, d_model=args.d_model)
-        print("| mixer | context L | ms per generated token (B=1) | state floats |\n|---|---|---|---|")
+        rows = speed.bench_decode(mixers or ["mamba", "mamba2"], lengths, d_model=args.d_model, limits=limits)
+        lines = ["| mixer | context L | ms per generated token (B=1) | state floats | note |", "|---|---|---|---|---|"]
         for r in rows:
-            print(f"| {r.name} | {r.length} | {1e3 * r.forward_s:.3f} | {r.state_size} |")
+            ms = "-" if r.forward_s is None else f"{1e3 * r.forward_s:.3f}"
+            lines.append(f"| {r.name} | {r.length} | {ms} | {r.state_size} | "
+                         f"{'skipped: ' + r.skipped if r.skipped else ''} |")
+        table = "\n".join(lines)
+    text = "\n".join([header, "", table, *([""] + notes if notes else [])]) + "\n"
+    print(text[len(header) + 1:])
+    out = args.out or f"results/bench-{args.suite}"
+    meta = {"suite": args.suite, "lengths": lengths, "batch": args.batch, "d_model": args.d_model,
+            "d_state": args.d_state, "torch": torch.__version__, "limits": dataclasses.asdict(limits)}
+    md = write_text(f"{out}.md", text)
+    js = write_text(f"{out}.json", json.dumps(speed.rows_json(rows, **meta), indent=1) + "\n")
+    print(f"written: {md}, {js}")
     return 0
 
 
@@ -336,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--forward-only", action="store_true")
     s.add_argument("--plot", default="", metavar="PNG",
                    help="lti / mixers suites: draw seconds and the ratio to the baseline vs length to this PNG")
+    s.add_argument("--memory-mb", type=float, default=None,
+                   help="skip a row predicted to need more (default: half of the available memory)")
+    s.add_argument("--row-seconds", type=float, default=600.0,
+                   help="skip a row whose time, predicted from its last length, passes this (default: %(default)g)")
+    s.add_argument("--out", default=None, metavar="PREFIX",
+                   help="write the table to PREFIX.md and the rows with the machine and settings to "
+                        "PREFIX.json (default: results/bench-<suite>)")
     s.set_defaults(fn=cmd_bench)
 
     def add_run_options(s: argparse.ArgumentParser) -> None:
