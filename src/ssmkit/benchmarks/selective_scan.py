@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..ops.selective_scan import MODES, selective_scan
-from .measure import CellPredictor
+from .measure import CellPredictor, mb
 from .speed import Limits
 from .timing import best_time
 
@@ -211,7 +211,8 @@ def format_rows(rows: list[ScanRow]) -> str:
             f"{num(ratio(r.forward_backward_s, c and c.forward_backward_s), '.2f')} | "
             f"{num(ratio(r.forward_backward_s, r.forward_s), '.2f')} | "
             f"{num(r.peak_forward_mb, '.0f')} | {num(r.peak_forward_backward_mb, '.0f')} | "
-            f"{num(r.predicted_mb, '.3g')} | {'skipped: ' + r.skipped if r.skipped else ''} |"
+            f"{'-' if r.predicted_mb is None else mb(r.predicted_mb * 2**20)} | "
+            f"{'skipped: ' + r.skipped if r.skipped else ''} |"
         )
     return "\n".join(lines)
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from ..layers import create_mixer, sized_for
-from .measure import PROBE_LENGTHS, CellPredictor, machine, skip_reason
+from .measure import PROBE_LENGTHS, CellPredictor, machine, mb, skip_reason
 from .timing import best_time, peak_rss_mb
 
 
@@ -168,7 +168,7 @@ def bench_decode(mixers: list[str], contexts: list[int], batch: int = 1, d_model
 
 
 def _num(v: float | None, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
+    return "-" if v is None else mb(v * 2**20) if fmt == "MB" else format(v, fmt)
 
 
 def format_rows(rows: list[BenchRow], baseline: str) -> str:
@@ -188,7 +188,7 @@ def format_rows(rows: list[BenchRow], baseline: str) -> str:
         lines.append(
             f"| {r.name} | {r.length} | {_num(r.forward_s, '.4f')} | {_num(rf, '.2f')} | "
             f"{_num(r.backward_s, '.4f')} | {_num(rb, '.2f')} | {_num(r.state_size, 'd')} | "
-            f"{_num(r.peak_mb, '.0f')} | {_num(r.predicted_mb, '.3g')} | {note} |"
+            f"{_num(r.peak_mb, '.0f')} | {_num(r.predicted_mb, 'MB')} | {note} |"
         )
     return "\n".join(lines)
 
