@@ -150,3 +150,27 @@ def test_rows_that_cannot_fit_are_skipped_with_the_reason(capsys):
         assert rows[(name, "16")]["note"] == "" and seconds(rows[(name, "16")]["fwd s"]) > 0
     record = json.loads(Path("results/bench-mixers.json").read_text())
     assert sum(r["skipped"] is not None for r in record["rows"]) == 2
+
+
+def test_generate_suite_matches_transformers_tokens(capsys):
+    """A tiny mamba / mamba2 through transformers' save_pretrained and ssmkit's load_pretrained:
+    the same greedy tokens, tokens/s and the weight-bandwidth floor in the table and the JSON."""
+    out = run_bench(capsys, "--suite", "generate", "--layers", "2", "--d-model", "16", "--vocab", "50",
+                    "--prompt-length", "5", "--new-tokens", "4", "--repeats", "1")
+    rows = {r["model"]: r for r in table(out)}
+    assert set(rows) == {f"{k} {n}" for k in ("mamba", "mamba2") for n in ("ssmkit", "transformers")}
+    for kind in ("mamba", "mamba2"):
+        assert rows[f"{kind} transformers"]["same tokens"] == "yes"
+        ours = rows[f"{kind} ssmkit"]
+        assert float(ours["tokens/s"]) > 0 and float(ours["floor tokens/s"]) > 0
+        ratio = float(ours["tokens/s"]) / float(rows[f"{kind} transformers"]["tokens/s"])
+        assert abs(float(ours["/ transformers"]) - ratio) <= 0.01 * ratio + 0.01
+    record = json.loads(Path("results/bench-generate.json").read_text())
+    assert record["batch"] == 1 and record["d_model"] == 16 and len(record["rows"]) == 4
+
+
+def test_generate_suite_skips_what_cannot_fit(capsys):
+    out = run_bench(capsys, "--suite", "generate", "--mixers", "mamba", "--layers", "2", "--d-model", "16",
+                    "--vocab", "50", "--prompt-length", "5", "--new-tokens", "2", "--memory-mb", "0.01")
+    (row,) = table(out)
+    assert row["tokens/s"] == "-" and "> the 0.01 MB limit" in row["note"], row

@@ -93,7 +93,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 LTI_DEFAULT = ["s4d", "dss", "s4", "s5", "lru"]
-SUITES = ("lti", "mixers", "selective", "ssd", "decode")
+SUITES = ("lti", "mixers", "selective", "ssd", "decode", "generate")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -104,6 +104,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     lengths = args.lengths
     mixers = args.mixers.split(",") if args.mixers else None
     limits = speed.Limits(args.memory_mb, args.row_seconds)
+    if args.d_model is None:
+        args.d_model = 768 if args.suite == "generate" else 512
+    if args.batch is None:
+        args.batch = 1 if args.suite == "generate" else 2
     header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, B={args.batch}, "
               f"D={args.d_model}; suite {args.suite}")
     print(header, flush=True)
@@ -140,6 +144,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         rows = bench_ssd(lengths, args.batch, repeats=args.repeats, limits=limits)
         table = speed.format_rows(rows, "ssmkit ssd chunked")
+    elif args.suite == "generate":
+        from ssmkit.benchmarks.generate import bench_generate, format_rows
+
+        rows = bench_generate(tuple(mixers or ["mamba", "mamba2"]), args.layers, args.d_model, args.vocab,
+                              args.prompt_length, args.new_tokens, args.batch, args.repeats, limits)
+        table = format_rows(rows)
     else:
         rows = speed.bench_decode(mixers or ["mamba", "mamba2"], lengths, d_model=args.d_model, limits=limits)
         lines = ["| mixer | context L | ms per generated token (B=1) | state floats | note |", "|---|---|---|---|---|"]
@@ -347,11 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="speed, memory and state size vs length, side by side in one run")
     s.add_argument("--suite", choices=SUITES, default="lti",
                    help="lti: LTI families vs a bare FFT conv; mixers: vs attention; selective: the "
-                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token")
+                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token; "
+                        "generate: greedy generation of a 130m-shaped mamba / mamba2 vs transformers "
+                        "(same weights, same tokens checked)")
     s.add_argument("--mixers", default="", help="comma-separated (default: depends on the suite)")
     s.add_argument("--lengths", type=LENGTHS, default=[1024, 4096, 16384])
-    s.add_argument("--batch", type=at_least(1), default=2)
-    s.add_argument("--d-model", type=at_least(1), default=512)
+    s.add_argument("--batch", type=at_least(1), default=None, help="B (default: 1 for generate, else 2)")
+    s.add_argument("--d-model", type=at_least(1), default=None, help="D (default: 768 for generate, else 512)")
+    s.add_argument("--layers", type=at_least(1), default=24, help="generate: layers of the model")
+    s.add_argument("--vocab", type=at_least(2), default=50280, help="generate: vocabulary size")
+    s.add_argument("--prompt-length", type=at_least(1), default=64, help="generate: prompt tokens")
+    s.add_argument("--new-tokens", type=at_least(1), default=64, help="generate: greedy tokens generated")
     s.add_argument("--d-state", type=at_least(1), default=64, help="N (lti suite); the selective suite uses 16")
     s.add_argument("--repeats", type=at_least(1), default=3)
     s.add_argument("--forward-only", action="store_true")
