@@ -10,7 +10,8 @@ included), best of ``repeats``. The floor: a decode step reads every weight once
 batch (the tied embedding once, as the LM head), so tokens/s cannot pass B x read bandwidth /
 weight bytes (states and activations are small beside the weights at these sizes); the read
 bandwidth is measured in the same run (a sum over a 256 MB tensor, the threads of the run).
-Before building, the two models' weights are checked against the memory limits (``measure.fits``).
+Before building, 5x the weights (both models, the save, the load: measured) is checked against the
+memory limits (``measure.fits``).
 """
 from __future__ import annotations
 
@@ -96,7 +97,9 @@ def bench_generate(kinds: tuple[str, ...] = ("mamba", "mamba2"), layers: int = 2
         hf = hf_model(kind, layers, d_model, vocab)
         wbytes = _weight_bytes(hf)
         floor = batch * bandwidth / wbytes  # one step of the whole batch reads the weights once
-        reason = fits(2 * wbytes, f"{kind} ssmkit + transformers weights", limits.memory_bytes)
+        # Both models, transformers' save and the load beside them: 2.46 GB peak measured at 493 MB
+        # of weights (the 130m shape), so 5x the weights.
+        reason = fits(5 * wbytes, f"{kind} ssmkit + transformers (5x the weights)", limits.memory_bytes)
         if reason is not None:
             rows.append(GenerateRow(f"{kind} ssmkit", kind, prompt, new_tokens, None, None, wbytes / 2**20,
                                     floor, None, reason))
