@@ -1,8 +1,15 @@
 """Benchmark plumbing (not speed): tables, crossover, the decode and SSD suites on tiny shapes."""
 from __future__ import annotations
 
-from ssmkit.benchmarks.speed import BenchRow, bench_decode, crossover, format_rows
+import torch
+
+import pytest
+
+from ssmkit.benchmarks import measure
+from ssmkit.benchmarks.selective_scan import bench_selective_scan
+from ssmkit.benchmarks.speed import BenchRow, Limits, bench_decode, bench_mixers, crossover, format_rows
 from ssmkit.benchmarks.ssd import bench_ssd
+from ssmkit.layers import create_mixer, sized_for
 
 
 def _rows(times: dict[int, tuple[float, float]]) -> list[BenchRow]:
@@ -21,6 +28,9 @@ def test_crossover_is_first_length_from_which_always_faster():
 def test_format_rows_gives_ratios():
     table = format_rows(_rows({8: (2.0, 0.5)}), "attention")
     assert "| m | 8 | 0.5000 | 0.25 | 0.5000 | 0.25 |" in table
+    table = format_rows([BenchRow("attention", 8, 1.0, 2.0), BenchRow("m", 8, None, None, 5, None, 9.0, "too big")],
+                        "attention")
+    assert "| m | 8 | - | - | - | - | 5 | - | 9 | skipped: too big |" in table
 
 
 def test_decode_and_ssd_suites_run():
@@ -28,3 +38,35 @@ def test_decode_and_ssd_suites_run():
     assert [r.length for r in rows] == [4, 8] and all(r.forward_s > 0 for r in rows)
     rows = bench_ssd([16], batch=1, heads=2, head_dim=4, d_state=4, chunk_size=8, repeats=1)
     assert rows[0].name == "ssmkit ssd chunked" and rows[0].backward_s > 0
+
+
+def test_a_row_over_the_available_memory_is_skipped(monkeypatch):
+    """A fake machine with 1 MB available: rows predicted over half of it are skipped, every suite."""
+    monkeypatch.setattr(measure, "available_bytes", lambda: 2**20)
+    rows = bench_mixers(["s4d"], [8, 4096], batch=1, d_model=8, backward=False)
+    skipped = {(r.name, r.length): r.skipped for r in rows}
+    assert skipped[("attention", 8)] is None and skipped[("s4d", 8)] is None
+    assert "of the 1 MB available" in skipped[("s4d", 4096)] and "attention at L = 4096" in skipped[("attention", 4096)]
+    big = bench_ssd([16, 8192], batch=1, heads=2, head_dim=4, d_state=4, chunk_size=8, repeats=1)
+    assert [r.skipped is None for r in big if r.name == "ssmkit ssd chunked"] == [True, False]
+    scan = bench_selective_scan((16, 8192), B=1, D=4, N=2, repeats=1, backward=False, only=("chunked",))
+    assert scan[0].skipped is None and scan[0].forward_s > 0 and "MB available" in scan[1].skipped
+    decode = bench_decode(["s4d"], [4, 8192], d_model=8, steps=1)
+    assert decode[0].skipped is None and "prefill" in decode[1].skipped
+
+
+def test_a_row_over_the_time_budget_is_skipped():
+    """The second length's time is predicted from the first (linear for a constant-size state)."""
+    rows = bench_mixers(["s4d"], [8, 16], batch=1, d_model=8, backward=False, limits=Limits(seconds=1e-9))
+    assert all(r.skipped is None for r in rows if r.length == 8)
+    assert all("s budget" in r.skipped and r.forward_s is None for r in rows if r.length == 16)
+
+
+def test_length_bound_mixers_are_sized_for_the_lengths_asked():
+    assert sized_for("hyena", 16384) == {"max_len": 16384}
+    assert sized_for("hyena", 100, max_len=4096) == {"max_len": 4096}  # never shrunk
+    assert sized_for("s4d", 16384, d_state=4) == {"d_state": 4}  # not length-bound
+    with pytest.raises(ValueError, match="max_len"):
+        create_mixer("hyena", 8, max_len=16, filter_order=8)(torch.zeros(1, 17, 8))
+    rows = bench_mixers(["hyena"], [2100], batch=1, d_model=8, backward=False)  # default max_len: 2048
+    assert [r.skipped for r in rows] == [None, None] and rows[1].forward_s > 0

@@ -3,7 +3,11 @@ rows and columns and sane values (times positive and finite, ratios consistent w
 the baseline's ratio 1), and ``--plot`` writes a PNG. Speed itself is never asserted."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+
+import pytest
 
 from ssmkit.cli.main import main
 from ssmkit.ops.selective_scan import MODES
@@ -44,6 +48,12 @@ def check_ratios(rows: list[dict[str, str]], name_col: str, baseline: str, time_
             assert low <= ratio <= high, (r, base)
 
 
+@pytest.fixture(autouse=True)
+def _results_in_tmp(tmp_path, monkeypatch):
+    """``ssmkit bench`` writes results/bench-<suite>.{md,json} under the working directory."""
+    monkeypatch.chdir(tmp_path)
+
+
 def run_bench(capsys, *args: str) -> str:
     assert main(["bench", *args]) == 0
     return capsys.readouterr().out
@@ -56,11 +66,11 @@ def test_lti_suite_table_and_plot(tmp_path, capsys):
     rows = table(out)
     base = "fft_conv (bare)"
     assert list(rows[0]) == ["mixer", "L", "fwd s", f"fwd / {base}", "fwd+bwd s", f"fwd+bwd / {base}",
-                             "state floats", "peak MB"]
+                             "state floats", "peak MB (fwd)", "predicted MB", "note"]
     assert {(r["mixer"], r["L"]) for r in rows} == {(m, L) for m in (base, "s4d", "s5") for L in ("16", "32")}
     for r in rows:
         assert seconds(r["fwd+bwd s"]) > 0
-    assert all(int(r["state floats"]) > 0 for r in rows if r["mixer"] != base)
+    assert all(int(r["state floats"]) > 0 and float(r["predicted MB"]) > 0 for r in rows if r["mixer"] != base)
     check_ratios(rows, "mixer", base, "fwd+bwd s", f"fwd+bwd / {base}")
     assert png.read_bytes()[:8] == PNG and f"plot: {png}" in out
 
@@ -85,7 +95,7 @@ def test_selective_suite_lists_every_mode_and_the_peer(capsys):
     out = run_bench(capsys, "--suite", "selective", "--lengths", "16", "--d-state", "4", "--forward-only", *TINY)
     rows = table(out)
     assert list(rows[0]) == ["impl", "L", "fwd s", "fwd / cpp", "fwd+bwd s", "fwd+bwd / cpp", "fwd+bwd / fwd",
-                             "peak MB fwd", "peak MB fwd+bwd"]
+                             "peak MB fwd", "peak MB fwd+bwd", "predicted MB", "note"]
     assert {r["impl"] for r in rows} == {"reference", "chunked", "cpp", "mambapy.pscan"}  # peers extra
     for r in rows:
         seconds(r["fwd s"])
@@ -108,9 +118,59 @@ def test_ssd_suite_against_transformers(capsys):
 def test_decode_suite_seconds_per_token_and_state(capsys):
     out = run_bench(capsys, "--suite", "decode", "--lengths", "16,32", "--d-model", "8")
     rows = table(out)
-    assert list(rows[0]) == ["mixer", "context L", "ms per generated token (B=1)", "state floats"]
+    assert list(rows[0]) == ["mixer", "context L", "ms per generated token (B=1)", "state floats", "note"]
     assert {(r["mixer"], r["context L"]) for r in rows} == {(m, L) for m in ("mamba", "mamba2") for L in ("16", "32")}
     for r in rows:
         assert seconds(r["ms per generated token (B=1)"]) > 0
     for name in ("mamba", "mamba2"):  # a recurrent state does not grow with the context
         assert len({r["state floats"] for r in rows if r["mixer"] == name}) == 1
+
+
+def test_json_written_beside_the_table(tmp_path, capsys):
+    out = run_bench(capsys, "--suite", "mixers", "--mixers", "s4d", "--lengths", "16", *TINY, "--forward-only",
+                    "--out", str(tmp_path / "m"))
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert record["suite"] == "mixers" and record["machine"]["cpu_count"] >= 1
+    assert {(r["name"], r["length"]) for r in record["rows"]} == {("attention", 16), ("s4d", 16)}
+    assert all(r["forward_s"] > 0 and r["skipped"] is None for r in record["rows"])
+    md = (tmp_path / "m.md").read_text().splitlines()
+    assert [x for x in md if x.startswith("|")] == [x for x in out.splitlines() if x.startswith("|")]
+    assert md[0].startswith("torch ") and "s4d: faster than attention from L = " in md[-1]
+
+
+def test_rows_that_cannot_fit_are_skipped_with_the_reason(capsys):
+    # At D = 8 s4d's row is predicted at ~0.2 MB at L = 16 and both rows at ~1 MB at L = 2048.
+    out = run_bench(capsys, "--suite", "mixers", "--mixers", "s4d", "--lengths", "16,2048", *TINY,
+                    "--memory-mb", "0.3", "--forward-only")
+    rows = {(r["mixer"], r["L"]): r for r in table(out)}
+    for name in ("attention", "s4d"):
+        skipped = rows[(name, "2048")]
+        assert skipped["fwd s"] == "-" and "> the 0.3 MB limit" in skipped["note"], skipped
+        assert float(skipped["predicted MB"]) > 0.3
+        assert rows[(name, "16")]["note"] == "" and seconds(rows[(name, "16")]["fwd s"]) > 0
+    record = json.loads(Path("results/bench-mixers.json").read_text())
+    assert sum(r["skipped"] is not None for r in record["rows"]) == 2
+
+
+def test_generate_suite_matches_transformers_tokens(capsys):
+    """A tiny mamba / mamba2 through transformers' save_pretrained and ssmkit's load_pretrained:
+    the same greedy tokens, tokens/s and the weight-bandwidth floor in the table and the JSON."""
+    out = run_bench(capsys, "--suite", "generate", "--layers", "2", "--d-model", "16", "--vocab", "50",
+                    "--prompt-length", "5", "--new-tokens", "4", "--repeats", "1")
+    rows = {r["model"]: r for r in table(out)}
+    assert set(rows) == {f"{k} {n}" for k in ("mamba", "mamba2") for n in ("ssmkit", "transformers")}
+    for kind in ("mamba", "mamba2"):
+        assert rows[f"{kind} transformers"]["same tokens"] == "yes"
+        ours = rows[f"{kind} ssmkit"]
+        assert float(ours["tokens/s"]) > 0 and float(ours["floor tokens/s"]) > 0
+        ratio = float(ours["tokens/s"]) / float(rows[f"{kind} transformers"]["tokens/s"])
+        assert abs(float(ours["/ transformers"]) - ratio) <= 0.01 * ratio + 0.01
+    record = json.loads(Path("results/bench-generate.json").read_text())
+    assert record["batch"] == 1 and record["d_model"] == 16 and len(record["rows"]) == 4
+
+
+def test_generate_suite_skips_what_cannot_fit(capsys):
+    out = run_bench(capsys, "--suite", "generate", "--mixers", "mamba", "--layers", "2", "--d-model", "16",
+                    "--vocab", "50", "--prompt-length", "5", "--new-tokens", "2", "--memory-mb", "0.01")
+    (row,) = table(out)
+    assert row["tokens/s"] == "-" and "> the 0.01 MB limit" in row["note"], row

@@ -80,14 +80,16 @@ def test_a_segment_as_long_as_the_training_sequences_is_refused_naming_the_field
     assert f"expected {field} < 16" in err
 
 
-def test_bench_prints_ratio_table(capsys):
+def test_bench_prints_ratio_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # it writes results/bench-lti.{md,json} under the working directory
     name = "s4d"
     assert main(["bench", "--mixers", name, "--lengths", "64", "--d-model", "8", "--d-state", "4", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "fwd / fft" in out and f"| {name} | 64 |" in out
 
 
-def test_bench_plot_writes_a_png(tmp_path, capsys):
+def test_bench_plot_writes_a_png(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     png = tmp_path / "sub" / "bench.png"
     args = ["bench", "--suite", "mixers", "--mixers", "s4d", "--lengths", "32,64", "--d-model", "8",
             "--repeats", "1", "--plot", str(png)]

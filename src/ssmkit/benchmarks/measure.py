@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..layers import create_mixer
+from ..layers import create_mixer, sized_for
 from ..runtime import available_memory
 from ..tasks import Task, create_task
 from ..tasks.length import at_length
@@ -131,17 +131,72 @@ def quadratic_fit(points: list[tuple[int, float]]) -> Callable[[int], float]:
 
 def row_bytes(forward: Callable[[int], Callable[[], object]], exclude: set[int]) -> Callable[[int], float]:
     """Predicted bytes of one row at length L: ``forward(L)`` builds a training forward of one row,
-    whose saved tensors are measured at ``PROBE_LENGTHS`` and fitted (module doc)."""
-    return quadratic_fit([(L, float(saved_bytes(forward(L), exclude))) for L in PROBE_LENGTHS])
+    whose saved tensors are measured at ``PROBE_LENGTHS`` and fitted (module doc). A fit that bends
+    down (concave: padding to powers of two, fixed buffers) is not trusted beyond the probes: the
+    prediction is at least the straight line through the two longest probes."""
+    points = [(L, float(saved_bytes(forward(L), exclude))) for L in PROBE_LENGTHS]
+    fit = quadratic_fit(points)
+    (x1, y1), (x2, y2) = points[-2:]
+    return lambda L: max(fit(L), y2 + (y2 - y1) * (L - x2) / (x2 - x1))
 
 
-def fits(predicted: float, what: str) -> str | None:
-    """None when ``predicted`` bytes fit in ``MEMORY_FRACTION`` of the available memory, else why not."""
+def mb(n: float) -> str:
+    """n bytes as MB for a table or a message: no decimals from 10 MB on, 3 significant digits below."""
+    v = n / 2**20
+    return f"{v:,.0f}" if v >= 10 else f"{v:.3g}"
+
+
+def fits(predicted: float, what: str, limit: float | None = None) -> str | None:
+    """None when ``predicted`` bytes fit in ``MEMORY_FRACTION`` of the available memory (and under
+    ``limit`` bytes when given), else why not."""
     avail = available_bytes()
     if avail is not None and predicted > MEMORY_FRACTION * avail:
-        return (f"predicted {predicted / 2**20:,.0f} MB for {what} > {MEMORY_FRACTION:.0%} of the "
-                f"{avail / 2**20:,.0f} MB available")
+        return (f"predicted {mb(predicted)} MB for {what} > {MEMORY_FRACTION:.0%} of the "
+                f"{mb(avail)} MB available")
+    if limit is not None and predicted > limit:
+        return f"predicted {mb(predicted)} MB for {what} > the {mb(limit)} MB limit"
     return None
+
+
+def skip_reason(what: str, predicted_bytes: float, predicted_s: float | None, budget_s: float | None,
+                limit: float | None = None) -> str | None:
+    """Why one measurement (``what``) must not run: predicted memory that does not fit (``fits``) or
+    predicted seconds over ``budget_s``; None when it may run."""
+    reason = fits(predicted_bytes, what, limit)
+    if reason is None and None not in (predicted_s, budget_s) and predicted_s > budget_s:
+        reason = f"predicted {predicted_s:,.0f} s for {what} > the {budget_s:g} s budget"
+    return reason
+
+
+class CellPredictor:
+    """Memory and time predictions of one benchmark row (a mixer or an op at growing lengths).
+
+    Memory: the bytes saved for backward by ``build(L)`` (a training call at length L), fitted at
+    ``PROBE_LENGTHS`` (``row_bytes``); forward + backward is predicted as ``BACKWARD_FACTOR`` times
+    that (the gradients mirror the saved activations, plus transients) and a forward alone as the
+    saved bytes (an upper bound: without autograd nothing is kept). Time: from the last measured
+    length of the same row (``predicted_seconds``), None before the first."""
+
+    BACKWARD_FACTOR = 2.0
+
+    def __init__(self, build: Callable[[int], Callable[[], object]], grows: bool,
+                 exclude: set[int] = frozenset()) -> None:
+        self.saved = row_bytes(build, exclude)
+        self.grows = grows
+        self.last: tuple[int, float] | None = None  # (length, seconds) last measured
+
+    def bytes(self, length: int, backward: bool) -> float:
+        return (self.BACKWARD_FACTOR if backward else 1.0) * self.saved(length)
+
+    def seconds(self, length: int) -> float | None:
+        return predicted_seconds(self.last, length, self.grows)
+
+    def skip(self, what: str, length: int, backward: bool, budget_s: float | None,
+             limit: float | None = None) -> str | None:
+        return skip_reason(what, self.bytes(length, backward), self.seconds(length), budget_s, limit)
+
+    def measured(self, length: int, seconds: float) -> None:
+        self.last = (length, seconds)
 
 
 def _grows(state_at: Callable[[int], int]) -> bool:
@@ -205,7 +260,7 @@ def speed_curve(name: str, lengths: list[int], d_model: int, batch: int = 1, bud
     floats of the bare mixer ``name`` at width ``d_model`` at each length; lengths predicted not to
     fit the memory or the time budget are recorded as skipped with the reason."""
     torch.manual_seed(0)
-    mixer = create_mixer(name, d_model)
+    mixer = create_mixer(name, d_model, **sized_for(name, max(lengths)))
     params = {p.untyped_storage().data_ptr() for p in mixer.parameters()}
 
     def forward(L: int) -> Callable[[], object]:
@@ -216,10 +271,8 @@ def speed_curve(name: str, lengths: list[int], d_model: int, batch: int = 1, bud
     grows = _grows(mixer.state_size_at)
     rows, last = [], None
     for L in sorted(lengths):
-        reason = fits(per_call(L), f"{name} at L = {L}")
         guess = predicted_seconds(last, L, grows)
-        if reason is None and guess is not None and guess > budget_s:
-            reason = f"predicted {guess:.0f} s per forward at L = {L} > the {budget_s:g} s budget"
+        reason = skip_reason(f"{name} at L = {L}", per_call(L), guess, budget_s)
         if reason is not None:
             log(f"   {name} L = {L}: skipped ({reason})")
             rows.append({"length": L, "skipped": reason, "state_floats": mixer.state_size_at(L),

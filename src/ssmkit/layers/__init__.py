@@ -10,11 +10,11 @@ from . import (  # noqa: F401  (registration side effect)
 from .base import MixerConfig, SequenceMixer, log_once, tag_ssm_param
 from .bidirectional import Bidirectional
 from .call import ForwardCall
-from .registry import create_mixer, get_mixer_class, list_mixers, register_mixer
+from .registry import create_mixer, get_mixer_class, list_mixers, register_mixer, sized_for
 from .state import State, detach_state, index_state, map_state
 
 __all__ = [
     "Bidirectional", "ForwardCall", "MixerConfig", "SequenceMixer", "State", "create_mixer", "detach_state",
-    "get_mixer_class", "index_state", "list_mixers", "log_once", "map_state", "register_mixer",
+    "get_mixer_class", "index_state", "list_mixers", "log_once", "map_state", "register_mixer", "sized_for",
     "tag_ssm_param",
 ]

@@ -70,6 +70,10 @@ class MixerConfig:
     ever see values of the annotated types.
     """
 
+    # The field that bounds the sequence length a mixer can run (hyena's filter length max_len);
+    # None: any length. Benchmarks size it for the lengths they ask (``registry.sized_for``).
+    LENGTH_FIELD: ClassVar[str | None] = None
+
     def __post_init__(self) -> None:
         check_types(self)
 

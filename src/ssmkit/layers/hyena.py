@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +44,7 @@ from .registry import register_mixer
 
 @dataclasses.dataclass
 class HyenaConfig(MixerConfig):
+    LENGTH_FIELD: ClassVar[str | None] = "max_len"
     max_len: int = 2048  # filter length: sequences (with the tokens in the state) up to max_len
     order: int = 2  # N: number of long filters (N + 1 projections)
     filter_order: int = 64  # F: width of the filter FFN

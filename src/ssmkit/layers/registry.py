@@ -5,6 +5,7 @@ Mixers are one ``ssmkit.registry.Registry`` (``MIXERS``) with each class's ``Con
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from typing import Any, Callable, TypeVar
@@ -55,6 +56,17 @@ def create_mixer(name: str, d_model: int, **cfg: Any) -> SequenceMixer:
     is allocated (``check_fits``)."""
     check_fits(name, d_model, **cfg)
     return MIXERS.create(name, d_model, **cfg)
+
+
+def sized_for(name: str, length: int, **cfg: Any) -> dict[str, Any]:
+    """``cfg`` with the length-bound field of mixer ``name`` (its Config's ``LENGTH_FIELD``, e.g.
+    hyena's filter length ``max_len``) raised to at least ``length``; unchanged for other mixers."""
+    config = MIXERS.get(name).Config
+    field = getattr(config, "LENGTH_FIELD", None)
+    if field is None:
+        return dict(cfg)
+    current = cfg.get(field, next(f.default for f in dataclasses.fields(config) if f.name == field))
+    return {**cfg, field: max(current, length)}
 
 
 def weight_bytes(name: str, d_model: int, **cfg: Any) -> int:

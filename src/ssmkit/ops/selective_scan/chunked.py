@@ -9,16 +9,19 @@ so every state of the chunk comes from one cumsum between two exponentials, and 
 is carried to the next chunk. The factors e^{+-q} must stay finite and keep their precision: the
 chunks are cut so that the sum over the chunk of max |dt A| stays under ``BOUND`` (60 in float32,
 600 in float64); a single step's |dt A| is clamped to the bound, which only changes decays already
-below e^-60 (float32) or e^-600 (float64). Chunks hold at most ``MAX_CHUNK`` steps, so memory is
-O(B D N C), and under autograd each chunk is checkpointed (recomputed in the backward) rather than
-keeping (B, L, D, N) of intermediates. Time is the last axis inside a chunk: the cumsums then run
-over contiguous memory.
+below e^-60 (float32) or e^-600 (float64). Chunks hold at most ``MAX_CHUNK`` steps.
+
+Memory is O(B D N C): ``ChunkedScan`` (a custom autograd function) keeps only each chunk's start
+state, (B, D, N) per chunk, and its backward recomputes one chunk at a time, in reverse, with the
+gradients written in place into (B, D, L) buffers (gradient formulas: docs/math/selective_scan.md,
+"The chunked backward"). Autograd through per-chunk slices would instead keep every chunk's
+intermediates, or give each slice's backward a gradient of the whole sequence's size. Time is the
+last axis inside a chunk: the cumsums then run over contiguous memory.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from .step import discretized_step
 
@@ -39,37 +42,69 @@ def chunk_spans(step: list[float], bound: float, max_chunk: int = MAX_CHUNK) -> 
     return spans
 
 
-class ExpPair(torch.autograd.Function):
-    """q -> (e^q, e^-q) with one exp. Autograd through 1/e^q would form e^{2|q|} in the backward,
-    which overflows where e^{|q|} does not; here dq = g_plus e^q - g_minus e^-q."""
-
-    @staticmethod
-    def forward(ctx, q: Tensor) -> tuple[Tensor, Tensor]:
-        E = torch.exp(q)
-        E_inv = torch.reciprocal(E)
-        ctx.save_for_backward(E, E_inv)
-        return E, E_inv
-
-    @staticmethod
-    def backward(ctx, g_plus: Tensor, g_minus: Tensor) -> Tensor:
-        E, E_inv = ctx.saved_tensors
-        return g_plus * E - g_minus * E_inv
-
-
-def _chunk(
-    dt: Tensor, x: Tensor, A: Tensor, Bc: Tensor, Cc: Tensor, h: Tensor, bound: float | None
-) -> tuple[Tensor, Tensor]:
-    """dt, x = dt u: (B, G, D/G, 1, C); A: (G, D/G, N, 1); Bc, Cc: (B, G, 1, N, C);
-    h: (B, G, D/G, N); bound: clamp of |dt A| (None when no step reaches it)
-    -> (y (B, G, D/G, C), last state (B, G, D/G, N))."""
-    dtA = dt * A  # (B, G, D/G, N, C)
+def _states(dt: Tensor, x: Tensor, A: Tensor, Bc: Tensor, h: Tensor, bound: float | None
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One chunk's states. dt, x = dt u: (B, G, D/G, 1, C); A: (G, D/G, N, 1); Bc: (B, G, 1, N, C);
+    h: (B, G, D/G, N) -> (H = every state, E = e^q, e^-q, X = dt B u e^-q), each (B, G, D/G, N, C)."""
+    dtA = dt * A
     if bound is not None:
-        dtA = dtA.clamp(-bound, bound)
-    E, E_inv = ExpPair.apply(dtA.cumsum(-1))  # e^{q_t}, e^{-q_t}
-    S = x * Bc * E_inv
-    S[..., 0] += h
-    H = E * S.cumsum(-1)
-    return (H * Cc).sum(-2), H[..., -1]
+        dtA = dtA.clamp_(-bound, bound)
+    E = dtA.cumsum_(-1).exp_()
+    E_inv = torch.reciprocal(E)  # |q| <= bound: both stay finite, to 1 ulp
+    X = x * Bc * E_inv
+    H = X.cumsum(-1).add_(h.unsqueeze(-1)).mul_(E)
+    return H, E, E_inv, X
+
+
+def _reverse_cumsum(t: Tensor) -> Tensor:
+    """sum_{s >= t} along the last axis (a flip, not total - prefix: that would cancel)."""
+    return t.flip(-1).cumsum(-1).flip(-1)
+
+
+class ChunkedScan(torch.autograd.Function):
+    """(dt, x = dt u, A, B, C, h_0, spans, bound) -> (y (B, G, D/G, L), h_L (B, G, D/G, N)), the
+    scan before D u and the z gate; shapes as in ``_states`` with L for C. Saves the inputs and
+    each chunk's start state; the backward recomputes one chunk at a time."""
+
+    @staticmethod
+    def forward(ctx, dt: Tensor, x: Tensor, A: Tensor, Bc: Tensor, Cc: Tensor, h: Tensor,
+                spans: list[tuple[int, int]], bound: float | None) -> tuple[Tensor, Tensor]:
+        y = x.new_empty(x.shape[:-2] + x.shape[-1:])
+        starts = []
+        for t0, t1 in spans:
+            starts.append(h)
+            H = _states(dt[..., t0:t1], x[..., t0:t1], A, Bc[..., t0:t1], h, bound)[0]
+            torch.sum(H * Cc[..., t0:t1], dim=-2, out=y[..., t0:t1])
+            h = H[..., -1].clone()  # a view would keep the whole chunk's H alive
+        ctx.save_for_backward(dt, x, A, Bc, Cc, *starts)
+        ctx.spans, ctx.bound = spans, bound
+        return y, h
+
+    @staticmethod
+    def backward(ctx, gy: Tensor | None, gh: Tensor | None):
+        dt, x, A, Bc, Cc, *starts = ctx.saved_tensors
+        bound = ctx.bound
+        gdt, gx, gB, gC = (torch.empty_like(t) for t in (dt, x, Bc, Cc))
+        gA = torch.zeros_like(A)
+        gh = torch.zeros_like(starts[0]) if gh is None else gh
+        gy = x.new_zeros(x.shape[:-2] + x.shape[-1:]) if gy is None else gy
+        for (t0, t1), h in zip(reversed(ctx.spans), reversed(starts)):
+            d, xs, Bs, Cs = dt[..., t0:t1], x[..., t0:t1], Bc[..., t0:t1], Cc[..., t0:t1]
+            H, E, E_inv, X = _states(d, xs, A, Bs, h, bound)
+            g = gy[..., t0:t1].unsqueeze(-2)  # (B, G, D/G, 1, C)
+            torch.sum(g * H, dim=2, keepdim=True, out=gC[..., t0:t1])
+            gH = g * Cs
+            gH[..., -1] += gh
+            gS = _reverse_cumsum(gH * E)  # d loss / d (h_0 + cumsum X)_t, summed over s >= t
+            gh = gS[..., 0].clone()
+            torch.sum(gS * Bs * E_inv, dim=-2, keepdim=True, out=gx[..., t0:t1])
+            torch.sum(gS * xs * E_inv, dim=2, keepdim=True, out=gB[..., t0:t1])
+            gdA = _reverse_cumsum(gH.mul_(H).sub_(gS.mul_(X)))  # dq = gH H - gS X, then q = cumsum
+            if bound is not None:
+                gdA.masked_fill_((d * A).abs() > bound, 0)
+            torch.sum(gdA * A, dim=-2, keepdim=True, out=gdt[..., t0:t1])
+            gA += (gdA * d).sum(dim=(0, -1)).unsqueeze(-1)
+        return gdt, gx, gA, gB, gC, gh, None, None
 
 
 def selective_scan_chunked(
@@ -105,16 +140,9 @@ def selective_scan_chunked(
     Ag = A.reshape(G, Dm // G, N, 1)
     h = u.new_zeros(Bsz, Dm, N) if initial_state is None else initial_state.to(work)
     h = h.reshape(Bsz, G, Dm // G, N)
-    grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (dtT, xT, Ag, BT, CT, h)
-    )
-    ys = []
     clamp = bound if max(step) > bound else None
-    for t0, t1 in chunk_spans(step, bound, MAX_CHUNK):
-        args = (dtT[..., t0:t1], xT[..., t0:t1], Ag, BT[..., t0:t1], CT[..., t0:t1], h, clamp)
-        y, h = checkpoint(_chunk, *args, use_reentrant=False) if grad else _chunk(*args)
-        ys.append(y)
-    y = torch.cat(ys, dim=-1).reshape(Bsz, Dm, L).transpose(1, 2)
+    y, h = ChunkedScan.apply(dtT, xT, Ag, BT, CT, h, chunk_spans(step, bound, MAX_CHUNK), clamp)
+    y = y.reshape(Bsz, Dm, L).transpose(1, 2)
     if D is not None:
         y = y + D.to(work) * u
     if z is not None:

@@ -8,7 +8,8 @@ With T = min(chunk_size, L) and the sequence padded to a multiple of T by steps 
 3. across chunks        h_in[c+1] = exp(sum of dt A over chunk c) h_in[c] + Z_c  (a loop)
 4. state -> output      y_off[t] = exp(cumsum_t(dt A)) h_in[c] C_t
 
-Steps 1, 2, 4 are batched matmuls; the loop in 3 runs L/T times on (B, H, P, N) tensors.
+Steps 1, 2, 4 are batched matmuls; the loop in 3 runs L/T times on (B, H, P, N) tensors, one
+autograd node (inter.py) that writes the entering states in place.
 One C B^T per group serves all H/G heads of the group. Step 1 is one autograd node (intra.py)
 that keeps a single (B, nc, H, T, T) tensor; exponents are clamped at log(sqrt(finfo.tiny)) so
 nothing is subnormal (core/segsum.py). Derivation: docs/math/ssd.md.
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...core.segsum import subnormal_floor
+from .inter import inter_chunk
 from .intra import intra_chunk
 
 
@@ -44,38 +46,38 @@ def ssd_chunked(
         dt = F.pad(dt, (0, 0, 0, pad))  # dt = 0: identity steps
     nc = (L + pad) // T
 
-    # Per-head blocks (B, nc, G, R, T, P); B and C stay per group (B, nc, G, T, N) and meet the R
-    # heads of their group by folding heads into matrix rows (R*P, .), never by broadcasting.
-    xdt = (x * dt[..., None]).view(batch, nc, T, G, R, P).permute(0, 1, 3, 4, 2, 5).contiguous()
-    a = (dt * A).view(batch, nc, T, G, R).permute(0, 1, 3, 4, 2)  # (B, nc, G, R, T)
+    # Two layouts: per-head blocks (B, nc, G, R, T, P) for the intra-chunk matmul, and the input's
+    # own (B, nc, T, G, R*P), in which the heads of a group are the columns of one (T, R*P) matrix:
+    # chunk states and their outputs are then single matmuls against B and C of the group (never
+    # broadcast over heads), with transposed operands that BLAS reads in place.
+    xdt = x * dt[..., None]  # (B, L, H, P)
+    xdt_heads = xdt.view(batch, nc, T, G, R, P).permute(0, 1, 3, 4, 2, 5).contiguous()
+    a_nat = (dt * A).view(batch, nc, T, G, R)
+    a = a_nat.permute(0, 1, 3, 4, 2)  # (B, nc, G, R, T)
     Bc = B.view(batch, nc, T, G, N).transpose(2, 3)  # (B, nc, G, T, N)
     Cc = C.view(batch, nc, T, G, N).transpose(2, 3)
 
-    y = intra_chunk(a, Cc @ Bc.transpose(-1, -2), xdt)  # 1. (B, nc, G, R, T, P)
+    y = intra_chunk(a, Cc @ Bc.transpose(-1, -2), xdt_heads)  # 1. (B, nc, G, R, T, P)
     # The last row of exp(segsum(a)), summed directly from the end of the chunk: a_{s+1} + ... + a_{T-1}.
-    to_last = F.pad(a[..., 1:].flip(-1).cumsum(-1).flip(-1), (0, 1))  # (B, nc, G, R, T)
-    to_last = to_last.clamp(min=subnormal_floor(a.dtype))  # no subnormals: see core/segsum.py
-    to_end = (xdt * torch.exp(to_last)[..., None]).transpose(-1, -2)  # (B, nc, G, R, P, T)
-    states = (to_end.reshape(batch, nc, G, R * P, T) @ Bc).view(batch, nc, G, R, P, N)  # 2.
+    floor = subnormal_floor(a.dtype)  # no subnormals: see core/segsum.py
+    to_last = F.pad(a_nat[:, :, 1:].flip(2).cumsum(2).flip(2), (0, 0, 0, 0, 0, 1)).clamp(min=floor)
+    to_end = xdt.view(batch, nc, T, G, R, P) * torch.exp(to_last)[..., None]  # (B, nc, T, G, R, P)
+    to_end = to_end.view(batch, nc, T, G, R * P).permute(0, 1, 3, 4, 2)  # (B, nc, G, R*P, T)
+    states = (to_end @ Bc).view(batch, nc, G, R, P, N)  # 2.
 
     # 3. The state entering each chunk; exp of a cumulative sum of a <= 0 is at most 1.
     # Clamped like every exponent here, so exp gives no subnormals (slow on CPUs): see core/segsum.py.
-    cum = a.cumsum(-1).clamp(min=subnormal_floor(a.dtype))  # (B, nc, G, R, T)
-    chunk_decay = torch.exp(cum[..., -1])[..., None, None]  # (B, nc, G, R, 1, 1)
+    cum = a_nat.cumsum(2).clamp(min=floor)  # (B, nc, T, G, R)
     if initial_state is None:
-        h = x.new_zeros(batch, G, R, P, N)
+        h0 = x.new_zeros(batch, G, R, P, N)
     else:
-        h = initial_state.reshape(batch, G, R, P, N)
-    entering = []
-    # unbind rather than states[:, c]: the backward of each index would zero-fill a full-size grad
-    for states_c, decay_c in zip(states.unbind(1), chunk_decay.unbind(1)):
-        entering.append(h)
-        h = torch.addcmul(states_c, decay_c, h)
-    h_in = torch.stack(entering, dim=1).view(batch, nc, G, R * P, N)
+        h0 = initial_state.reshape(batch, G, R, P, N)
+    h_in, h = inter_chunk(states, torch.exp(cum[:, :, -1]), h0)  # (B, nc, G, R, P, N), (B, G, R, P, N)
 
-    y_off = (h_in @ Cc.transpose(-1, -2)).view(batch, nc, G, R, P, T).transpose(-1, -2)
-    y = y + y_off * torch.exp(cum)[..., None]  # 4.
-    y = y.permute(0, 1, 4, 2, 3, 5).reshape(batch, nc * T, H, P)[:, :L]
+    # 4. Outputs of the entering states, (T, N) @ (N, R*P) per group, in the input's layout.
+    y_off = (Cc @ h_in.view(batch, nc, G, R * P, N).transpose(-1, -2)).transpose(2, 3)  # (B, nc, T, G, R*P)
+    y_off = y_off.view(batch, nc, T, G, R, P) * torch.exp(cum)[..., None]
+    y = y_off.add_(y.permute(0, 1, 4, 2, 3, 5)).reshape(batch, nc * T, H, P)[:, :L]
     if D is not None:
         y = y + x[:, :L] * (D[:, None] if D.ndim == 1 else D)
     return y, h.reshape(batch, H, P, N)

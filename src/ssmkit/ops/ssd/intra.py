@@ -31,6 +31,9 @@ class _IntraChunk(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         decay, cb, xdt = ctx.saved_tensors
+        # gy arrives as a permuted view of the output's gradient: batched matmuls on it would
+        # copy each (T, P) block separately (thousands of small copies at L = 16k).
+        gy = gy.contiguous()
         cb_heads = cb.unsqueeze(-3)
         g_xdt = (decay * cb_heads).transpose(-1, -2) @ gy
         buf = gy @ xdt.transpose(-1, -2)  # gM

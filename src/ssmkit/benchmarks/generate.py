@@ -1,0 +1,146 @@
+"""Greedy generation: ssmkit beside Hugging Face transformers on the same weights, and the floor
+that reading every weight once per token sets.
+
+For each kind (``mamba``, ``mamba2``) a transformers model of the asked shape (default: the
+130m models: 24 layers, D = 768, vocabulary 50,280) gets random weights, is saved with
+``save_pretrained`` and loaded by ``ssmkit.models.pretrained.load_pretrained``; both continue the
+same random prompt greedily and the tokens must be identical (a row says when they are not).
+Tokens/s is new tokens (x batch) over the seconds of the whole ``generate`` call (prefill
+included), best of ``repeats``. The floor: a decode step reads every weight once for the whole
+batch (the tied embedding once, as the LM head), so tokens/s cannot pass B x read bandwidth /
+weight bytes (states and activations are small beside the weights at these sizes); the read
+bandwidth is measured in the same run (a sum over a 256 MB tensor, the threads of the run).
+Before building, 5x the weights (both models, the save, the load: measured) is checked against the
+memory limits (``measure.fits``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from .measure import fits, mb
+from .speed import Limits
+
+SHAPES = {  # the released 130m models' shapes (state-spaces/mamba-130m, mamba2-130m)
+    "mamba": dict(state_size=16, expand=2, conv_kernel=4),
+    "mamba2": dict(state_size=128, expand=2, conv_kernel=4, head_dim=64, n_groups=1, chunk_size=256),
+}
+
+
+@dataclasses.dataclass
+class GenerateRow:
+    name: str  # "<kind> ssmkit" or "<kind> transformers"
+    kind: str
+    prompt: int
+    new_tokens: int
+    seconds: float | None
+    tokens_per_s: float | None
+    weight_mb: float
+    floor_tokens_per_s: float  # B x read bandwidth / weight bytes
+    same_tokens: bool | None  # transformers rows: identical to ssmkit's greedy tokens
+    skipped: str | None = None
+
+
+def read_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 3) -> float:
+    """Bytes/s of reading one large float32 tensor (a sum), best of ``repeats``."""
+    x = torch.ones(nbytes // 4)
+    x.sum()
+    best = min(_timed(lambda: x.sum()) for _ in range(repeats))
+    return nbytes / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def hf_model(kind: str, layers: int, d_model: int, vocab: int, seed: int = 0) -> Any:
+    """A transformers Mamba / Mamba2 causal LM of this shape with random (seeded) weights."""
+    try:
+        import transformers
+    except ImportError as e:
+        raise ImportError("the generate suite compares against transformers: pip install 'ssmkit[test]'") from e
+    torch.manual_seed(seed)
+    ids = dict(eos_token_id=None, pad_token_id=0, bos_token_id=None, tie_word_embeddings=True)
+    if kind == "mamba":
+        cfg = transformers.MambaConfig(vocab_size=vocab, hidden_size=d_model, num_hidden_layers=layers,
+                                       **SHAPES[kind], **ids)
+        return transformers.MambaForCausalLM(cfg).eval()
+    if kind == "mamba2":
+        head_dim = min(SHAPES[kind]["head_dim"], 2 * d_model)
+        shape = dict(SHAPES[kind], head_dim=head_dim, num_heads=2 * d_model // head_dim)
+        cfg = transformers.Mamba2Config(vocab_size=vocab, hidden_size=d_model, num_hidden_layers=layers,
+                                        **shape, **ids)
+        return transformers.Mamba2ForCausalLM(cfg).eval()
+    raise ValueError(f"generate suite: kind must be 'mamba' or 'mamba2', got {kind!r}")
+
+
+def _weight_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())  # a tied matrix once
+
+
+def bench_generate(kinds: tuple[str, ...] = ("mamba", "mamba2"), layers: int = 24, d_model: int = 768,
+                   vocab: int = 50280, prompt: int = 64, new_tokens: int = 64, batch: int = 1,
+                   repeats: int = 1, limits: Limits | None = None) -> list[GenerateRow]:
+    """Rows (ssmkit, then transformers) per kind; see the module doc."""
+    from ..models.pretrained import load_pretrained
+
+    limits = limits or Limits()
+    bandwidth = read_bandwidth()
+    rows: list[GenerateRow] = []
+    for kind in kinds:
+        hf = hf_model(kind, layers, d_model, vocab)
+        wbytes = _weight_bytes(hf)
+        floor = batch * bandwidth / wbytes  # one step of the whole batch reads the weights once
+        # Both models, transformers' save and the load beside them: 2.46 GB peak measured at 493 MB
+        # of weights (the 130m shape), so 5x the weights.
+        reason = fits(5 * wbytes, f"{kind} ssmkit + transformers (5x the weights)", limits.memory_bytes)
+        if reason is not None:
+            rows.append(GenerateRow(f"{kind} ssmkit", kind, prompt, new_tokens, None, None, wbytes / 2**20,
+                                    floor, None, reason))
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            hf.save_pretrained(folder)
+            ours = load_pretrained(folder).eval()
+        ids = torch.randint(1, vocab, (batch, prompt), generator=torch.Generator().manual_seed(1))
+        runs = {
+            "ssmkit": lambda: ours.generate(ids, new_tokens),
+            "transformers": lambda: hf.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                                do_sample=False),
+        }
+        tokens = {}
+        for name, run in runs.items():
+            with torch.no_grad():
+                tokens[name] = run()
+                seconds = min(_timed(run) for _ in range(repeats))
+            same = None if name == "ssmkit" else torch.equal(tokens[name], tokens["ssmkit"])
+            rows.append(GenerateRow(f"{kind} {name}", kind, prompt, new_tokens, seconds,
+                                    batch * new_tokens / seconds, wbytes / 2**20, floor, same))
+        del hf, ours
+    return rows
+
+
+def format_rows(rows: list[GenerateRow]) -> str:
+    """Markdown table; ``/ transformers`` compares ssmkit's tokens/s with the peer's of the same kind."""
+    peer = {r.kind: r for r in rows if r.name.endswith("transformers")}
+    lines = ["| model | prompt + new | tokens/s | / transformers | weight MB | floor tokens/s | of floor | "
+             "same tokens | note |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p = peer.get(r.kind)
+        vs = r.tokens_per_s / p.tokens_per_s if r.tokens_per_s and p and p.tokens_per_s else None
+        of_floor = r.tokens_per_s / r.floor_tokens_per_s if r.tokens_per_s and r.floor_tokens_per_s else None
+        lines.append(
+            f"| {r.name} | {r.prompt} + {r.new_tokens} | {_f(r.tokens_per_s, '.1f')} | {_f(vs, '.2f')} | "
+            f"{mb(r.weight_mb * 2**20)} | {_f(r.floor_tokens_per_s, '.1f')} | {_f(of_floor, '.2f')} | "
+            f"{'-' if r.same_tokens is None else 'yes' if r.same_tokens else 'NO'} | "
+            f"{'skipped: ' + r.skipped if r.skipped else ''} |")
+    return "\n".join(lines)
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
