@@ -106,6 +106,8 @@ class CausalLM(nn.Module):
     def _check_ids(self, ids: Tensor) -> None:
         if ids.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
             raise TypeError(f"token ids must be an integer tensor, got {ids.dtype}")
+        if torch.compiler.is_compiling():  # a traced graph cannot raise on values (docs/compile.md)
+            return
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
             raise ValueError(
                 f"token ids must be in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]"
