@@ -33,6 +33,7 @@ class TrainConfig:
     tbptt: int = 0  # truncated BPTT chunk length C for tag/lm tasks (state carried, detached); 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N; auto: cuda:LOCAL_RANK when CUDA is available
     seed: int = 0  # seeds torch (dropout) and the training data order
+    deterministic: bool = False  # bitwise-reproducible on CPU: ssmkit.runtime.deterministic (docs/training.md)
     # evaluation and early stopping
     eval_every: int = 0  # steps between val evaluations; 0 = none (test on the final weights)
     eval_batch_size: int = 256
