@@ -114,3 +114,27 @@ def test_decode_suite_seconds_per_token_and_state(capsys):
         assert seconds(r["ms per generated token (B=1)"]) > 0
     for name in ("mamba", "mamba2"):  # a recurrent state does not grow with the context
         assert len({r["state floats"] for r in rows if r["mixer"] == name}) == 1
+
+
+def test_generate_suite_table(capsys):
+    out = run_bench(capsys, "--suite", "generate", "--mixers", "s4d,attention", "--lengths", "8,16", *TINY)
+    rows = table(out)
+    assert list(rows[0]) == ["mixer", "prompt L", "ms per generated token (B=1, CausalLM of 2 layers)", "state floats at L"]
+    assert {(r["mixer"], r["prompt L"]) for r in rows} == {(m, L) for m in ("s4d", "attention") for L in ("8", "16")}
+    assert all(seconds(r["ms per generated token (B=1, CausalLM of 2 layers)"]) > 0 for r in rows)
+    att = {r["prompt L"]: int(r["state floats at L"]) for r in rows if r["mixer"] == "attention"}
+    assert att["16"] == 2 * att["8"]  # a KV cache grows with the prompt; s4d's state does not
+    assert len({r["state floats at L"] for r in rows if r["mixer"] == "s4d"}) == 1
+
+
+def test_compile_suite_rows():
+    from ssmkit.benchmarks.compiled import bench_compile, format_rows
+
+    rows = bench_compile(["s4d", "mamba"], [8], batch=1, d_model=8, backend="eager", repeats=1)
+    assert [(r.name, r.length) for r in rows] == [("s4d", 8), ("mamba", 8)]
+    for r in rows:
+        assert r.eager_s > 0 and r.compiled_s > 0 and r.build_s > 0
+        assert r.loss_err < 1e-6  # the compiled step computes the eager loss
+        assert abs(r.speedup - r.eager_s / r.compiled_s) < 1e-12
+    lines = table(format_rows(rows))
+    assert lines[0]["speed-up"].endswith("x") and lines[1]["mixer"] == "mamba"

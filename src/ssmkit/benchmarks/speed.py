@@ -2,13 +2,15 @@
 
 - ``bench_lti``: the LTI families beside a bare FFT convolution of the same shape (their floor);
 - ``bench_mixers``: any mixers beside causal softmax attention, with the crossover length;
-- ``bench_decode``: the cost of one generated token after contexts of growing length.
+- ``bench_decode``: the cost of one generated token after contexts of growing length;
+- ``bench_generate``: the same for a whole ``CausalLM``'s generation loop (``stream``).
 Read the ratios between rows of one run (see ``timing``), not absolute seconds.
 """
 from __future__ import annotations
 
 import dataclasses
 import gc
+import time
 from typing import Any
 
 import torch
@@ -122,3 +124,33 @@ def format_rows(rows: list[BenchRow], baseline: str) -> str:
             f"{f'{r.peak_mb:.0f}' if r.peak_mb is not None else '-'} |"
         )
     return "\n".join(lines)
+
+
+def bench_generate(mixers: list[str], contexts: list[int], batch: int = 1, d_model: int = 512,
+                   n_layers: int = 2, tokens: int = 32, vocab: int = 256) -> list[BenchRow]:
+    """Seconds per token of ``CausalLM.stream`` (after the prefill) with prompts of each length:
+    the decode loop users run, embedding, blocks, head and greedy pick included."""
+    from ..models import BackboneConfig, CausalLM
+
+    rows = []
+    for name in mixers:
+        torch.manual_seed(0)
+        lm = CausalLM(BackboneConfig(d_model=d_model, n_layers=n_layers, mixer=name), vocab).eval()
+        for L in contexts:
+            ids = torch.randint(0, vocab, (batch, L))
+
+            def decode() -> None:
+                it = lm.stream(ids, tokens + 1)
+                next(it)  # the prefill and the first token, not timed below
+                decode.t0 = time.perf_counter()
+                for _ in it:
+                    pass
+                decode.seconds = time.perf_counter() - decode.t0
+
+            best = float("inf")
+            for _ in range(3):
+                decode()
+                best = min(best, decode.seconds)
+            state = sum(b.mixer.state_size_at(L) for b in lm.backbone.blocks)  # after the prompt
+            rows.append(BenchRow(name, L, best / tokens, None, state))
+    return rows

@@ -91,7 +91,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 LTI_DEFAULT = ["s4d", "dss", "s4", "s5", "lru"]
-SUITES = ("lti", "mixers", "selective", "ssd", "decode")
+SUITES = ("lti", "mixers", "selective", "ssd", "decode", "generate", "compile")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -130,6 +130,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from ssmkit.benchmarks.ssd import bench_ssd
 
         print(speed.format_rows(bench_ssd(lengths, args.batch, repeats=args.repeats), "ssmkit ssd chunked"))
+    elif args.suite == "compile":
+        from ssmkit.benchmarks.compiled import bench_compile, format_rows
+
+        print(format_rows(bench_compile(mixers or ["mamba", "mamba2", "s4d", "gla", "lstm"], lengths, args.batch,
+                                        args.d_model, repeats=args.repeats)))
+    elif args.suite == "generate":
+        rows = speed.bench_generate(mixers or ["mamba", "mamba2", "attention"], lengths, args.batch, args.d_model)
+        print(f"| mixer | prompt L | ms per generated token (B={args.batch}, CausalLM of 2 layers) | state floats at L |")
+        print("|---|---|---|---|")
+        for r in rows:
+            print(f"| {r.name} | {r.length} | {1e3 * r.forward_s:.3f} | {r.state_size} |")
     else:
         rows = speed.bench_decode(mixers or ["mamba", "mamba2"], lengths, d_model=args.d_model)
         print("| mixer | context L | ms per generated token (B=1) | state floats |\n|---|---|---|---|")
@@ -326,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="speed, memory and state size vs length, side by side in one run")
     s.add_argument("--suite", choices=SUITES, default="lti",
                    help="lti: LTI families vs a bare FFT conv; mixers: vs attention; selective: the "
-                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token")
+                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token; generate: "
+                        "CausalLM.stream per token vs prompt length; compile: training step eager vs "
+                        "torch.compile(inductor)")
     s.add_argument("--mixers", default="", help="comma-separated (default: depends on the suite)")
     s.add_argument("--lengths", type=LENGTHS, default=[1024, 4096, 16384])
     s.add_argument("--batch", type=at_least(1), default=2)
