@@ -80,7 +80,8 @@ def stream(
 ) -> Iterator[Tensor]:
     """An iterator of the next token of every row (B,), until ``max_new_tokens`` or every row is
     finished; the arguments are checked here, before the first token."""
-    check(isinstance(max_new_tokens, int) and max_new_tokens >= 0, "max_new_tokens", f"must be an int >= 0, got {max_new_tokens!r}")
+    check(isinstance(max_new_tokens, int) and max_new_tokens >= 0, "max_new_tokens",
+          f"must be an int >= 0, got {max_new_tokens!r}")
     check(temperature >= 0, "temperature", f"must be >= 0, got {temperature}")
     check(top_k is None or top_k >= 1, "top_k", f"must be >= 1, got {top_k}")
     check(top_p is None or 0 < top_p <= 1, "top_p", f"must be in (0, 1], got {top_p}")
