@@ -116,7 +116,7 @@ def save_pretrained(model: CausalLM, path: str | os.PathLike, format: str = "ssm
     """Write ``model`` as config.json + model.safetensors (one atomic folder write).
 
     ``format="ssmkit"``: ssmkit's own (any model); ``format="hf"``: the Hugging Face transformers
-    folder of its architecture, which ``AutoModelForCausalLM.from_pretrained`` loads —
+    folder of its architecture, which that class's ``from_pretrained`` loads —
     ``MambaForCausalLM`` (mamba layers), ``Mamba2ForCausalLM`` (mamba2), ``RecurrentGemmaForCausalLM``
     (rglru and attention); a model those classes cannot hold exactly is refused, naming what differs."""
     if format not in SAVE_FORMATS:

@@ -133,7 +133,7 @@ def _hf_config(model: CausalLM) -> dict[str, Any]:
 
 def export_hf(model: CausalLM, folder: Path) -> None:
     """Write ``model`` as a Hugging Face MambaForCausalLM / Mamba2ForCausalLM folder (config.json +
-    model.safetensors) that ``transformers.AutoModelForCausalLM.from_pretrained`` loads."""
+    model.safetensors) that ``transformers.MambaForCausalLM`` / ``Mamba2ForCausalLM.from_pretrained`` load."""
     cfg = _hf_config(model)
     state = write_state(model, _maps(model, "backbone.embeddings."))
     with atomic_folder(folder, keep_existing=True) as tmp:
