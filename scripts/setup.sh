@@ -2,7 +2,8 @@
 # Set up ssmkit on a fresh machine: the pinned CPU build of torch first (a plain `torch` would
 # pull several GB of CUDA packages), then ssmkit itself with its test, plot, progress, train and peers
 # extras (the test extra brings the interop peers: transformers, flash-linear-attention and triton,
-# whose interpreter runs fla's kernels on the CPU), then the packages that ship the real datasets
+# whose interpreter runs fla's kernels on the CPU; and onnx, onnxscript and onnxruntime, which the
+# ONNX export test runs the decode step with), then the packages that ship the real datasets
 # (scripts/setup_data.sh; apt-get as root).
 # Idempotent: a second run only checks.
 set -euo pipefail

@@ -11,15 +11,20 @@ The price is a resident set that does not shrink after a peak (memory is kept fo
 The ``ssmkit`` command applies it at start (``SSMKIT_TUNE_MALLOC=0`` turns that off); a library
 user calls ``ssmkit.runtime.tune_allocator()`` once. Elsewhere than glibc it does nothing.
 
+``with deterministic(seed):`` is the switch for bitwise-reproducible training on CPU (``TrainConfig.
+deterministic`` / ``--set deterministic=true`` run training in it; docs/training.md).
+
 ``available_memory(device)`` is what a device can still hold (``create_mixer`` refuses a mixer
 whose weights cannot fit, before allocating them).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -88,3 +93,35 @@ def available_memory(device: torch.device) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+@contextlib.contextmanager
+def deterministic(seed: int | None = None) -> Iterator[None]:
+    """Within the block, bitwise-reproducible runs: the same code, data, seed, torch build, machine
+    type and number of threads (``torch.get_num_threads()``: reductions split their work by it)
+    give the same bits. The previous settings come back on exit.
+
+    - ``torch.use_deterministic_algorithms(True)``: an op without a deterministic implementation
+      raises instead of running (on CUDA also cuBLAS's workspace must be fixed: set
+      ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` before starting);
+    - uninitialized memory (``torch.empty``) is filled, so a kernel that read it would show;
+    - Python's ``random``, NumPy's global generator and torch's are seeded with ``seed`` when given.
+    ssmkit's own kernels need nothing more: the C++ selective scan gives each task its own output
+    rows and sums them in a fixed order, and data orders are functions of (seed, epoch)."""
+    import random
+
+    import numpy as np
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.utils.deterministic.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    if seed is not None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = before[2]

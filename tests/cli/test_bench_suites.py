@@ -174,3 +174,16 @@ def test_generate_suite_skips_what_cannot_fit(capsys):
                     "--vocab", "50", "--prompt-length", "5", "--new-tokens", "2", "--memory-mb", "0.01")
     (row,) = table(out)
     assert row["tokens/s"] == "-" and "> the 0.01 MB limit" in row["note"], row
+
+
+def test_compile_suite_rows():
+    from ssmkit.benchmarks.compiled import bench_compile, format_rows
+
+    rows = bench_compile(["s4d", "mamba"], [8], batch=1, d_model=8, backend="eager", repeats=1)
+    assert [(r.name, r.length) for r in rows] == [("s4d", 8), ("mamba", 8)]
+    for r in rows:
+        assert r.eager_s > 0 and r.compiled_s > 0 and r.build_s > 0
+        assert r.loss_err < 1e-6  # the compiled step computes the eager loss
+        assert abs(r.speedup - r.eager_s / r.compiled_s) < 1e-12
+    lines = table(format_rows(rows))
+    assert lines[0]["speed-up"].endswith("x") and lines[1]["mixer"] == "mamba"

@@ -203,3 +203,57 @@ def test_nan_weights_are_refused_naming_the_tensor(tmp_path):
     save_pretrained(lm, tmp_path)
     with pytest.raises(ValueError, match=r"weight 'backbone\.blocks\.0\.mixer\.D' contains NaN"):
         load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["mamba", "mamba2"])
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_save_pretrained_hf_round_trip_through_transformers(kind, tie, tmp_path):
+    """An ssmkit model written with format="hf" loads in transformers with equal logits and greedy
+    generations, and loads back into ssmkit bit for bit."""
+    torch.manual_seed(3)
+    mixer_cfg = {"d_state": 8} if kind == "mamba" else {"d_state": 16, "head_dim": 16, "n_groups": 2, "chunk_size": 16}
+    ours = CausalLM(BackboneConfig(d_model=32, n_layers=2, mixer=kind, mixer_cfg=mixer_cfg), V, tie_embeddings=tie)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ours.eval()
+    save_pretrained(ours, tmp_path, format="hf")
+    # the class by name: once flash-linear-attention is imported (test_fla, in the same worker) it
+    # registers its own Mamba with AutoModelForCausalLM for model_type "mamba"
+    cls = {"mamba": transformers.MambaForCausalLM, "mamba2": transformers.Mamba2ForCausalLM}[kind]
+    hf = cls.from_pretrained(tmp_path).eval()
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [cls.__name__]
+    ids = torch.randint(1, V, (2, 23), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got, expected = ours(ids), hf(ids).logits
+    assert_close_rel(got, expected, measured_tol(*LOGITS_MEASURED[kind, torch.float32]), f"{kind} hf export logits")
+    assert torch.equal(ours.generate(ids, 8), hf.generate(ids, max_new_tokens=8, do_sample=False, min_new_tokens=8))
+    back = load_pretrained(tmp_path)
+    assert back.tied == tie
+    for (k, a), b in zip(ours.state_dict().items(), back.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_save_pretrained_hf_refuses_what_transformers_cannot_hold(tmp_path):
+    lm = CausalLM(BackboneConfig(d_model=16, n_layers=2, mixer="s4d"), V)
+    with pytest.raises(ValueError, match=r"cannot save as a Hugging Face.*\['s4d'\]"):
+        save_pretrained(lm, tmp_path / "a", format="hf")
+    lm = CausalLM(BackboneConfig(d_model=16, n_layers=2, mixer="mamba", ffn_mult=2), V)
+    with pytest.raises(ValueError, match="no MLP"):
+        save_pretrained(lm, tmp_path / "b", format="hf")
+    with pytest.raises(ValueError, match="unknown save format 'onnx'"):
+        save_pretrained(lm, tmp_path / "c", format="onnx")
+    assert not (tmp_path / "b").exists()
+
+
+def test_eos_and_repetition_penalty_generate_like_transformers(tmp_path):
+    hf = _hf_mamba("mamba")
+    hf.save_pretrained(tmp_path)
+    ours = load_pretrained(tmp_path)
+    ids = torch.randint(1, V, (2, 9), generator=torch.Generator().manual_seed(4))
+    free = ours.generate(ids, 12)
+    eos = int(free[0, 9 + 3])
+    for opts in ({"repetition_penalty": 1.3}, {"eos_token_id": eos, "pad_token_id": 0},
+                 {"eos_token_id": eos, "pad_token_id": 0, "repetition_penalty": 0.7}):
+        theirs = hf.generate(ids, max_new_tokens=12, do_sample=False, **opts)
+        assert torch.equal(ours.generate(ids, 12, **opts), theirs), opts

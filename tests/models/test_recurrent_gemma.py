@@ -10,7 +10,7 @@ import torch
 
 from conftest import assert_close_rel, rel_err
 from ssmkit.models import CausalLM
-from ssmkit.models.pretrained import export_pretrained, load_pretrained
+from ssmkit.models.pretrained import export_pretrained, load_pretrained, save_pretrained
 from ssmkit.testing import measured_tol
 
 transformers = pytest.importorskip("transformers", reason="interop tests need the test extra: pip install 'ssmkit[test]'")
@@ -100,8 +100,12 @@ def test_export_refuses_what_recurrent_gemma_cannot_hold(tmp_path):
     ours.logit_softcap = None
     with pytest.raises(ValueError, match="cannot export to RecurrentGemma exactly: .*soft-caps its logits"):
         export_pretrained(ours, tmp_path / "out", "recurrent_gemma")
-    with pytest.raises(ValueError, match="no exporter for format 'mamba'"):
+    with pytest.raises(ValueError, match="cannot export to RecurrentGemma exactly: .*soft-caps its logits"):
+        save_pretrained(ours, tmp_path / "out", format="hf")  # format="hf" picks RecurrentGemma for these layers
+    with pytest.raises(ValueError, match=r"Hugging Face Mamba exactly: its layers run \['attention', 'rglru'\]"):
         export_pretrained(ours, tmp_path / "out", "mamba")
+    with pytest.raises(ValueError, match="no exporter for format 'mamba_ssm'"):
+        export_pretrained(ours, tmp_path / "out", "mamba_ssm")
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -112,7 +112,7 @@ def _check_peers(args: argparse.Namespace) -> int:
 
 
 LTI_DEFAULT = ["s4d", "dss", "s4", "s5", "lru"]
-SUITES = ("lti", "mixers", "selective", "ssd", "decode", "generate", "gpu")
+SUITES = ("lti", "mixers", "selective", "ssd", "decode", "generate", "compile", "gpu")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -170,6 +170,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         rows = bench_generate(tuple(mixers or ["mamba", "mamba2"]), args.layers, args.d_model, args.vocab,
                               args.prompt_length, args.new_tokens, args.batch, args.repeats, limits)
+        table = format_rows(rows)
+    elif args.suite == "compile":
+        from ssmkit.benchmarks.compiled import bench_compile, format_rows
+
+        rows = bench_compile(mixers or ["mamba", "mamba2", "s4d", "gla", "lstm"], lengths, args.batch,
+                             args.d_model, repeats=args.repeats)
         table = format_rows(rows)
     else:
         rows = speed.bench_decode(mixers or ["mamba", "mamba2"], lengths, d_model=args.d_model, limits=limits)
@@ -405,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lti: LTI families vs a bare FFT conv; mixers: vs attention; selective: the "
                         "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token; "
                         "generate: greedy generation of a 130m-shaped mamba / mamba2 vs transformers "
-                        "(same weights, same tokens checked); gpu: the prepared CUDA run (Triton kernels "
+                        "(same weights, same tokens checked); compile: training step eager vs "
+                        "torch.compile(inductor); gpu: the prepared CUDA run (Triton kernels "
                         "refereed and timed vs PyTorch and peers, docs/gpu.md)")
     s.add_argument("--mixers", default="", help="comma-separated (default: depends on the suite)")
     s.add_argument("--lengths", type=LENGTHS, default=None,

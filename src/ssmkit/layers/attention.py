@@ -160,30 +160,35 @@ class Attention(SequenceMixer):
         q = rope(self.q_proj(x).view(B, L, self.n_heads, P), pos, base, R)
         k = rope(self.k_proj(x).view(B, L, self.n_kv_heads, P), pos, base, R)
         v = self.v_proj(x).view(B, L, self.n_kv_heads, P)
-        if not bool(n0.any()):  # nothing cached: causal attention over the new tokens
-            keys, values, mask = k, v, self._window_mask(pos[:1], L)
+        # A forward from no state is known to start at 0 without reading n0: no host sync, so
+        # torch.compile traces a training forward whole (docs/compile.md).
+        fresh = state is None or not bool(n0.any())
+        if fresh:  # nothing cached: causal attention over the new tokens
+            keys, values, mask = k, v, self._window_mask(pos[:1], L, fresh=True)
         else:
             # Each new token goes to slot pos; query t of row b sees the slots up to its own.
             S = max(cache.k.shape[1], int(pos.max()) + 1)
             idx = pos[..., None, None].expand(k.shape)
             keys = _resize(cache.k, S).scatter(1, idx, k.to(cache.k.dtype))
             values = _resize(cache.v, S).scatter(1, idx, v.to(cache.v.dtype))
-            mask = self._window_mask(pos, S)
+            mask = self._window_mask(pos, S, fresh=False)
         o = self._attend(q.transpose(1, 2), self._repeat_kv(keys), self._repeat_kv(values), mask, call.mode)
         y = self.o_proj(o.transpose(1, 2).reshape(B, L, D))
         end = n0 + (L if call.lengths is None else call.lengths)  # (B,) tokens cached after this call
         blk = self.config.kv_block
-        T = -(-int(end.max()) // blk) * blk
+        longest = L if state is None and call.lengths is None else int(end.max())
+        T = -(-longest // blk) * blk
         keep = (torch.arange(T, device=x.device) < end[:, None])[..., None, None].to(cache.k.dtype)
         keys, values = keys.to(cache.k.dtype), values.to(cache.v.dtype)
         return y, KVCache(_resize(keys, T) * keep, _resize(values, T) * keep, end.to(cache.length.dtype))
 
     # ----------------------------------------------------------------- pieces
-    def _window_mask(self, pos: Tensor, S: int) -> Tensor | None:
+    def _window_mask(self, pos: Tensor, S: int, fresh: bool) -> Tensor | None:
         """(B, 1, L, S) bool: query at position pos[b, l] sees slots s <= pos (and s > pos - window).
-        None for the plain causal mask of S = L new tokens without a window (sdpa's fused path)."""
+        None for the plain causal mask of S = L new tokens from position 0 (``fresh``) without a
+        window (sdpa's fused path)."""
         window = self.config.window
-        if window is None and pos.shape[0] == 1 and S == pos.shape[1] and int(pos[0, 0]) == 0:
+        if window is None and fresh and S == pos.shape[1]:
             return None
         slots = torch.arange(S, device=pos.device)
         mask = slots <= pos[..., None]

@@ -7,7 +7,7 @@ cuDNN), hidden size K (``d_hidden``):
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     h_t = (1 - z) * n + z * h_{t-1},              y_t = W_out h_t + b_out   (D,)
 
-Modes: ``fused`` runs ``torch.nn.GRU`` (rows of different lengths packed so that the final state
+Modes: ``fused`` runs torch's fused GRU kernel (``torch.gru``; rows of different lengths packed so that the final state
 is taken after each row's length), ``reference`` the equations in a Python loop in float64.
 ``step`` is the same cell. State: (h,), h (B, K). The recurrent matrix W_hh is tagged for the
 no-weight-decay group (lr=None keeps the global learning rate). docs/math/recurrences.md.
@@ -18,10 +18,10 @@ import dataclasses
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..core.precision import float32_core
 from ..config import check
+from ._fused_rnn import RNNWeights, fused_rnn
 from .base import MixerConfig, SequenceMixer, tag_ssm_param
 from .call import ForwardCall, lengths_mask
 from .registry import register_mixer
@@ -59,7 +59,7 @@ class GRU(SequenceMixer):
         super().__init__(d_model, mode, **cfg)
         K = self.config.d_hidden or d_model
         self.d_hidden = K
-        self.rnn = nn.GRU(d_model, K, batch_first=True)
+        self.rnn = RNNWeights("gru", d_model, K)  # nn.GRU's parameters and names
         tag_ssm_param(self.rnn.weight_hh_l0, lr=None)
         self.out_proj = nn.Linear(K, d_model)
 
@@ -93,16 +93,8 @@ class GRU(SequenceMixer):
         h0 = (self.init_state(B, x.device, x.dtype) if state is None else state)[0]
         if mode == "reference":
             hs, h = self._reference(x, h0, lengths)
-        elif lengths is None:
-            hs, h = self.rnn(x, h0[None].contiguous())
-            h = h[0]
-        else:
-            # Packing needs lengths >= 1; an empty row keeps its initial state.
-            packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-            out, h = self.rnn(packed, h0[None].contiguous())
-            hs = pad_packed_sequence(out, batch_first=True, total_length=L)[0]
-            h = torch.where((lengths == 0)[:, None], h0, h[0])
-        return hs, (h,)
+            return hs, (h,)
+        return fused_rnn("gru", x, (h0,), self.rnn, lengths, lambda x_t, h: (self._cell(x_t, h),))
 
     def _reference(self, x: Tensor, h: Tensor, lengths: Tensor | None):
         """The cell equations token by token in float64; padded steps keep the state."""

@@ -135,9 +135,8 @@ class Hyena(SequenceMixer):
         h = self.filter_out(h) * (torch.exp(-self.pos_t[:T] * self.deltas.abs()) + self.config.modulation_shift)
         return h.T.unflatten(0, (self.config.order, self.d_model))
 
-    def _check_length(self, end: Tensor) -> None:
-        """end (B,): tokens per row after this call."""
-        longest = int(end.max())
+    def _check_length(self, longest: int) -> None:
+        """longest: the most tokens any row holds after this call."""
         if longest > self.config.max_len:
             raise ValueError(
                 f"hyena: sequence too long: a row reaches {longest} tokens (with those already in the state) > "
@@ -156,8 +155,11 @@ class Hyena(SequenceMixer):
         conv_state, hists, length = self._unpack(state, B, x)
         n_new = torch.full((B,), L, device=x.device) if call.lengths is None else call.lengths
         end = length.detach().round().long() + n_new
-        self._check_length(end)
-        T0, T = hists[0].shape[1], self._capacity(end)
+        # From no state and no padding every row ends at L: known without a host sync, so
+        # torch.compile traces the forward whole (docs/compile.md).
+        longest = L if state is None and call.lengths is None else int(end.max())
+        self._check_length(longest)
+        T0, T = hists[0].shape[1], self._capacity(longest)
         u = self.in_proj(x)
         short_mode = "reference" if call.mode == "reference" else "auto"
         uc, conv_final = short_conv(u, self.short_filter.weight[:, 0, :], self.short_filter.bias, conv_state,
@@ -180,8 +182,9 @@ class Hyena(SequenceMixer):
         conv_state, hists, length = self._unpack(state, x_t.shape[0], x_t)
         c = self.config
         end = length.detach().round().long() + 1
-        self._check_length(end)
-        T0, T = hists[0].shape[1], self._capacity(end)
+        longest = int(end.max())
+        self._check_length(longest)
+        T0, T = hists[0].shape[1], self._capacity(longest)
         uc, conv_state = short_conv_step(self.in_proj(x_t), self.short_filter.weight[:, 0, :],
                                          self.short_filter.bias, conv_state)
         *xs, z = uc.split(self.d_model, dim=-1)
@@ -195,10 +198,10 @@ class Hyena(SequenceMixer):
             z = xs[n] * (y + beta[n] * z)
         return self.out_proj(z), (conv_state, *new_hists, length + 1)
 
-    def _capacity(self, end: Tensor) -> int:
-        """History slots for rows of ``end`` tokens: the longest rounded up to history_block."""
+    def _capacity(self, longest: int) -> int:
+        """History slots for rows of at most ``longest`` tokens, rounded up to history_block."""
         blk = self.config.history_block
-        return -(-int(end.max()) // blk) * blk
+        return -(-longest // blk) * blk
 
     def _zero_state(self, batch_size, device, dtype):
         c, D = self.config, self.d_model

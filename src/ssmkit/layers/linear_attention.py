@@ -18,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.activations import elu_plus_one
 from ..config import check
 from ..ops import linear_attention as linear_attention_op
 from ..ops.linear_attention import linear_attention, linear_attention_step
@@ -46,7 +46,7 @@ class LinearAttentionConfig(MixerConfig):
 
 def elu_feature_map(x: Tensor) -> Tensor:
     """φ(x) = elu(x) + 1, positive everywhere (the paper's choice)."""
-    return F.elu(x) + 1.0
+    return elu_plus_one(x)
 
 
 @register_mixer("linear_attention")
@@ -75,9 +75,9 @@ class LinearAttention(SequenceMixer):
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (..., D) -> q, k (..., H, K) feature-mapped, v' (..., H, V+1) with the ones column."""
         heads = (*x.shape[:-1], self.n_heads, self.head_dim)
-        q = elu_feature_map(self.q_proj(x).view(heads))
-        k = elu_feature_map(self.k_proj(x).view(heads))
-        v = self.v_proj(x).view(heads)
+        q = elu_feature_map(self.q_proj(x).reshape(heads))
+        k = elu_feature_map(self.k_proj(x).reshape(heads))
+        v = self.v_proj(x).reshape(heads)
         return q, k, torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
 
     def _readout(self, o: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ The cell, in PyTorch's gate order (i, f, g, o), hidden size K (``d_hidden``):
     h_t = sigmoid(o) * tanh(c_t),        y_t = W_out h_t + b_out   (D,)
 
 W_ih is the input projection (D -> 4K); W_out maps K back to D. Modes: ``fused`` runs
-``torch.nn.LSTM`` (one C++/cuDNN call, rows of different lengths packed so that the final state
+torch's fused LSTM kernel (``torch.lstm``, one C++/cuDNN call, rows of different lengths packed so that the final state
 is taken after each row's length) and ``reference`` the equations above in a Python loop in
 float64. ``step`` is the same cell. State: (h, c), each (B, K).
 
@@ -20,10 +20,10 @@ import dataclasses
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..core.precision import float32_core
 from ..config import check
+from ._fused_rnn import RNNWeights, fused_rnn
 from .base import MixerConfig, SequenceMixer, tag_ssm_param
 from .call import ForwardCall, lengths_mask
 from .registry import register_mixer
@@ -60,7 +60,7 @@ class LSTM(SequenceMixer):
         super().__init__(d_model, mode, **cfg)
         K = self.config.d_hidden or d_model
         self.d_hidden = K
-        self.rnn = nn.LSTM(d_model, K, batch_first=True)
+        self.rnn = RNNWeights("lstm", d_model, K)  # nn.LSTM's parameters and names
         with torch.no_grad():
             self.rnn.bias_ih_l0[K : 2 * K].fill_(self.config.forget_bias)
             self.rnn.bias_hh_l0[K : 2 * K].zero_()
@@ -97,18 +97,8 @@ class LSTM(SequenceMixer):
         B, L, _ = x.shape
         h0, c0 = self.init_state(B, x.device, x.dtype) if state is None else state
         if mode == "reference":
-            hs, (h, c) = self._reference(x, h0, c0, lengths)
-        elif lengths is None:
-            hs, (h, c) = self.rnn(x, (h0[None].contiguous(), c0[None].contiguous()))
-            h, c = h[0], c[0]
-        else:
-            # Packing needs lengths >= 1; an empty row keeps its initial state.
-            packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-            out, (h, c) = self.rnn(packed, (h0[None].contiguous(), c0[None].contiguous()))
-            hs = pad_packed_sequence(out, batch_first=True, total_length=L)[0]
-            empty = (lengths == 0)[:, None]
-            h, c = torch.where(empty, h0, h[0]), torch.where(empty, c0, c[0])
-        return hs, (h, c)
+            return self._reference(x, h0, c0, lengths)
+        return fused_rnn("lstm", x, (h0, c0), self.rnn, lengths, self._cell)
 
     def _reference(self, x: Tensor, h: Tensor, c: Tensor, lengths: Tensor | None):
         """The cell equations token by token in float64; padded steps keep the state."""

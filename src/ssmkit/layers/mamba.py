@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import check
+from ..core.activations import softplus
 from ..core.init import softplus_dt_bias
 from ..ops import selective_scan as selective_scan_op
 from ..ops.selective_scan import selective_scan, selective_scan_step
@@ -95,7 +96,7 @@ class Mamba(SequenceMixer):
         xc = F.silu(conv_out)
         N = self.config.d_state
         dt, B, C = self.x_proj(xc).split([self.dt_rank, N, N], dim=-1)
-        delta = F.softplus(F.linear(dt, self.dt_proj.weight) + self.dt_proj.bias)  # dt_proj carries the Δ bias
+        delta = softplus(F.linear(dt, self.dt_proj.weight) + self.dt_proj.bias)  # dt_proj carries the Δ bias
         if time_delta is not None:
             delta = delta * time_delta[..., None]
         return xc, delta, B, C

@@ -5,11 +5,14 @@ per new token, so its cost per token does not grow with the context (for recurre
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
 from ..config import check
 from ..layers.base import checks_values
+from .generation import stream
 from .backbone import Backbone, BackboneConfig, make_norm
 
 
@@ -79,57 +82,27 @@ class CausalLM(nn.Module):
         return self.backbone.init_state(batch_size, device, dtype)
 
     @torch.no_grad()
-    def generate(
-        self,
-        input_ids: Tensor,
-        max_new_tokens: int,
-        mask: Tensor | None = None,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Continue each prompt by ``max_new_tokens`` tokens; returns (B, L + max_new_tokens).
+    def generate(self, input_ids: Tensor, max_new_tokens: int, mask: Tensor | None = None,
+                 temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None, **options) -> Tensor:
+        """Continue each prompt by up to ``max_new_tokens`` tokens; returns (B, L + n), n <= max_new_tokens
+        (fewer when every row finished early).
 
         temperature 0 is greedy (argmax); otherwise sample from softmax(logits / temperature),
         restricted to the ``top_k`` most likely tokens and/or the smallest set whose probability
         reaches ``top_p`` (nucleus). ``mask`` (B, L) marks real prompt tokens: prompts of
         different lengths are left-padded (the new tokens follow the last real token of each row).
+        ``options``: ``eos_token_id`` (int or list), ``pad_token_id``, ``repetition_penalty``,
+        ``stopping_criteria`` (ids (B, L + t) -> (B,) bool); ``models.generation`` has the rules.
         """
-        check(max_new_tokens >= 0, "max_new_tokens", f"must be >= 0, got {max_new_tokens}")
-        check(temperature >= 0, "temperature", f"must be >= 0, got {temperature}")
-        check(top_k is None or top_k >= 1, "top_k", f"must be >= 1, got {top_k}")
-        check(top_p is None or 0 < top_p <= 1, "top_p", f"must be in (0, 1], got {top_p}")
-        logits, state = self(input_ids, mask=mask, return_state=True)
-        if mask is None:
-            last = logits[:, -1]
-        else:
-            idx = mask.long().cumsum(1).argmax(1)  # last real position of each row
-            last = logits[torch.arange(len(idx), device=idx.device), idx]
-        out = [input_ids]
-        for i in range(max_new_tokens):
-            token = self._pick(last, temperature, top_k, top_p, generator)
-            out.append(token[:, None])
-            if i + 1 < max_new_tokens:
-                last, state = self.step(token, state)
-        return torch.cat(out, dim=1)
+        tokens = list(self.stream(input_ids, max_new_tokens, mask, temperature, top_k, top_p, generator, **options))
+        return torch.cat([input_ids, *(t[:, None] for t in tokens)], dim=1)
 
-    @staticmethod
-    def _pick(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generator) -> Tensor:
-        if temperature == 0:
-            return logits.argmax(-1)
-        logits = logits.float() / temperature
-        if top_k is not None and top_k < logits.shape[-1]:
-            kth = logits.topk(top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if top_p is not None and top_p < 1:
-            sorted_logits, order = logits.sort(dim=-1, descending=True)
-            probs = sorted_logits.softmax(-1)
-            # drop a token when the tokens before it already reach top_p (the first always stays)
-            drop = probs.cumsum(-1) - probs >= top_p
-            logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-        probs = logits.softmax(-1)
-        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    def stream(self, input_ids: Tensor, max_new_tokens: int, mask: Tensor | None = None,
+               temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+               generator: torch.Generator | None = None, **options) -> Iterator[Tensor]:
+        """``generate``, one token (B,) at a time, each yielded as soon as it is chosen."""
+        return stream(self, input_ids, max_new_tokens, mask, temperature, top_k, top_p, generator, **options)
 
     def _check_ids(self, ids: Tensor) -> None:
         if ids.dtype not in (torch.long, torch.int, torch.int32, torch.int64):

@@ -13,8 +13,9 @@ with ``format=``:
 - ``s4``: state-spaces/s4's standalone S4D sequence models (``example.py``; no config.json, so it
   is always named).
 The language-model formats give a ``CausalLM``, ``s4`` a ``SequenceModel``. ``export_pretrained``
-writes a model back where the mapping is exact (``recurrent_gemma``; ``fla`` for GLA and DeltaNet /
-Gated DeltaNet). Every error names the file, the field or tensor, and the reason; an option ssmkit
+writes a model back where the mapping is exact (``mamba``: Hugging Face Mamba / Mamba-2;
+``recurrent_gemma``; ``fla`` for GLA and DeltaNet / Gated DeltaNet); ``save_pretrained(...,
+format="hf")`` picks the transformers one of those for the model's layers. Every error names the file, the field or tensor, and the reason; an option ssmkit
 does not compute is refused, never approximated (docs/interop.md).
 """
 from __future__ import annotations
@@ -39,9 +40,13 @@ BUILDERS: dict[str, Builder] = {
     "fla": fla.build,
 }
 EXPORTERS: dict[str, Callable[[CausalLM, Path], None]] = {
+    "mamba": mamba.export_hf,
     "recurrent_gemma": recurrent_gemma.export,
     "fla": fla.export,
 }
+# ``save_pretrained(format="hf")``: the transformers model class that holds a stack of these mixers
+HF_EXPORTERS = {"mamba": "mamba", "mamba2": "mamba", "rglru": "recurrent_gemma", "attention": "recurrent_gemma"}
+SAVE_FORMATS = ("ssmkit", "hf")
 FORMATS = (*BUILDERS, "s4")
 
 
@@ -107,9 +112,26 @@ def load_pretrained(path: str | os.PathLike, format: str | None = None, **option
     return built.model.eval()
 
 
-def save_pretrained(model: CausalLM, path: str | os.PathLike) -> None:
-    """Write ``model`` in ssmkit's own format (config.json + model.safetensors, one atomic folder write)."""
-    ssmkit_format.save(model, Path(path))
+def save_pretrained(model: CausalLM, path: str | os.PathLike, format: str = "ssmkit") -> None:
+    """Write ``model`` as config.json + model.safetensors (one atomic folder write).
+
+    ``format="ssmkit"``: ssmkit's own (any model); ``format="hf"``: the Hugging Face transformers
+    folder of its architecture, which that class's ``from_pretrained`` loads —
+    ``MambaForCausalLM`` (mamba layers), ``Mamba2ForCausalLM`` (mamba2), ``RecurrentGemmaForCausalLM``
+    (rglru and attention); a model those classes cannot hold exactly is refused, naming what differs."""
+    if format not in SAVE_FORMATS:
+        raise ValueError(f"unknown save format {format!r}; expected one of {list(SAVE_FORMATS)} "
+                         "(peers' formats: export_pretrained)")
+    if format == "ssmkit":
+        ssmkit_format.save(model, Path(path))
+        return
+    names = model.backbone.config.layer_names()
+    targets = {HF_EXPORTERS.get(n) for n in names}
+    if None in targets or len(targets) != 1:
+        raise ValueError(f"cannot save as a Hugging Face transformers model: its layers run {sorted(set(names))}; "
+                         "format='hf' writes MambaForCausalLM (mamba), Mamba2ForCausalLM (mamba2) and "
+                         "RecurrentGemmaForCausalLM (rglru, attention) models")
+    EXPORTERS[targets.pop()](model, Path(path))
 
 
 def export_pretrained(model: CausalLM, path: str | os.PathLike, format: str) -> None:

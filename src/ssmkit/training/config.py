@@ -37,6 +37,7 @@ class TrainConfig:
     context_parallel: int = 1  # R > 1: every sequence split over the R processes (R = the world), exact state passing
     device: str = "auto"  # auto | cpu | cuda | cuda:N; auto: cuda:LOCAL_RANK when CUDA is available
     seed: int = 0  # seeds torch (dropout) and the training data order
+    deterministic: bool = False  # bitwise-reproducible on CPU: ssmkit.runtime.deterministic (docs/training.md)
     # evaluation and early stopping
     eval_every: int = 0  # steps between val evaluations; 0 = none (test on the final weights)
     eval_batch_size: int = 256

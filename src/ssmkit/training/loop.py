@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import __version__
+from .. import __version__, runtime
 from ..io import write_text
 from ..models.backbone import Backbone
 from ..tasks.base import Batch, Task
@@ -148,6 +148,8 @@ def fit(task: Task, model: nn.Module, cfg: TrainConfig | None = None, *,
     try:
         with contextlib.ExitStack() as folders:
             _claim_folders(folders, cfg, d, bool(resume), overwrite, log)
+            if cfg.deterministic:  # docs/training.md: bitwise-reproducible on CPU
+                folders.enter_context(runtime.deterministic())
             result = _fit(task, model, cfg, d, log, resume, run)
         clean = True
         return result

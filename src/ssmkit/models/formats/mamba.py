@@ -4,16 +4,22 @@
   ``backbone.embeddings``, ``backbone.layers.<i>.{norm, mixer}``, ``backbone.norm_f``, ``lm_head``;
 - mamba_ssm: ``config.json`` with ``d_model``, ``n_layer``, ``ssm_cfg``; the embedding is
   ``backbone.embedding`` (singular), the vocabulary padded to ``pad_vocab_size_multiple``.
-The mixers use mamba_ssm's parameter names, so only the block prefixes are renamed.
+The mixers use mamba_ssm's parameter names, so only the block prefixes are renamed. ``export_hf``
+writes the Hugging Face form back (``save_pretrained(..., format="hf")``), refusing a model those
+configs cannot describe (other mixers, an MLP, other norms).
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
+
+from ...io import atomic_folder
 
 from ..backbone import BackboneConfig
 from ..lm import CausalLM
-from .common import Built, Checkpoint, Map, Maps, tied_head_is_embedding
+from .common import Built, Checkpoint, Map, Maps, safetensors_module, tied_head_is_embedding, write_state
 
 
 def _number(v: Any) -> float:
@@ -87,3 +93,49 @@ def build_mamba_ssm(cfg: dict[str, Any], ckpt: Checkpoint) -> Built:
     model = CausalLM(bb, vocab, tie_embeddings=cfg.get("tie_embeddings", True))
     ignored = tied_head_is_embedding(ckpt, "lm_head.weight", embedding) if model.tied else set()
     return Built(model, _maps(model, "backbone.embedding."), ignored)
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(f"cannot export to Hugging Face Mamba exactly: {what}")
+
+
+def _hf_config(model: CausalLM) -> dict[str, Any]:
+    """transformers' MambaConfig / Mamba2Config of ``model`` (the inverse of ``build_hf``); refuses
+    what those configs cannot say."""
+    bb = model.backbone.config
+    kinds = set(bb.layer_names())
+    _require(kinds in ({"mamba"}, {"mamba2"}), f"its layers run {sorted(kinds)}; MambaForCausalLM has mamba in "
+             "every layer, Mamba2ForCausalLM mamba2")
+    (kind,) = kinds
+    _require(bb.norm == "rmsnorm" and bb.residual == "pre" and bb.final_norm and bb.ffn_width() == 0,
+             "its blocks are pre-norm RMSNorm + mixer with a final norm and no MLP")
+    _require(model.embed_scale == 1.0 and model.embed_norm is None and model.logit_softcap is None,
+             "it has no embedding scale, embedding norm or logit soft-cap")
+    c = model.backbone.blocks[0].mixer.config
+    D = bb.d_model
+    cfg: dict[str, Any] = {
+        "model_type": kind, "vocab_size": model.vocab_size, "hidden_size": D, "num_hidden_layers": bb.n_layers,
+        "state_size": c.d_state, "conv_kernel": c.d_conv, "expand": c.expand, "use_conv_bias": c.conv_bias,
+        "use_bias": c.bias, "layer_norm_epsilon": bb.norm_eps, "hidden_act": "silu",
+        "tie_word_embeddings": model.tied, "residual_in_fp32": True,
+        "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,
+    }
+    if kind == "mamba":
+        cfg.update(architectures=["MambaForCausalLM"], time_step_rank=model.backbone.blocks[0].mixer.dt_rank)
+    else:
+        _require(c.norm_eps == bb.norm_eps, f"transformers' Mamba-2 has one layer_norm_epsilon for the blocks "
+                 f"({bb.norm_eps}) and the gated norm ({c.norm_eps})")
+        cfg.update(architectures=["Mamba2ForCausalLM"], head_dim=c.head_dim, num_heads=c.expand * D // c.head_dim,
+                   n_groups=c.n_groups, chunk_size=c.chunk_size, time_step_limit=list(c.dt_limit), rms_norm=True)
+    return cfg
+
+
+def export_hf(model: CausalLM, folder: Path) -> None:
+    """Write ``model`` as a Hugging Face MambaForCausalLM / Mamba2ForCausalLM folder (config.json +
+    model.safetensors) that ``transformers.MambaForCausalLM`` / ``Mamba2ForCausalLM.from_pretrained`` load."""
+    cfg = _hf_config(model)
+    state = write_state(model, _maps(model, "backbone.embeddings."))
+    with atomic_folder(folder, keep_existing=True) as tmp:
+        safetensors_module().save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))

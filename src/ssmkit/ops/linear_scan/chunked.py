@@ -77,6 +77,48 @@ def _scan(a: Tensor, b: Tensor, h0: Tensor | None, reverse: bool, C: int) -> tup
     return out, out[:, 0 if reverse else L - 1].clone()
 
 
+def _scan_traceable(a: Tensor, b: Tensor, h0: Tensor | None, C: int) -> tuple[Tensor, Tensor]:
+    """``_scan`` forward in time without writes into views (``out=`` slices, in-place updates):
+    the same three passes on the same slabs, the slices gathered with ``torch.stack``. torch.compile
+    and torch.export trace it (they cannot trace ``out=`` into a strided view); autograd
+    differentiates it directly, so no custom Function is needed while tracing."""
+    B, L = b.shape[:2]
+    a = _as_full_rank(a, b.ndim)
+    const = a.shape[1] == 1
+    n = L // C
+    h = torch.zeros_like(b[:, 0]) if h0 is None else h0
+    pieces = []
+    if n:
+        bv = b[:, : n * C].unflatten(1, (n, C))
+        av = a if const else a[:, : n * C].unflatten(1, (n, C))
+
+        def a_at(j: int) -> Tensor:
+            return av if const else av[:, :, j]
+
+        e, P = bv[:, :, 0], a_at(0)
+        for j in range(1, C):
+            e, P = torch.addcmul(bv[:, :, j], a_at(j), e), P * a_at(j)
+        P = P.expand(P.shape[0], n, *P.shape[2:])
+        starts = []
+        for i in range(n):
+            starts.append(h)
+            h = torch.addcmul(e[:, i], P[:, i], h)
+        prev, cols = torch.stack(starts, 1), []
+        for j in range(C):
+            prev = torch.addcmul(bv[:, :, j], a_at(j), prev)
+            cols.append(prev)
+        pieces.append(torch.stack(cols, 2).flatten(1, 2))
+        h = prev[:, n - 1]
+    tail = []
+    for t in range(n * C, L):
+        h = torch.addcmul(b[:, t], a[:, 0 if const else t], h)
+        tail.append(h)
+    if tail:
+        pieces.append(torch.stack(tail, 1))
+    out = torch.cat(pieces, 1) if len(pieces) > 1 else pieces[0]
+    return out, h
+
+
 def _shift(x: Tensor, first: Tensor, toward_later: bool) -> Tensor:
     """Along dim 1: y_t = x_{t-1} with y_0 = first (toward_later), else y_t = x_{t+1}, y_{L-1} = first."""
     if toward_later:
@@ -150,5 +192,7 @@ def linear_scan_chunked(
         dtype = torch.promote_types(dtype, initial_state.dtype)
     # Casting outside the Function lets autograd turn gradients back to each input's dtype.
     h0 = None if initial_state is None else initial_state.to(dtype)
+    if torch.compiler.is_compiling():
+        return _scan_traceable(a.to(dtype), b.to(dtype), h0, C)
     return _LinearScan.apply(a.to(dtype), b.to(dtype), h0, False, C)
 

@@ -107,6 +107,24 @@ class ChunkedScan(torch.autograd.Function):
         return gdt, gx, gA, gB, gC, gh, None, None
 
 
+TRACE_CHUNK = 16  # chunk of the traceable form: its pairwise decays cost O(B D N C^2) per chunk
+
+
+def _chunk_pairwise(
+    dt: Tensor, x: Tensor, A: Tensor, Bc: Tensor, Cc: Tensor, h: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``ChunkedScan``'s chunks with fixed spans, for torch.compile / torch.export: the chunk's cut points above
+    depend on the values of dt (a host sync that a traced graph cannot hold), so instead every pair
+    of steps s <= t of a chunk gets its own decay e^{q_t - q_s} (an exponent <= 0 whenever dt A <= 0,
+    Mamba's case: nothing to overflow, nothing to clamp) and h_t = e^{q_t} h_0 + sum_s e^{q_t - q_s} x_s B_s."""
+    q = (dt * A).cumsum(-1)  # (B, G, D/G, N, C)
+    C = q.shape[-1]
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    seg = torch.where(causal, q[..., :, None] - q[..., None, :], float("-inf")).exp()  # (..., N, C_t, C_s)
+    H = (seg @ (x * Bc)[..., None])[..., 0] + q.exp() * h[..., None]  # (B, G, D/G, N, C)
+    return (H * Cc).sum(-2), H[..., -1]
+
+
 def selective_scan_chunked(
     u: Tensor,
     delta: Tensor,
@@ -129,19 +147,29 @@ def selective_scan_chunked(
     B4, C4 = (M.unsqueeze(2) if M.dim() == 3 else M for M in (B, C))
     G = B4.shape[2]
     bound = BOUND[work]
-    with torch.no_grad():
-        step = (dt.abs() * A.abs().amax(-1)).amax(dim=(0, 2)).tolist()  # worst |dt A| per step
+    tracing = torch.compiler.is_compiling()
+    if not tracing:
+        with torch.no_grad():
+            step = (dt.abs() * A.abs().amax(-1)).amax(dim=(0, 2)).tolist()  # worst |dt A| per step
 
     def time_last(x: Tensor) -> Tensor:  # (B, L, D) -> (B, G, D/G, 1, L)
-        return x.transpose(1, 2).contiguous().view(Bsz, G, Dm // G, 1, L)
+        return x.transpose(1, 2).reshape(Bsz, G, Dm // G, 1, L)
 
     dtT, xT = time_last(dt), time_last(dt * u)
     BT, CT = (M.permute(0, 2, 3, 1).unsqueeze(2).contiguous() for M in (B4, C4))
     Ag = A.reshape(G, Dm // G, N, 1)
     h = u.new_zeros(Bsz, Dm, N) if initial_state is None else initial_state.to(work)
     h = h.reshape(Bsz, G, Dm // G, N)
-    clamp = bound if max(step) > bound else None
-    y, h = ChunkedScan.apply(dtT, xT, Ag, BT, CT, h, chunk_spans(step, bound, MAX_CHUNK), clamp)
+    if tracing:
+        ys = []
+        for t0 in range(0, L, TRACE_CHUNK):
+            t1 = min(L, t0 + TRACE_CHUNK)
+            y, h = _chunk_pairwise(dtT[..., t0:t1], xT[..., t0:t1], Ag, BT[..., t0:t1], CT[..., t0:t1], h)
+            ys.append(y)
+        y = torch.cat(ys, dim=-1)
+    else:
+        clamp = bound if max(step) > bound else None
+        y, h = ChunkedScan.apply(dtT, xT, Ag, BT, CT, h, chunk_spans(step, bound, MAX_CHUNK), clamp)
     y = y.reshape(Bsz, Dm, L).transpose(1, 2)
     if D is not None:
         y = y + D.to(work) * u

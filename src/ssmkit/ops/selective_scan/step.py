@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...core.activations import softplus
 from ...core.precision import float32_core
 
 
@@ -27,7 +28,7 @@ def per_channel(M_t: Tensor, width: int) -> Tensor:
 def discretized_step(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool) -> Tensor:
     """dt (..., D) = softplus(delta + delta_bias) or delta + delta_bias."""
     dt = delta if delta_bias is None else delta + delta_bias
-    return F.softplus(dt) if delta_softplus else dt
+    return softplus(dt) if delta_softplus else dt
 
 
 @float32_core
