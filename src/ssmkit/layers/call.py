@@ -6,6 +6,10 @@ Dimension legend: B batch, L length.
 Padding reaches a family as right-padded rows with per-row ``lengths`` (the base compacts any mask);
 the family makes every padded step an identity on its state, which for a linear recurrence means
 input 0 and decay 1: ``call.zero_pads(b)`` and ``call.one_pads(a)``.
+
+Packed rows (docs/packing.md) reach a family the same way: ``document_lengths`` checks the
+``cu_seqlens`` offsets of one row, ``unpack`` lays its documents out as the rows of a right-padded
+batch (each from its own state) and ``repack`` puts the outputs back end to end.
 """
 from __future__ import annotations
 
@@ -13,6 +17,41 @@ import dataclasses
 
 import torch
 from torch import Tensor
+
+
+def document_lengths(cu_seqlens: object, L: int, batch: int) -> list[int]:
+    """The document lengths of one packed row of L tokens from its offsets ``cu_seqlens`` (N + 1,):
+    integers starting at 0, strictly increasing, ending at L (as flash-attention and fla use them).
+    Every violation is a ValueError naming what was wrong and what was expected."""
+    if not isinstance(cu_seqlens, Tensor):
+        raise TypeError(f"cu_seqlens must be a torch.Tensor of int32 offsets (N + 1,), got {type(cu_seqlens).__name__}")
+    if cu_seqlens.dtype not in (torch.int32, torch.int64) or cu_seqlens.dim() != 1 or len(cu_seqlens) < 2:
+        raise ValueError(f"cu_seqlens must be a 1-D int32 tensor of N + 1 >= 2 document offsets, got "
+                         f"{cu_seqlens.dtype} of shape {tuple(cu_seqlens.shape)}")
+    if batch != 1:
+        raise ValueError(f"cu_seqlens gives the documents of one packed row, so x must have batch size 1, got "
+                         f"B={batch}: put the rows end to end (x.reshape(1, B * L, D)) and concatenate their "
+                         f"offsets")
+    offsets = [int(v) for v in cu_seqlens.tolist()]
+    if offsets[0] != 0:
+        raise ValueError(f"cu_seqlens must start at 0 (the first document's offset), got {offsets[0]}")
+    if any(b <= a for a, b in zip(offsets, offsets[1:])):
+        i = next(i for i, (a, b) in enumerate(zip(offsets, offsets[1:])) if b <= a)
+        raise ValueError(f"cu_seqlens must be strictly increasing (every document holds at least one token), "
+                         f"got {offsets[i]} then {offsets[i + 1]} at index {i}")
+    if offsets[-1] != L:
+        raise ValueError(f"cu_seqlens must end at the row length L={L}, got {offsets[-1]}")
+    return [b - a for a, b in zip(offsets, offsets[1:])]
+
+
+def unpack(t: Tensor, lengths: list[int], fill: float = 0.0) -> Tensor:
+    """t (1, L, ...) packed -> (N, max(lengths), ...): document i in row i, right-padded with ``fill``."""
+    return torch.nn.utils.rnn.pad_sequence(list(t[0].split(lengths)), batch_first=True, padding_value=fill)
+
+
+def repack(t: Tensor, lengths: Tensor) -> Tensor:
+    """Inverse of ``unpack``: t (N, L_max, ...) -> (1, sum(lengths), ...), each row's real steps end to end."""
+    return t[lengths_mask(lengths, t.shape[1])][None]
 
 
 def lengths_mask(lengths: Tensor, L: int) -> Tensor:
