@@ -7,7 +7,9 @@ S4 models), then a final norm (``final_norm``). The FFN's kind and width: ``mode
 shared by the mixers that have them and per mixer name (``models.mixer_stack``). The stack keeps the
 SequenceMixer contract: ``forward`` with
 state and mask, pure ``step``, ``init_state``; its state is the tuple of its layers' states.
-Per-token time deltas ``dt`` (irregular sampling, docs/irregular.md) go to every layer's mixer.
+Per-token time deltas ``dt`` (irregular sampling, docs/irregular.md) go to every layer's mixer, and so
+do ``cu_seqlens``, the document offsets of one packed row (docs/packing.md): norms and FFNs act per
+token, so the stack runs each document as if alone when its mixers do.
 The input is checked for NaN / Inf once per call, here (``check_finite``), not by every layer.
 """
 from __future__ import annotations
@@ -114,8 +116,10 @@ class Block(nn.Module):
         """The mixer's residual connection; the FFN follows."""
         return self._ffn(self.norm(x + y) if self.post else x + y)
 
-    def forward(self, x: Tensor, state: State, mask: Tensor | None, dt: Tensor | None = None) -> tuple[Tensor, State]:
-        y, state = self.mixer(x if self.post else self.norm(x), state, mask, dt=dt, return_state=True)
+    def forward(self, x: Tensor, state: State, mask: Tensor | None, dt: Tensor | None = None,
+                cu_seqlens: Tensor | None = None) -> tuple[Tensor, State]:
+        packed = {} if cu_seqlens is None else {"cu_seqlens": cu_seqlens}  # a replaced mixer need not take it
+        y, state = self.mixer(x if self.post else self.norm(x), state, mask, dt=dt, return_state=True, **packed)
         return self._add(x, self.drop(y)), state
 
     def step(self, x_t: Tensor, state: State, dt: Tensor | None = None) -> tuple[Tensor, State]:
@@ -134,9 +138,11 @@ class Backbone(nn.Module):
 
     def forward(
         self, x: Tensor, state: tuple | None = None, mask: Tensor | None = None, *,
-        dt: Tensor | None = None, return_state: bool = False,
+        dt: Tensor | None = None, cu_seqlens: Tensor | None = None, return_state: bool = False,
     ) -> Tensor | tuple[Tensor, tuple]:
-        """x (B, L, D); ``dt`` (B, L) time deltas for every layer (each must accept them)."""
+        """x (B, L, D); ``dt`` (B, L) time deltas for every layer (each must accept them);
+        ``cu_seqlens`` (N + 1,) int32: x (1, L, D) is a packed row of N documents, each layer's state
+        has N rows (one per document)."""
         if self.config.check_finite:
             check_finite(x, "the backbone's input x (B, L, D)")
         if dt is not None:
@@ -144,7 +150,7 @@ class Backbone(nn.Module):
         states = state if state is not None else (None,) * len(self.blocks)
         new = []
         for block, s in zip(self.blocks, states):
-            x, s = block(x, s, mask, dt)
+            x, s = block(x, s, mask, dt, cu_seqlens)
             new.append(s)
         x = self.norm(x)
         return (x, tuple(new)) if return_state else x
