@@ -137,6 +137,7 @@ def _packed_err(mixer: SequenceMixer, x: Tensor, mode: str, gen: torch.Generator
     w = torch.randn(x.shape, generator=gen, dtype=x.dtype)
     nxt = torch.randn(n, x.shape[2], generator=gen, dtype=x.dtype)
     cu = torch.tensor(offsets, dtype=torch.int32)
+    growing = mixer._growing_state_dims()
 
     def run(packed: bool):
         xx = x.detach().requires_grad_(True)
@@ -149,8 +150,12 @@ def _packed_err(mixer: SequenceMixer, x: Tensor, mode: str, gen: torch.Generator
             outs = [mixer(xx[:, a:b], index_state(s_in, slice(i, i + 1)), return_state=True, mode=mode)
                     for i, (a, b) in enumerate(docs)]
             y, finals = torch.cat([o[0] for o in outs], 1), [o[1] for o in outs]
+        # A growing state (KV cache, input history) of a batch keeps slots past a shorter row's
+        # tokens (zeros, their values compared above), so a gradient into those slots of the initial
+        # state depends on the batch: only the fixed-size state tensors enter the loss.
         loss = (y * w).sum() + sum((t.real.sum() + (t.imag.sum() if t.is_complex() else 0))
-                                   for f in finals for t in _leaves(f) if t.requires_grad)
+                                   for f in finals for i, t in enumerate(_leaves(f))
+                                   if t.requires_grad and i not in growing)
         leaves = [t for t in _leaves(s_in) if t.requires_grad]
         params = [p for p in mixer.parameters() if p.requires_grad]
         grads = torch.autograd.grad(loss, [xx, *leaves, *params], allow_unused=True)
