@@ -165,6 +165,10 @@ class SequenceMixer(nn.Module):
     # equivalence checker lowers them as it lowers chunk fields, so its short inputs cross their
     # boundaries (a 64-token window is never left by a 13-token check otherwise).
     block_fields: ClassVar[tuple[str, ...]] = ()
+    # The modes whose ``_forward`` resets the state natively at ``call.starts`` (docs/packing.md):
+    # a packed row without initial or final state runs in one pass there; every other packed call
+    # runs its documents as the rows of a padded batch (exact in every mode).
+    packed_modes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg: Any) -> None:
         super().__init__()
@@ -223,7 +227,10 @@ class SequenceMixer(nn.Module):
             docs = document_lengths(cu_seqlens, L, B)
         if dt is not None:
             dt = self._check_dt(dt, (B, L), x, mask, "(B, L)")
-        mode = self.resolve_mode(self.mode if mode is None else mode, x, with_dt=dt is not None)
+        requested = self.mode if mode is None else mode
+        mode = self.resolve_mode(requested, x, with_dt=dt is not None)
+        if docs is not None and requested == "auto" and state is None and not return_state:
+            mode = self._native_packed_mode(mode, x, dt is not None)
         if state is not None:
             self._check_state(state, x, dtype, batch=None if docs is None else len(docs))
         if docs is not None:
@@ -243,11 +250,32 @@ class SequenceMixer(nn.Module):
         y = _autocast_output(uncompact(yc, mask, order))
         return (y, final) if return_state else y
 
+    def _native_packed_mode(self, chosen: str, x: Tensor, with_dt: bool) -> str:
+        """``auto``'s mode for a packed row without states: ``chosen`` when it resets natively, else
+        the first available mode that does (logged once), else ``chosen`` (its documents then run as
+        the rows of a padded batch)."""
+        if not self.packed_modes or chosen in self.packed_modes:
+            return chosen
+        usable = [m for m in self.available_modes(x) if m in self.packed_modes
+                  and (not with_dt or self.dt_modes is None or m in self.dt_modes)]
+        if usable:
+            log_once(f"{self._label()}: mode '{chosen}' cannot reset its state inside a packed row; auto "
+                     f"uses '{usable[0]}' for packed rows (cu_seqlens)")
+            return usable[0]
+        return chosen
+
     def _forward_packed(self, x: Tensor, state: State | None, docs: list[int], dt: Tensor | None, mode: str,
                         need_state: bool) -> tuple[Tensor, State | None]:
-        """One packed row x (1, L, D) of documents of lengths ``docs``: the documents become the rows of
-        a right-padded batch (``call.unpack``), which every family already runs exactly (per-row
-        ``lengths``, each row from its own state), and the outputs go back end to end."""
+        """One packed row x (1, L, D) of documents of lengths ``docs``. A mode in ``packed_modes``
+        without initial or final state runs the row in one pass, its state reset at ``call.starts``.
+        Otherwise the documents become the rows of a right-padded batch (``call.unpack``), which
+        every family already runs exactly (per-row ``lengths``, each row from its own state), and the
+        outputs go back end to end."""
+        if mode in self.packed_modes and state is None and not need_state:
+            starts = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+            starts[0, torch.tensor(docs[:-1], device=x.device).cumsum(0)] = True
+            y, _ = self._forward(x, None, ForwardCall(mode, None, dt, False, starts))
+            return _autocast_output(y), None
         lengths = torch.tensor(docs, device=x.device)
         xs = unpack(x, docs)
         dts = None if dt is None else unpack(dt[..., None], docs, fill=1.0)[..., 0]

@@ -9,7 +9,11 @@ input 0 and decay 1: ``call.zero_pads(b)`` and ``call.one_pads(a)``.
 
 Packed rows (docs/packing.md) reach a family the same way: ``document_lengths`` checks the
 ``cu_seqlens`` offsets of one row, ``unpack`` lays its documents out as the rows of a right-padded
-batch (each from its own state) and ``repack`` puts the outputs back end to end.
+batch (each from its own state) and ``repack`` puts the outputs back end to end. A family that
+resets its state natively lists the modes that do in ``packed_modes``: those see the packed row
+itself with ``call.starts`` (True at every document's first token but the row's), and make each
+such step start from the zero state: a linear recurrence zeroes its decay there
+(``call.zero_starts(a)``), a short convolution passes ``starts`` to ``short_conv``.
 """
 from __future__ import annotations
 
@@ -67,12 +71,25 @@ class ForwardCall:
     dt: (B, L) time deltas (families with ``accepts_dt``; 1 at padded steps), or None.
     need_state: False when the caller does not want the final state; a family whose state costs
         extra work may then return None for it (the diagonal LTI fft mode does).
+    starts: (B, L) bool, True where a new document starts within the row (a packed row, modes in
+        the family's ``packed_modes`` only): the state before such a step is zero. None: no start.
+        Given only with no initial state and need_state False.
     """
 
     mode: str
     lengths: Tensor | None = None
     dt: Tensor | None = None
     need_state: bool = True
+    starts: Tensor | None = None
+
+    def zero_starts(self, a: Tensor) -> Tensor:
+        """The decays a (B, L, ...) (B and trailing dims may be 1) with 0 at every document start:
+        the carried state is dropped there. a itself when no document starts."""
+        if self.starts is None:
+            return a
+        starts = self.starts[:, : a.shape[1]]  # a piece of the row (``after``) sees its own steps
+        s = starts.view(*starts.shape, *(1,) * (a.dim() - 2))
+        return torch.where(s, torch.zeros((), dtype=a.dtype, device=a.device), a)
 
     def real(self, L: int) -> Tensor | None:
         """(B, L) bool, True at real steps; None when no row is padded."""
@@ -95,10 +112,11 @@ class ForwardCall:
 
     def after(self, start: int) -> ForwardCall:
         """The same call seen from step ``start`` on: for families that run the sequence in pieces."""
-        if self.lengths is None and self.dt is None:
+        if self.lengths is None and self.dt is None and self.starts is None:
             return self
         return dataclasses.replace(
             self,
             lengths=None if self.lengths is None else (self.lengths - start).clamp(min=0),
             dt=None if self.dt is None else self.dt[:, start:],
+            starts=None if self.starts is None else self.starts[:, start:],
         )

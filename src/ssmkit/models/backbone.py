@@ -117,9 +117,16 @@ class Block(nn.Module):
         return self._ffn(self.norm(x + y) if self.post else x + y)
 
     def forward(self, x: Tensor, state: State, mask: Tensor | None, dt: Tensor | None = None,
-                cu_seqlens: Tensor | None = None) -> tuple[Tensor, State]:
-        packed = {} if cu_seqlens is None else {"cu_seqlens": cu_seqlens}  # a replaced mixer need not take it
-        y, state = self.mixer(x if self.post else self.norm(x), state, mask, dt=dt, return_state=True, **packed)
+                cu_seqlens: Tensor | None = None, return_state: bool = True) -> tuple[Tensor, State]:
+        """(output, the mixer's final state; None for a packed row when ``return_state`` is False:
+        a packed row without states lets a mixer reset natively, in one pass)."""
+        h = x if self.post else self.norm(x)
+        if cu_seqlens is None:  # a replaced mixer (models.scans) need not take cu_seqlens
+            y, state = self.mixer(h, state, mask, dt=dt, return_state=True)
+        elif return_state:
+            y, state = self.mixer(h, state, mask, dt=dt, cu_seqlens=cu_seqlens, return_state=True)
+        else:
+            y, state = self.mixer(h, state, mask, dt=dt, cu_seqlens=cu_seqlens), None
         return self._add(x, self.drop(y)), state
 
     def step(self, x_t: Tensor, state: State, dt: Tensor | None = None) -> tuple[Tensor, State]:
@@ -150,7 +157,7 @@ class Backbone(nn.Module):
         states = state if state is not None else (None,) * len(self.blocks)
         new = []
         for block, s in zip(self.blocks, states):
-            x, s = block(x, s, mask, dt, cu_seqlens)
+            x, s = block(x, s, mask, dt, cu_seqlens, return_state)
             new.append(s)
         x = self.norm(x)
         return (x, tuple(new)) if return_state else x

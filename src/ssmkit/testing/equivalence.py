@@ -10,7 +10,9 @@ For one registered mixer, in float64 on random input, it compares against the ``
   grad:<m>          gradients of input, parameters and initial state vs the reference mode
   packed:<m>        one packed row of 3 documents (``cu_seqlens``) from per-document initial states vs
                     each document run alone: outputs, per-document final states (and one step
-                    from each), gradients of input, parameters and initial states
+                    from each), gradients of input, parameters and initial states; for a mode in
+                    the family's ``packed_modes`` also the native one-pass reset (no states in or
+                    out) vs each document alone from zeros: outputs, input and parameter gradients
 Each row is the max relative error (see ``ssmkit.testing.tolerances.rel_err``) and PASS/FAIL at ``tol``.
 
 Every mode the class declares (``mixer.modes``) is checked: a mode that cannot run here is a FAIL
@@ -139,6 +141,16 @@ def _packed_err(mixer: SequenceMixer, x: Tensor, mode: str, gen: torch.Generator
     cu = torch.tensor(offsets, dtype=torch.int32)
     growing = mixer._growing_state_dims()
 
+    def native(packed: bool) -> tuple[Tensor, list[Tensor]]:
+        xx = x.detach().requires_grad_(True)
+        if packed:
+            y = mixer(xx, cu_seqlens=cu, mode=mode)
+        else:
+            y = torch.cat([mixer(xx[:, a:b], mode=mode) for a, b in docs], 1)
+        params = [p for p in mixer.parameters() if p.requires_grad]
+        grads = torch.autograd.grad((y * w).sum(), [xx, *params], allow_unused=True)
+        return y.detach(), [torch.zeros(()) if g is None else g for g in grads]
+
     def run(packed: bool):
         xx = x.detach().requires_grad_(True)
         s_in = map_state(lambda t: t.detach().requires_grad_(t.is_floating_point() or t.is_complex()), s0)
@@ -172,8 +184,13 @@ def _packed_err(mixer: SequenceMixer, x: Tensor, mode: str, gen: torch.Generator
         "step": max((rel_err(a, b) for a, b in zip(a_p, a_s)), default=0.0),
         "grad": max(rel_err(a, b) for a, b in zip(g_p, g_s)),
     }
+    if mode in mixer.packed_modes:
+        (y_n, g_n), (y_1, g_1) = native(True), native(False)
+        errs["native out"] = rel_err(y_n, y_1)
+        errs["native grad"] = max(rel_err(a, b) for a, b in zip(g_n, g_1))
     worst = max(errs, key=lambda k: errs[k])
-    return errs[worst], f"documents {[b - a for a, b in docs]}, worst: {worst}"
+    native_note = ", native reset" if mode in mixer.packed_modes else ""
+    return errs[worst], f"documents {[b - a for a, b in docs]}{native_note}, worst: {worst}"
 
 
 def _run_steps(mixer: SequenceMixer, x: Tensor, state: Any) -> tuple[Tensor, Any]:
