@@ -83,8 +83,9 @@ class ForwardCall:
     starts: Tensor | None = None
 
     def zero_starts(self, a: Tensor) -> Tensor:
-        """The decays a (B, L, ...) (B and trailing dims may be 1) with 0 at every document start:
-        the carried state is dropped there. a itself when no document starts."""
+        """a (B, L, ...) (B and trailing dims may be 1) with 0 at every document start: a decay (the
+        carried state is dropped there) or a previous token (a token shift). a itself when no
+        document starts."""
         if self.starts is None:
             return a
         starts = self.starts[:, : a.shape[1]]  # a piece of the row (``after``) sees its own steps
@@ -94,6 +95,13 @@ class ForwardCall:
     def real(self, L: int) -> Tensor | None:
         """(B, L) bool, True at real steps; None when no row is padded."""
         return None if self.lengths is None else lengths_mask(self.lengths, L)
+
+    def positions(self, L: int, device: torch.device) -> Tensor:
+        """(1 or B, L) long: each step's position in its document (steps since its start)."""
+        t = torch.arange(L, device=device)[None]
+        if self.starts is None:
+            return t
+        return t - torch.where(self.starts, t, 0).cummax(dim=1).values
 
     def fill_pads(self, t: Tensor, value: float) -> Tensor:
         """t (B, L, ...) with every padded step set to ``value``; t itself when no row is padded."""

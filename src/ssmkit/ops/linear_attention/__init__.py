@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
+from .._documents import by_documents, check_starts
 from ..dispatch import Modes
 from .chunked import dyadic_scores, linear_attention_chunked
 from .parallel import linear_attention_parallel
@@ -35,6 +36,7 @@ def linear_attention(
     scale: float = 1.0,
     mode: str = "auto",
     chunk_size: int = 64,
+    starts: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The gated linear attention operator.
 
@@ -47,9 +49,22 @@ def linear_attention(
 
     Returns (o (B, L, H, V), final_state (B, H, K, V)). The sign of log_decay is not checked
     (that would synchronize a GPU); with log_decay ≤ 0 no mode exponentiates a positive number.
+    ``starts`` (B, L) bool: tokens that begin a new document of a packed row, before which the
+    state is zero; every mode runs each document as its own slice (ops/_documents.py).
     """
     _validate(q, k, v, log_decay, initial_state, scale, chunk_size)
-    return MODES.run(mode, q, q, k, v, log_decay, initial_state, scale, chunk_size=chunk_size)
+    if starts is None:
+        return MODES.run(mode, q, q, k, v, log_decay, initial_state, scale, chunk_size=chunk_size)
+    check_starts("linear_attention", starts, q)
+    mode = MODES.resolve(mode, q, owner="linear_attention")
+    per_step = log_decay is not None and log_decay.dim() >= 3  # (B, L, H[, K]); else None or (H,)
+
+    def run(b: int, t0: int, t1: int, h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        s = (slice(b, b + 1), slice(t0, t1))
+        return MODES.run(mode, q, q[s], k[s], v[s], log_decay[s] if per_step else log_decay, h0, scale,
+                         chunk_size=chunk_size)
+
+    return by_documents(run, starts, initial_state)
 
 
 def _validate(

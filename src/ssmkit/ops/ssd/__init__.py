@@ -14,6 +14,7 @@ from torch import Tensor
 from ...core.precision import float32_core
 from ...core.segsum import segsum
 from .._validate import check_chunk_size, check_sequence, check_tensors, expect_shape
+from .._documents import by_documents, check_starts
 from ..dispatch import Modes
 from .chunked import ssd_chunked
 from .quadratic import ssd_quadratic
@@ -35,6 +36,7 @@ def ssd(
     initial_state: Tensor | None = None,
     mode: str = "auto",
     chunk_size: int = 64,
+    starts: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The SSD sequence operator.
 
@@ -46,9 +48,20 @@ def ssd(
 
     Returns (y (B, L, H, P), final_state (B, H, P, N)). The signs of dt and A are not checked
     (that would synchronize a GPU); with dt >= 0 and A <= 0 no mode exponentiates a positive number.
+    ``starts`` (B, L) bool: tokens that begin a new document of a packed row, before which the
+    state is zero; every mode runs each document as its own slice (ops/_documents.py).
     """
     _validate(x, dt, A, B, C, D, initial_state, chunk_size)
-    return MODES.run(mode, x, x, dt, A, B, C, D, initial_state, chunk_size=chunk_size)
+    if starts is None:
+        return MODES.run(mode, x, x, dt, A, B, C, D, initial_state, chunk_size=chunk_size)
+    check_starts("ssd", starts, x)
+    mode = MODES.resolve(mode, x, owner="ssd")
+
+    def run(b: int, t0: int, t1: int, h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        s = (slice(b, b + 1), slice(t0, t1))
+        return MODES.run(mode, x, x[s], dt[s], A, B[s], C[s], D, h0, chunk_size=chunk_size)
+
+    return by_documents(run, starts, initial_state)
 
 
 def _validate(
