@@ -92,3 +92,29 @@ def test_bidirectional_packed_is_each_document_alone(name):
     alone = torch.cat([bi(x[:, a:b]) for a, b in ((0, 3), (3, 4), (4, 9))], 1)
     assert rel_err(y, alone) < 1e-13
     assert rel_err(bi(x), alone) > 1e-3  # the documents did matter
+
+
+@pytest.mark.parametrize("name", ["lru", "rwkv6"])
+def test_the_checker_fails_a_native_reset_that_keeps_the_state(name, monkeypatch):
+    """A family's native path that forgot the reset (here: call.zero_starts does nothing, so LRU's
+    decay and RWKV-6's token shift carry across documents) fails its packed rows."""
+    monkeypatch.setattr(ssmkit.layers.ForwardCall, "zero_starts", lambda self, a: a)
+    rows = [r for r in check_mixer(name, length=13) if r.check.startswith("packed:")]
+    assert rows and not any(r.passed for r in rows), "\n".join(map(str, rows))
+    assert all("native" in r.detail for r in rows)
+
+
+def test_a_native_mode_runs_the_row_in_one_pass(monkeypatch):
+    """With no state in or out, a mode in packed_modes sees the packed row itself and its starts."""
+    m = ssmkit.create_mixer("mamba", 8)
+    seen = []
+    real = type(m)._forward
+
+    def spy(self, x, state, call):
+        seen.append((tuple(x.shape), None if call.starts is None else call.starts.nonzero()[:, 1].tolist()))
+        return real(self, x, state, call)
+
+    monkeypatch.setattr(type(m), "_forward", spy)
+    m(torch.randn(1, 9, 8), cu_seqlens=CU)
+    m(torch.randn(1, 9, 8), cu_seqlens=CU, return_state=True)  # per-document states: documents as rows
+    assert seen == [((1, 9, 8), [3, 4]), ((3, 5, 8), None)]

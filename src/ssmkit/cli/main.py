@@ -91,7 +91,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 LTI_DEFAULT = ["s4d", "dss", "s4", "s5", "lru"]
-SUITES = ("lti", "mixers", "selective", "ssd", "decode")
+SUITES = ("lti", "mixers", "selective", "ssd", "decode", "packing")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -130,6 +130,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from ssmkit.benchmarks.ssd import bench_ssd
 
         print(speed.format_rows(bench_ssd(lengths, args.batch, repeats=args.repeats), "ssmkit ssd chunked"))
+    elif args.suite == "packing":
+        from ssmkit.benchmarks.packing import bench_packing, format_rows
+
+        print(format_rows(bench_packing(mixers or ssmkit.list_mixers(), lengths, args.docs, args.d_model,
+                                        args.repeats)))
     else:
         rows = speed.bench_decode(mixers or ["mamba", "mamba2"], lengths, d_model=args.d_model)
         print("| mixer | context L | ms per generated token (B=1) | state floats |\n|---|---|---|---|")
@@ -326,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="speed, memory and state size vs length, side by side in one run")
     s.add_argument("--suite", choices=SUITES, default="lti",
                    help="lti: LTI families vs a bare FFT conv; mixers: vs attention; selective: the "
-                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token")
+                        "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token; "
+                        "packing: a packed row of --docs documents vs one document and vs padding")
     s.add_argument("--mixers", default="", help="comma-separated (default: depends on the suite)")
     s.add_argument("--lengths", type=LENGTHS, default=[1024, 4096, 16384])
     s.add_argument("--batch", type=at_least(1), default=2)
@@ -334,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--d-state", type=at_least(1), default=64, help="N (lti suite); the selective suite uses 16")
     s.add_argument("--repeats", type=at_least(1), default=3)
     s.add_argument("--forward-only", action="store_true")
+    s.add_argument("--docs", type=at_least(1), default=8, help="packing suite: documents in the packed row")
     s.add_argument("--plot", default="", metavar="PNG",
                    help="lti / mixers suites: draw seconds and the ratio to the baseline vs length to this PNG")
     s.set_defaults(fn=cmd_bench)

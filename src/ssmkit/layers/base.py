@@ -227,10 +227,7 @@ class SequenceMixer(nn.Module):
             docs = document_lengths(cu_seqlens, L, B)
         if dt is not None:
             dt = self._check_dt(dt, (B, L), x, mask, "(B, L)")
-        requested = self.mode if mode is None else mode
-        mode = self.resolve_mode(requested, x, with_dt=dt is not None)
-        if docs is not None and requested == "auto" and state is None and not return_state:
-            mode = self._native_packed_mode(mode, x, dt is not None)
+        mode = self.resolve_mode(self.mode if mode is None else mode, x, with_dt=dt is not None)
         if state is not None:
             self._check_state(state, x, dtype, batch=None if docs is None else len(docs))
         if docs is not None:
@@ -249,20 +246,6 @@ class SequenceMixer(nn.Module):
         yc, final = self._forward(xc, state, ForwardCall(mode, lengths, dtc, return_state))
         y = _autocast_output(uncompact(yc, mask, order))
         return (y, final) if return_state else y
-
-    def _native_packed_mode(self, chosen: str, x: Tensor, with_dt: bool) -> str:
-        """``auto``'s mode for a packed row without states: ``chosen`` when it resets natively, else
-        the first available mode that does (logged once), else ``chosen`` (its documents then run as
-        the rows of a padded batch)."""
-        if not self.packed_modes or chosen in self.packed_modes:
-            return chosen
-        usable = [m for m in self.available_modes(x) if m in self.packed_modes
-                  and (not with_dt or self.dt_modes is None or m in self.dt_modes)]
-        if usable:
-            log_once(f"{self._label()}: mode '{chosen}' cannot reset its state inside a packed row; auto "
-                     f"uses '{usable[0]}' for packed rows (cu_seqlens)")
-            return usable[0]
-        return chosen
 
     def _forward_packed(self, x: Tensor, state: State | None, docs: list[int], dt: Tensor | None, mode: str,
                         need_state: bool) -> tuple[Tensor, State | None]:

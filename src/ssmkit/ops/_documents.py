@@ -35,26 +35,31 @@ def document_spans(starts: Tensor) -> list[list[tuple[int, int]]]:
 
 
 def by_documents(
-    run: Callable[[int, int, int, State | None], tuple[Tensor, State]],
+    run: Callable[[list[Tensor | None], State | None], tuple[Tensor, State]],
     starts: Tensor,
     initial_state: State | None,
+    seqs: list[Tensor | None],
 ) -> tuple[Tensor, State]:
-    """``run(b, t0, t1, h0)`` -> (y (1, t1 - t0, ...), final (1, ...)) runs row b's steps [t0, t1)
-    from state h0 (None: zeros; a tensor or a tuple of tensors, batch first). Returns
-    (y (B, L, ...), final (B, ...)) of the rows with the state reset at every start."""
+    """``run(pieces, h0)`` -> (y (1, n, ...), final (1, ...)) runs one document: ``pieces`` are the
+    ``seqs`` (B, L, ...) tensors (None stays None) cut to its steps, h0 its initial state (None:
+    zeros; a tensor or a tuple of tensors, batch first). Returns (y (B, L, ...), final (B, ...)) of
+    the rows with the state reset at every start. The cuts are ``split``s, whose backward is one
+    concatenation (slicing would add a zero-filled (B, L, ...) gradient per document)."""
+    rows = [None if t is None else t.split(1, dim=0) for t in seqs]
     ys, finals = [], []
     for b, spans in enumerate(document_spans(starts)):
         h = None if initial_state is None or bool(starts[b, 0]) else _rows(initial_state, b)
-        row = []
-        for i, (t0, t1) in enumerate(spans):
-            y, h = run(b, t0, t1, h if i == 0 else None)
-            row.append(y)
-        ys.append(torch.cat(row, dim=1))
+        sizes = [t1 - t0 for t0, t1 in spans]
+        cut = [None if r is None else r[b].split(sizes, dim=1) for r in rows]
+        out = []
+        for i in range(len(spans)):
+            y, h = run([None if c is None else c[i] for c in cut], h if i == 0 else None)
+            out.append(y)
+        ys.append(torch.cat(out, dim=1))
         finals.append(h)
     if isinstance(finals[0], Tensor):
         return torch.cat(ys), torch.cat(finals)
     return torch.cat(ys), type(finals[0])(torch.cat(parts) for parts in zip(*finals))
-
 
 
 def _rows(state: State, b: int) -> State:

@@ -57,12 +57,10 @@ def delta_rule(
     check_starts("delta_rule", starts, k)
     mode = MODES.resolve(mode, k, owner="delta_rule")
 
-    def run(b: int, t0: int, t1: int, h0: Tensor | None) -> tuple[Tensor, Tensor]:
-        s = (slice(b, b + 1), slice(t0, t1))
-        return MODES.run(mode, k, q[s], k[s], v[s], beta[s], None if log_alpha is None else log_alpha[s], h0,
-                         scale, chunk_size=chunk_size)
+    def run(p: list[Tensor | None], h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        return MODES.run(mode, k, *p, h0, scale, chunk_size=chunk_size)
 
-    return by_documents(run, starts, initial_state)
+    return by_documents(run, starts, initial_state, [q, k, v, beta, log_alpha])
 
 
 def _validate(

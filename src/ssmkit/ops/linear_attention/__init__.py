@@ -59,12 +59,10 @@ def linear_attention(
     mode = MODES.resolve(mode, q, owner="linear_attention")
     per_step = log_decay is not None and log_decay.dim() >= 3  # (B, L, H[, K]); else None or (H,)
 
-    def run(b: int, t0: int, t1: int, h0: Tensor | None) -> tuple[Tensor, Tensor]:
-        s = (slice(b, b + 1), slice(t0, t1))
-        return MODES.run(mode, q, q[s], k[s], v[s], log_decay[s] if per_step else log_decay, h0, scale,
-                         chunk_size=chunk_size)
+    def run(p: list[Tensor | None], h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        return MODES.run(mode, q, p[0], p[1], p[2], p[3] if per_step else log_decay, h0, scale, chunk_size=chunk_size)
 
-    return by_documents(run, starts, initial_state)
+    return by_documents(run, starts, initial_state, [q, k, v, log_decay if per_step else None])
 
 
 def _validate(

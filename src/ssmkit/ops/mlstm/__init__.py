@@ -45,11 +45,10 @@ def mlstm(
     check_starts("mlstm", starts, q)
     mode = MODES.resolve(mode, q, owner="mlstm")
 
-    def run(b: int, t0: int, t1: int, h0: tuple[Tensor, Tensor, Tensor] | None):
-        s = (slice(b, b + 1), slice(t0, t1))
-        return MODES.run(mode, q, q[s], k[s], v[s], log_i[s], log_f[s], h0, chunk_size=chunk_size)
+    def run(p: list[Tensor | None], h0: tuple[Tensor, Tensor, Tensor] | None):
+        return MODES.run(mode, q, *p, h0, chunk_size=chunk_size)
 
-    return by_documents(run, starts, None if initial_state is None else tuple(initial_state))
+    return by_documents(run, starts, None if initial_state is None else tuple(initial_state), [q, k, v, log_i, log_f])
 
 
 def _validate(

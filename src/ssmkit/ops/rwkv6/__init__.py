@@ -53,11 +53,10 @@ def rwkv6(
     check_starts("rwkv6", starts, k)
     mode = MODES.resolve(mode, k, owner="rwkv6")
 
-    def run(b: int, t0: int, t1: int, h0: Tensor | None) -> tuple[Tensor, Tensor]:
-        s = (slice(b, b + 1), slice(t0, t1))
-        return MODES.run(mode, k, r[s], k[s], v[s], log_w[s], u, h0, chunk_size=chunk_size)
+    def run(p: list[Tensor | None], h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        return MODES.run(mode, k, *p, u, h0, chunk_size=chunk_size)
 
-    return by_documents(run, starts, initial_state)
+    return by_documents(run, starts, initial_state, [r, k, v, log_w])
 
 
 def _validate(

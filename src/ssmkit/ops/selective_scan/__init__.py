@@ -67,12 +67,10 @@ def selective_scan(
     check_starts("selective_scan", starts, u)
     mode = MODES.resolve(mode, u, owner="selective_scan")
 
-    def run(b: int, t0: int, t1: int, h0: Tensor | None) -> tuple[Tensor, Tensor]:
-        s = (slice(b, b + 1), slice(t0, t1))
-        return MODES.run(mode, u, u[s], delta[s], A, B[s], C[s], D, None if z is None else z[s], delta_bias,
-                         delta_softplus, h0)
+    def run(p: list[Tensor | None], h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        return MODES.run(mode, u, p[0], p[1], A, p[2], p[3], D, p[4], delta_bias, delta_softplus, h0)
 
-    return by_documents(run, starts, initial_state)
+    return by_documents(run, starts, initial_state, [u, delta, B, C, z])
 
 
 __all__ = [

@@ -57,11 +57,10 @@ def ssd(
     check_starts("ssd", starts, x)
     mode = MODES.resolve(mode, x, owner="ssd")
 
-    def run(b: int, t0: int, t1: int, h0: Tensor | None) -> tuple[Tensor, Tensor]:
-        s = (slice(b, b + 1), slice(t0, t1))
-        return MODES.run(mode, x, x[s], dt[s], A, B[s], C[s], D, h0, chunk_size=chunk_size)
+    def run(p: list[Tensor | None], h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        return MODES.run(mode, x, p[0], p[1], A, p[2], p[3], D, h0, chunk_size=chunk_size)
 
-    return by_documents(run, starts, initial_state)
+    return by_documents(run, starts, initial_state, [x, dt, B, C])
 
 
 def _validate(
