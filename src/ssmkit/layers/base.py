@@ -255,8 +255,10 @@ class SequenceMixer(nn.Module):
         every family already runs exactly (per-row ``lengths``, each row from its own state), and the
         outputs go back end to end."""
         if mode in self.packed_modes and state is None and not need_state:
-            starts = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
-            starts[0, torch.tensor(docs[:-1], device=x.device).cumsum(0)] = True
+            starts = None
+            if len(docs) > 1:
+                starts = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+                starts[0, torch.tensor(docs[:-1], device=x.device).cumsum(0)] = True
             y, _ = self._forward(x, None, ForwardCall(mode, None, dt, False, starts))
             return _autocast_output(y), None
         lengths = torch.tensor(docs, device=x.device)

@@ -128,6 +128,22 @@ def _grown_err(a: Tensor, b: Tensor) -> float:
     return min(rel_err(torch.cat([short, zeros], d), long_), rel_err(torch.cat([zeros, short], d), long_))
 
 
+def _grads_err(actual: list[Tensor], expected: list[Tensor]) -> float:
+    """Max over the gradient tensors of |actual - expected| relative to the tensor's largest entry,
+    floored at 1e-3 of the largest entry of them all. A gradient far below the others is what is left
+    when O(1) terms cancel, so its absolute error is their rounding: it is 0 in exact arithmetic for A
+    of a selective scan over one-token documents (one step from the zero state never reads A), and
+    eps-sized for the linear Transformer's q and k there (o = v q·k / (q·k + eps)); a per-tensor
+    relative error would call that rounding 100% (measured: 1e-9 to 1). Below the floor the
+    tolerance still holds at 1e-3 of the largest gradient's scale."""
+    floor = 1e-3 * max((float(e.abs().max()) for e in expected if e.numel()), default=0.0)
+    worst = 0.0
+    for a, e in zip(actual, expected):
+        if e.numel():
+            worst = max(worst, float((a - e).abs().max()) / max(float(e.abs().max()), floor, 1e-300))
+    return worst
+
+
 def _packed_err(mixer: SequenceMixer, x: Tensor, mode: str, gen: torch.Generator) -> tuple[float, str]:
     """packed == separate for one row x (1, L, D) cut into up to 3 documents (see the module doc)."""
     L = x.shape[1]
@@ -182,12 +198,12 @@ def _packed_err(mixer: SequenceMixer, x: Tensor, mode: str, gen: torch.Generator
         "state": max(max((_grown_err(a, b) for a, b in zip(_leaves(fp), _leaves(fs))), default=0.0)
                      if len(_leaves(fp)) == len(_leaves(fs)) else float("inf") for fp, fs in zip(f_p, f_s)),
         "step": max((rel_err(a, b) for a, b in zip(a_p, a_s)), default=0.0),
-        "grad": max(rel_err(a, b) for a, b in zip(g_p, g_s)),
+        "grad": _grads_err(g_p, g_s),
     }
     if mode in mixer.packed_modes:
         (y_n, g_n), (y_1, g_1) = native(True), native(False)
         errs["native out"] = rel_err(y_n, y_1)
-        errs["native grad"] = max(rel_err(a, b) for a, b in zip(g_n, g_1))
+        errs["native grad"] = _grads_err(g_n, g_1)
     worst = max(errs, key=lambda k: errs[k])
     native_note = ", native reset" if mode in mixer.packed_modes else ""
     return errs[worst], f"documents {[b - a for a, b in docs]}{native_note}, worst: {worst}"
