@@ -22,6 +22,8 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from ..ops._documents import document_spans
+
 
 def document_lengths(cu_seqlens: object, L: int, batch: int) -> list[int]:
     """The document lengths of one packed row of L tokens from its offsets ``cu_seqlens`` (N + 1,):
@@ -95,6 +97,14 @@ class ForwardCall:
     def real(self, L: int) -> Tensor | None:
         """(B, L) bool, True at real steps; None when no row is padded."""
         return None if self.lengths is None else lengths_mask(self.lengths, L)
+
+    def document_sizes(self) -> list[int]:
+        """The lengths of the documents of a packed row (batch size 1), in order: for a family that
+        runs each document through a kernel that cannot reset (``x.split(sizes, dim=1)``)."""
+        if self.starts is None or self.starts.shape[0] != 1:
+            raise ValueError("document_sizes needs the starts of one packed row (batch size 1)")
+        (spans,) = document_spans(self.starts)
+        return [t1 - t0 for t0, t1 in spans]
 
     def positions(self, L: int, device: torch.device) -> Tensor:
         """(1 or B, L) long: each step's position in its document (steps since its start)."""
