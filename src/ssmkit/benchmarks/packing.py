@@ -89,3 +89,68 @@ def format_rows(rows: list[PackingRow]) -> str:
         out.append(f"| {r.mixer} | {r.length} | {r.docs} | {1e3 * r.one_s:.1f} | {1e3 * r.packed_s:.1f} | "
                    f"{1e3 * r.padded_s:.1f} | {r.packed_s / r.one_s:.2f} | {r.padded_s / r.one_s:.2f} | {r.mode} |")
     return "\n".join(out)
+
+
+@dataclasses.dataclass
+class LMPackingRow:
+    mixer: str
+    length: int  # L: the windows' length
+    kind: str  # "padded" or "packed"
+    steps: int
+    tokens: int  # real (scored) tokens trained on
+    cpu_s: float  # CPU seconds of the training steps (one thread)
+    wall_s: float
+
+
+def bench_lm_packing(names: list[str], length: int, batch_size: int, d_model: int, steps: int,
+                     corpus: str = "shakespeare") -> list[LMPackingRow]:
+    """Training steps (forward, backward, AdamW) of a 2-layer model on doc_lm's first ``steps``
+    training batches, padded and packed (``task.packed``: the same windows without padding), in one
+    thread, interleaved step by step; tokens are the real ones either way."""
+    import time
+
+    from ..models import BackboneConfig
+    from ..tasks import create_task
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    try:
+        tasks = {k: create_task("doc_lm", corpus=corpus, length=length, packed=k == "packed")
+                 for k in ("padded", "packed")}
+        for name in names:
+            runs = {}
+            for kind, task in tasks.items():
+                torch.manual_seed(0)
+                model = task.build_model(BackboneConfig(d_model=d_model, n_layers=2, mixer=name))
+                runs[kind] = (task, model, torch.optim.AdamW(model.parameters(), lr=1e-3),
+                              task.batches("train", batch_size, seed=0))
+            totals = {k: [0, 0.0, 0.0] for k in runs}
+            for i in range(steps + 1):  # step 0 warms up
+                for kind, (task, model, opt, batches) in runs.items():
+                    batch = next(batches)
+                    t0, w0 = time.process_time(), time.perf_counter()
+                    opt.zero_grad()
+                    task.loss(model(batch.inputs, **batch.model_kwargs()), batch).backward()
+                    opt.step()
+                    if i:
+                        real = batch.inputs.numel() if batch.mask is None else int(batch.mask.sum())
+                        acc = totals[kind]
+                        acc[0] += real
+                        acc[1] += time.process_time() - t0
+                        acc[2] += time.perf_counter() - w0
+            rows += [LMPackingRow(name, length, k, steps, int(t[0]), t[1], t[2]) for k, t in totals.items()]
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+def format_lm_rows(rows: list[LMPackingRow]) -> str:
+    out = ["| mixer | L | batches | steps | real tokens | CPU s | tokens per CPU s | wall tokens/s | vs padded |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        base = next(p for p in rows if p.mixer == r.mixer and p.length == r.length and p.kind == "padded")
+        rate, base_rate = r.tokens / r.cpu_s, base.tokens / base.cpu_s
+        out.append(f"| {r.mixer} | {r.length} | {r.kind} | {r.steps} | {r.tokens} | {r.cpu_s:.2f} | {rate:.0f} | "
+                   f"{r.tokens / r.wall_s:.0f} | {rate / base_rate:.2f} |")
+    return "\n".join(out)

@@ -91,7 +91,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 LTI_DEFAULT = ["s4d", "dss", "s4", "s5", "lru"]
-SUITES = ("lti", "mixers", "selective", "ssd", "decode", "packing")
+SUITES = ("lti", "mixers", "selective", "ssd", "decode", "packing", "packing_lm")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -135,6 +135,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         print(format_rows(bench_packing(mixers or ssmkit.list_mixers(), lengths, args.docs, args.d_model,
                                         args.repeats)))
+    elif args.suite == "packing_lm":
+        from ssmkit.benchmarks.packing import bench_lm_packing, format_lm_rows
+
+        rows = [r for L in lengths for r in bench_lm_packing(mixers or ["mamba"], L, args.batch, args.d_model,
+                                                               args.repeats)]
+        print(format_lm_rows(rows))
     else:
         rows = speed.bench_decode(mixers or ["mamba", "mamba2"], lengths, d_model=args.d_model)
         print("| mixer | context L | ms per generated token (B=1) | state floats |\n|---|---|---|---|")
@@ -332,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--suite", choices=SUITES, default="lti",
                    help="lti: LTI families vs a bare FFT conv; mixers: vs attention; selective: the "
                         "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token; "
-                        "packing: a packed row of --docs documents vs one document and vs padding")
+                        "packing: a packed row of --docs documents vs one document and vs padding; "
+                        "packing_lm: doc_lm training steps (--repeats of them), packed vs padded")
     s.add_argument("--mixers", default="", help="comma-separated (default: depends on the suite)")
     s.add_argument("--lengths", type=LENGTHS, default=[1024, 4096, 16384])
     s.add_argument("--batch", type=at_least(1), default=2)
