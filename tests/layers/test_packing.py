@@ -118,3 +118,27 @@ def test_a_native_mode_runs_the_row_in_one_pass(monkeypatch):
     m(torch.randn(1, 9, 8), cu_seqlens=CU)
     m(torch.randn(1, 9, 8), cu_seqlens=CU, return_state=True)  # per-document states: documents as rows
     assert seen == [((1, 9, 8), [3, 4]), ((3, 5, 8), None)]
+
+
+@pytest.mark.parametrize("name", ["s4d", "lru", "mamba", "mamba2"])
+def test_packed_dt_is_each_document_with_its_own_dt(name):
+    """Per-token time deltas are packed like x, on both paths (native: no state; documents as rows:
+    with the final states)."""
+    torch.manual_seed(0)
+    m = ssmkit.create_mixer(name, 8).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 9, 8, generator=g, dtype=torch.float64)
+    dt = torch.exp(torch.randn(1, 9, generator=g, dtype=torch.float64))
+    docs = ((0, 3), (3, 4), (4, 9))
+    alone = [m(x[:, a:b], dt=dt[:, a:b], return_state=True) for a, b in docs]
+    y_alone = torch.cat([y for y, _ in alone], 1)
+    for mode in m.modes:
+        if m.dt_modes is not None and mode not in m.dt_modes:
+            continue
+        assert rel_err(m(x, dt=dt, cu_seqlens=CU, mode=mode), y_alone) < 1e-12, mode
+        y, s = m(x, dt=dt, cu_seqlens=CU, mode=mode, return_state=True)
+        assert rel_err(y, y_alone) < 1e-12, mode
+        for i, (_, si) in enumerate(alone):
+            for a, b in zip(ssmkit.layers.base._leaves(index_state(s, slice(i, i + 1))), ssmkit.layers.base._leaves(si)):
+                assert rel_err(a, b) < 1e-12, (mode, i)
+    assert rel_err(m(x, dt=dt, cu_seqlens=CU), m(x, cu_seqlens=CU)) > 1e-4, "dt had no effect"
