@@ -142,3 +142,18 @@ def test_packed_dt_is_each_document_with_its_own_dt(name):
             for a, b in zip(ssmkit.layers.base._leaves(index_state(s, slice(i, i + 1))), ssmkit.layers.base._leaves(si)):
                 assert rel_err(a, b) < 1e-12, (mode, i)
     assert rel_err(m(x, dt=dt, cu_seqlens=CU), m(x, cu_seqlens=CU)) > 1e-4, "dt had no effect"
+
+
+def test_documents_as_rows_for_a_mode_without_reset_is_logged_once(caplog):
+    import logging
+
+    from ssmkit import log as ssmkit_log
+
+    m = ssmkit.create_mixer("swa", 8)
+    message = "mode 'chunked' has no native reset"
+    for key in [k for k in ssmkit_log._logged if message in k and "'swa'" in k]:  # logged by an earlier test
+        ssmkit_log._logged.discard(key)
+    with caplog.at_level(logging.INFO, logger="ssmkit"):
+        for _ in range(2):
+            m(torch.randn(1, 9, 8), cu_seqlens=CU, mode="chunked")
+    assert sum(message in r.getMessage() for r in caplog.records) == 1

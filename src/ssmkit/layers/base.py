@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from typing import Any, ClassVar
 
 import torch
@@ -261,6 +262,9 @@ class SequenceMixer(nn.Module):
                 starts[0, torch.tensor(docs[:-1], device=x.device).cumsum(0)] = True
             y, _ = self._forward(x, None, ForwardCall(mode, None, dt, False, starts))
             return _autocast_output(y), None
+        if mode not in self.packed_modes:
+            log_once(f"{self._label()}: mode '{mode}' has no native reset, so a packed row runs its documents "
+                     f"as the rows of a padded batch (exact; docs/packing.md)", logging.INFO)
         lengths = torch.tensor(docs, device=x.device)
         xs = unpack(x, docs)
         dts = None if dt is None else unpack(dt[..., None], docs, fill=1.0)[..., 0]
