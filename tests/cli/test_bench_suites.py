@@ -187,3 +187,22 @@ def test_compile_suite_rows():
         assert abs(r.speedup - r.eager_s / r.compiled_s) < 1e-12
     lines = table(format_rows(rows))
     assert lines[0]["speed-up"].endswith("x") and lines[1]["mixer"] == "mamba"
+
+
+def test_packing_suite_one_row_per_mixer_and_length(capsys):
+    out = run_bench(capsys, "--suite", "packing", "--mixers", "mamba,attention", "--lengths", "24,30",
+                    "--docs", "3", *TINY)
+    rows = table(out)
+    assert [(r["mixer"], r["L"], r["documents"]) for r in rows] == [
+        (m, L, "3") for m in ("mamba", "attention") for L in ("24", "30")]
+    for r in rows:
+        one, packed, padded = (seconds(r[f"{k} CPU ms"]) for k in ("one document", "packed", "padded"))
+        assert packed > 0 and padded > 0
+        half = 0.05  # the times print with 0.1 ms, the ratio with 0.01
+        high = (packed + half) / (one - half) + 0.005 if one > half else math.inf
+        assert (packed - half) / (one + half) - 0.005 <= float(r["packed / one"]) <= high, r
+    assert {r["packed mode"] for r in rows if r["mixer"] == "mamba"} == {"cpp (native reset)"}
+    assert {r["packed mode"] for r in rows if r["mixer"] == "attention"} == {"sdpa (documents as rows)"}
+    # a mixer that cannot run at a length is a row saying why, not a crash of the whole table
+    rows = table(run_bench(capsys, "--suite", "packing", "--mixers", "s4nd", "--lengths", "1100", *TINY))
+    assert rows[0]["packed mode"].startswith("not run: s4nd scans a height x width = 32 x 32 image")

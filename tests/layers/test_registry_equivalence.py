@@ -1,5 +1,5 @@
 """Registry-wide contract: every registered mixer, every check of ``ssmkit check`` (at its default
-lengths, every declared mode: one that cannot run fails), bad input; for the families that accept
+lengths, every declared mode: one that cannot run fails; packed rows == each document alone), bad input; for the families that accept
 per-token time deltas dt, the same equivalences with dt."""
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def test_equivalence(name, length):
     declared = _cpu_modes(name)
     ref = "reference" if "reference" in declared else declared[0]
     assert {r.check for r in results if r.check.startswith("mode:")} == {f"mode:{m}" for m in declared if m != ref}
+    # packed == separate (cu_seqlens): outputs, per-document states, gradients, in every mode
+    assert {r.check for r in results if r.check.startswith("packed:")} == {f"packed:{m}" for m in declared}
 
 
 def test_mamba_checks_its_compiled_scan():

@@ -140,3 +140,38 @@ def test_bad_mode_and_step_state():
         short_conv(**inputs, mode="fft")
     with pytest.raises(ValueError, match=r"state must have shape \(B, K-1, D\)"):
         short_conv_step(inputs["x"][:, 0], inputs["weight"], None, inputs["initial_state"][:, :1])
+
+
+@pytest.mark.parametrize("mode", ["reference", "conv1d"])
+@pytest.mark.parametrize("K", [1, 2, 4])
+def test_starts_reset_the_window_like_separate_documents(mode, K):
+    """A packed row with starts == each document alone (the first from the initial state, the
+    others from zeros): outputs, the last document's final state, gradients."""
+    inp = make_inputs(11, K, seed=K)
+    starts = torch.zeros(BATCH, 11, dtype=torch.bool)
+    starts[0, [2, 3, 9]] = True  # documents [0, 2), [2, 3), [3, 9), [9, 11) in row 0
+    starts[1, 5] = True
+    x, w, b, s0 = (inp[k].detach().requires_grad_(True) for k in ("x", "weight", "bias", "initial_state"))
+    y, final = short_conv(x, w, b, s0, mode=mode, starts=starts)
+    (y.square().sum() + final.sum()).backward()
+    grads = [t.grad for t in (x, w, b, s0)]
+    x2, w2, b2, s02 = (inp[k].detach().requires_grad_(True) for k in ("x", "weight", "bias", "initial_state"))
+    ys, finals, loss = [], [], 0
+    for row, cuts in ((0, [0, 2, 3, 9, 11]), (1, [0, 5, 11])):
+        for i, (a, e) in enumerate(zip(cuts, cuts[1:])):
+            yd, fd = short_conv(x2[row : row + 1, a:e], w2, b2, s02[row : row + 1] if i == 0 else None, mode="reference")
+            ys.append((row, a, e, yd))
+            loss = loss + yd.square().sum()
+        finals.append(fd)
+    (loss + sum(f.sum() for f in finals)).backward()
+    for row, a, e, yd in ys:
+        assert_close_rel(y[row : row + 1, a:e], yd, 1e-13)
+    assert_close_rel(final, torch.cat(finals), 1e-13)
+    for g, g2 in zip(grads, (x2.grad, w2.grad, b2.grad, s02.grad)):
+        assert_close_rel(g, g2, 1e-12)
+
+
+def test_starts_must_be_a_bool_row_mask():
+    inp = make_inputs(6, 3)
+    with pytest.raises(ValueError, match=r"starts must be a bool tensor of shape \(B, L\) = \(2, 6\)"):
+        short_conv(**inp, starts=torch.zeros(2, 5, dtype=torch.bool))

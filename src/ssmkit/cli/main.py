@@ -112,7 +112,7 @@ def _check_peers(args: argparse.Namespace) -> int:
 
 
 LTI_DEFAULT = ["s4d", "dss", "s4", "s5", "lru"]
-SUITES = ("lti", "mixers", "selective", "ssd", "decode", "generate", "compile", "gpu")
+SUITES = ("lti", "mixers", "selective", "ssd", "decode", "generate", "compile", "packing", "packing_lm", "gpu")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -177,6 +177,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows = bench_compile(mixers or ["mamba", "mamba2", "s4d", "gla", "lstm"], lengths, args.batch,
                              args.d_model, repeats=args.repeats)
         table = format_rows(rows)
+    elif args.suite == "packing":
+        from ssmkit.benchmarks.packing import bench_packing, format_rows
+
+        rows = bench_packing(mixers or ssmkit.list_mixers(), lengths, args.docs, args.d_model, args.repeats)
+        table = format_rows(rows)
+    elif args.suite == "packing_lm":
+        from ssmkit.benchmarks.packing import bench_lm_packing, format_lm_rows
+
+        rows = [r for L in lengths for r in bench_lm_packing(mixers or ["mamba"], L, args.batch, args.d_model,
+                                                               args.repeats)]
+        table = format_lm_rows(rows)
     else:
         rows = speed.bench_decode(mixers or ["mamba", "mamba2"], lengths, d_model=args.d_model, limits=limits)
         lines = ["| mixer | context L | ms per generated token (B=1) | state floats | note |", "|---|---|---|---|---|"]
@@ -412,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "selective scan vs peers; ssd: SSD vs transformers; decode: seconds per token; "
                         "generate: greedy generation of a 130m-shaped mamba / mamba2 vs transformers "
                         "(same weights, same tokens checked); compile: training step eager vs "
-                        "torch.compile(inductor); gpu: the prepared CUDA run (Triton kernels "
+                        "torch.compile(inductor); packing: a packed row of --docs documents vs one document and "
+                        "vs padding; packing_lm: doc_lm training steps (--repeats of them), packed vs padded; gpu: the prepared CUDA run (Triton kernels "
                         "refereed and timed vs PyTorch and peers, docs/gpu.md)")
     s.add_argument("--mixers", default="", help="comma-separated (default: depends on the suite)")
     s.add_argument("--lengths", type=LENGTHS, default=None,
@@ -426,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--d-state", type=at_least(1), default=64, help="N (lti suite); the selective suite uses 16")
     s.add_argument("--repeats", type=at_least(1), default=3)
     s.add_argument("--forward-only", action="store_true")
+    s.add_argument("--docs", type=at_least(1), default=8, help="packing suite: documents in the packed row")
     s.add_argument("--plot", default="", metavar="PNG",
                    help="lti / mixers suites: draw seconds and the ratio to the baseline vs length to this PNG")
     s.add_argument("--memory-mb", type=float, default=None,

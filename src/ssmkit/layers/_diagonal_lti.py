@@ -102,6 +102,8 @@ class DiagonalLTI(SequenceMixer):
 
     modes = ("fft", "chunked", "reference")  # long_conv's fft, then linear_scan's modes
     dt_modes = ("chunked", "reference")  # fft needs one step for every token (an LTI kernel)
+    # the scans reset at a document start (its decay zeroed); the fft's kernel spans the whole row
+    packed_modes = ("chunked", "reference")
     config: DiagonalLTIConfig
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:

@@ -24,6 +24,7 @@ class DiagonalRNN(SequenceMixer):
     cp_state = ("diag",)  # context parallelism: the diagonal recurrence (docs/distributed.md)
 
     modes = linear_scan_op.MODES  # chunked, reference
+    packed_modes = ("chunked", "reference")  # a document start zeroes the decay (docs/packing.md)
     n_modes: int
 
     def _recurrence_inputs(self, x: Tensor, dt: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -39,6 +40,8 @@ class DiagonalRNN(SequenceMixer):
         a, bu = self._recurrence_inputs(x, call.dt)  # a (n,) or (B, L, n), bu (B, L, n)
         if call.lengths is not None:  # padded steps are identities: decay 1, input 0
             a, bu = call.one_pads(a.expand(bu.shape)), call.zero_pads(bu)
+        if call.starts is not None:  # a packed row: the state is dropped at each document start
+            a = call.zero_starts(a.expand(bu.shape))
         h0 = None if state is None else state[0].to(bu.dtype)
         h, h_last = linear_scan(a, bu, h0, mode=call.mode)
         return self.output_block(h, x), (h_last,)

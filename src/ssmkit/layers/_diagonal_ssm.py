@@ -75,6 +75,8 @@ def diagonal_scan(
         piece = call.after(t0)
         if piece.lengths is not None:  # padded steps: decay 1, input 0
             a, b = piece.one_pads(a.expand(b.shape)), piece.zero_pads(b)
+        if piece.starts is not None:  # a packed row: the state is dropped at each document start
+            a = piece.zero_starts(a.expand(b.shape))
         hs, h = linear_scan(a, b, h, mode=call.mode)
         ys.append((C * hs).real.sum(-1))  # (B, c, H)
     return torch.cat(ys, dim=1), h

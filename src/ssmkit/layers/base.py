@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from typing import Any, ClassVar
 
 import torch
@@ -56,7 +57,7 @@ from ..config import build_config, check, check_types
 from ..core.precision import autocast_active
 from ..log import log_once
 from ..ops.dispatch import Modes
-from .call import ForwardCall, lengths_mask
+from .call import ForwardCall, document_lengths, lengths_mask, repack, unpack
 from .state import State, StateSpec, describe_state, flatten_state, index_state, map_state
 
 
@@ -195,6 +196,10 @@ class SequenceMixer(nn.Module):
     # with the chunk's decay, which the family returns from ``cp_log_decay(x, state)`` (B, ...).
     cp_state: ClassVar[tuple[str, ...] | None] = None
     cp_refusal: ClassVar[str] = "its state passing is not declared affine (cp_state)"
+    # The modes whose ``_forward`` resets the state natively at ``call.starts`` (docs/packing.md):
+    # a packed row without initial or final state runs in one pass there; every other packed call
+    # runs its documents as the rows of a padded batch (exact in every mode).
+    packed_modes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg: Any) -> None:
         super().__init__()
@@ -217,6 +222,7 @@ class SequenceMixer(nn.Module):
         mask: Tensor | None = None,
         *,
         dt: Tensor | None = None,
+        cu_seqlens: Tensor | None = None,
         return_state: bool = False,
         mode: str | None = None,
     ) -> Tensor | tuple[Tensor, State]:
@@ -226,6 +232,11 @@ class SequenceMixer(nn.Module):
         real tokens (True). ``dt`` (B, L) float > 0: the time elapsed before each token (irregular
         sampling; families with ``accepts_dt``), scaling the learned step. ``mode`` overrides the
         layer's default mode for this call.
+
+        ``cu_seqlens`` (N + 1,) int32: x (1, L, D) is one packed row of N documents, document i at
+        ``[cu_seqlens[i], cu_seqlens[i + 1])``; each starts from its own state (``state`` has N rows,
+        or None: zeros) and the final state has N rows, one per document: the result equals running
+        each document alone, in every mode (docs/packing.md). It excludes ``mask``.
         """
         dtype = self._check_input(x, "x", rank=3)
         B, L, _ = x.shape
@@ -238,11 +249,21 @@ class SequenceMixer(nn.Module):
                 f"mask must be a bool tensor of shape (B, L) = {(B, L)}, "
                 f"got {mask.dtype} {tuple(mask.shape)}"
             )
+        docs = None
+        if cu_seqlens is not None:
+            if mask is not None:
+                raise ValueError("cu_seqlens and mask were both given: a packed row has no padding (cu_seqlens "
+                                 "marks where its documents start); pass mask for a padded batch or cu_seqlens "
+                                 "for a packed row, not both")
+            docs = document_lengths(cu_seqlens, L, B)
         if dt is not None:
             dt = self._check_dt(dt, (B, L), x, mask, "(B, L)")
         mode = self.resolve_mode(self.mode if mode is None else mode, x, with_dt=dt is not None)
         if state is not None:
-            self._check_state(state, x, dtype)
+            self._check_state(state, x, dtype, batch=None if docs is None else len(docs))
+        if docs is not None:
+            y, final = self._forward_packed(x, state, docs, dt, mode, return_state)
+            return (y, final) if return_state else y
         if B == 0:  # see _one_row
             y, final = self.forward(_one_row(x), map_state(_one_row, state), _one_row(mask, True),
                                     dt=_one_row(dt, 1.0), return_state=True, mode=mode)
@@ -256,6 +277,30 @@ class SequenceMixer(nn.Module):
         yc, final = self._forward(xc, state, ForwardCall(mode, lengths, dtc, return_state))
         y = _autocast_output(uncompact(yc, mask, order))
         return (y, final) if return_state else y
+
+    def _forward_packed(self, x: Tensor, state: State | None, docs: list[int], dt: Tensor | None, mode: str,
+                        need_state: bool) -> tuple[Tensor, State | None]:
+        """One packed row x (1, L, D) of documents of lengths ``docs``. A mode in ``packed_modes``
+        without initial or final state runs the row in one pass, its state reset at ``call.starts``.
+        Otherwise the documents become the rows of a right-padded batch (``call.unpack``), which
+        every family already runs exactly (per-row ``lengths``, each row from its own state), and the
+        outputs go back end to end."""
+        if mode in self.packed_modes and state is None and not need_state:
+            starts = None
+            if len(docs) > 1:
+                starts = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+                starts[0, torch.tensor(docs[:-1], device=x.device).cumsum(0)] = True
+            y, _ = self._forward(x, None, ForwardCall(mode, None, dt, False, starts))
+            return _autocast_output(y), None
+        if mode not in self.packed_modes:
+            log_once(f"{self._label()}: mode '{mode}' has no native reset, so a packed row runs its documents "
+                     f"as the rows of a padded batch (exact; docs/packing.md)", logging.INFO)
+        lengths = torch.tensor(docs, device=x.device)
+        xs = unpack(x, docs)
+        dts = None if dt is None else unpack(dt[..., None], docs, fill=1.0)[..., 0]
+        ragged = lengths if min(docs) < xs.shape[1] else None
+        ys, final = self._forward(xs, state, ForwardCall(mode, ragged, dts, need_state))
+        return _autocast_output(repack(ys, lengths)), final
 
     def step(self, x_t: Tensor, state: State, dt: Tensor | None = None) -> tuple[Tensor, State]:
         """One token: x_t (B, D) -> (y_t (B, D), new_state). Pure: ``state`` is not modified.
@@ -422,15 +467,17 @@ class SequenceMixer(nn.Module):
                 raise ValueError(f"dt must be > 0 at real positions (time deltas), got min {real.min().item():.3g}")
         return dt.to(torch.promote_types(x.dtype, torch.float32))
 
-    def _check_state(self, state: State, x: Tensor, dtype: torch.dtype) -> None:
+    def _check_state(self, state: State, x: Tensor, dtype: torch.dtype, batch: int | None = None) -> None:
         """A state must have the structure of this mixer's zero state, its tensors' shapes after the
         batch (but for the growing dims), ``dtype`` (the parameters') and x's device: metadata only,
-        no host sync (``step`` calls it per token)."""
+        no host sync (``step`` calls it per token). ``batch``: its rows when not x's (a packed row:
+        one per document)."""
         spec = self._state_specs.get(dtype)
         if spec is None:
             spec = StateSpec(self._zero_state(0, torch.device("meta"), dtype), self._growing_state_dims())
             self._state_specs[dtype] = spec
-        why = spec.mismatch(state, x.shape[0], x.device)
+        why = (spec.mismatch(state, x.shape[0], x.device) if batch is None else
+               spec.mismatch(state, batch, x.device, "cu_seqlens gives one state row per document:"))
         if why is None:
             return
         raise ValueError(f"{self._label()}: the state does not fit: {why}. Expected {spec.expected()}; "

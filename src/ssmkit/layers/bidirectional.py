@@ -31,14 +31,19 @@ class Bidirectional(nn.Module):
         self.bwd = create_mixer(name, d_model, **cfg)
         self.proj = nn.Linear(2 * d_model, d_model) if combine == "concat" else None
 
-    def backward_branch(self, x: Tensor, mask: Tensor | None = None, mode: str | None = None) -> Tensor:
-        """The backward direction alone: the backward mixer on the time-reversed input, re-reversed."""
+    def backward_branch(self, x: Tensor, mask: Tensor | None = None, mode: str | None = None,
+                        cu_seqlens: Tensor | None = None) -> Tensor:
+        """The backward direction alone: the backward mixer on the time-reversed input, re-reversed
+        (a packed row's documents reversed in order and in time: offsets L - cu_seqlens, reversed)."""
         m = None if mask is None else mask.flip(1)
-        return self.bwd(x.flip(1), mask=m, mode=mode).flip(1)
+        cu = None if cu_seqlens is None else (x.shape[1] - cu_seqlens).flip(0)
+        return self.bwd(x.flip(1), mask=m, mode=mode, cu_seqlens=cu).flip(1)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, mode: str | None = None) -> Tensor:
-        y_f = self.fwd(x, mask=mask, mode=mode)
-        y_b = self.backward_branch(x, mask, mode)
+    def forward(self, x: Tensor, mask: Tensor | None = None, mode: str | None = None,
+                cu_seqlens: Tensor | None = None) -> Tensor:
+        """x (B, L, D); ``cu_seqlens``: x (1, L, D) is a packed row of documents (docs/packing.md)."""
+        y_f = self.fwd(x, mask=mask, mode=mode, cu_seqlens=cu_seqlens)
+        y_b = self.backward_branch(x, mask, mode, cu_seqlens)
         if self.proj is None:
             return y_f + y_b
         return self.proj(torch.cat([y_f, y_b], dim=-1))

@@ -80,6 +80,7 @@ class DeltaNet(SequenceMixer):
     Config = DeltaNetConfig
     config: DeltaNetConfig
     modes = delta_rule_op.MODES  # chunked, reference
+    packed_modes = ("chunked", "reference")  # the conv windows and the op reset at a document start
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -141,14 +142,14 @@ class DeltaNet(SequenceMixer):
         raw = [self.q_proj(x), self.k_proj(x), self.v_proj(x)]
         outs, finals = [], []
         for xi, (w, b), cs in zip(raw, self._conv_weights(), conv_states):
-            y, final = short_conv(xi, w, b, cs)
+            y, final = short_conv(xi, w, b, cs, starts=call.starts)
             outs.append(y)
             finals.append(final if call.lengths is None else conv_state_at(xi, cs, call.lengths, self.config.d_conv))
         q, k, v, beta, log_alpha = self._heads(*outs, x)
         # β = 0, log α = 0: padded steps leave S unchanged
         log_alpha = None if log_alpha is None else call.zero_pads(log_alpha)
         o, S = delta_rule(q, k, v, call.zero_pads(beta), log_alpha, S, scale=self.head_k**-0.5, mode=call.mode,
-                          chunk_size=self.config.chunk_size)
+                          chunk_size=self.config.chunk_size, starts=call.starts)
         return self._output(o, x), (*finals, S)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):

@@ -64,6 +64,7 @@ class GLA(SequenceMixer):
     Config = GLAConfig
     config: GLAConfig
     modes = linear_attention_op.MODES  # triton (CUDA), chunked, parallel, reference
+    packed_modes = ("chunked", "parallel", "reference")  # the op resets at a document start
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -109,7 +110,7 @@ class GLA(SequenceMixer):
         S0 = None if state is None else state[0]
         # padded steps: no input, decay 1
         o, S = linear_attention(q, call.zero_pads(k), v, call.zero_pads(log_decay), S0, scale=self.key_dim**-0.5,
-                                mode=call.mode, chunk_size=self.config.chunk_size)
+                                mode=call.mode, chunk_size=self.config.chunk_size, starts=call.starts)
         return self._readout(o, x), (S,)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):

@@ -54,6 +54,7 @@ class GRU(SequenceMixer):
     Config = GRUConfig
     config: GRUConfig
     modes = ("fused", "reference")
+    packed_modes = ("fused", "reference")  # a packed row runs document by document (nn.GRU cannot reset)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -79,6 +80,9 @@ class GRU(SequenceMixer):
         return self.out_proj(h), (h,)
 
     def _forward(self, x: Tensor, state, call: ForwardCall):
+        if call.starts is not None:  # a packed row: each document from the zero state, no padded step
+            pieces = [self._recurrence(p, None, None, call.mode)[0] for p in x.split(call.document_sizes(), dim=1)]
+            return self.out_proj(torch.cat(pieces, dim=1)), None
         hs, final = self._recurrence(x, state, call.lengths, call.mode)
         return self.out_proj(hs), final
 

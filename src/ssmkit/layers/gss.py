@@ -61,6 +61,7 @@ class GSS(SequenceMixer):
     Config = GSSConfig
     config: GSSConfig
     modes = DSS.modes
+    packed_modes = DSS.packed_modes  # the DSS core's; the gate and projections act per token
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)

@@ -60,6 +60,7 @@ class HGRN2(SequenceMixer):
     Config = HGRN2Config
     config: HGRN2Config
     modes = linear_attention_op.MODES  # triton (CUDA), chunked, parallel, reference
+    packed_modes = ("chunked", "parallel", "reference")  # the op resets at a document start
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -100,7 +101,7 @@ class HGRN2(SequenceMixer):
         S0 = None if state is None else state[0]
         # padded steps: no input, decay 1
         o, S = linear_attention(q, call.zero_pads(k), v, call.zero_pads(log_f), S0, scale=self._scale(),
-                                mode=call.mode, chunk_size=self.config.chunk_size)
+                                mode=call.mode, chunk_size=self.config.chunk_size, starts=call.starts)
         return self._readout(o), (S,)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):

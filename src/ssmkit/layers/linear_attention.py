@@ -57,6 +57,7 @@ class LinearAttention(SequenceMixer):
     Config = LinearAttentionConfig
     config: LinearAttentionConfig
     modes = linear_attention_op.MODES  # triton (CUDA), chunked, parallel, reference
+    packed_modes = ("chunked", "parallel", "reference")  # the op resets at a document start
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -89,7 +90,8 @@ class LinearAttention(SequenceMixer):
         q, k, v = self._qkv(x)
         S0 = None if state is None else state[0]
         # padded steps: k = 0, no input (there is no decay)
-        o, S = linear_attention(q, call.zero_pads(k), v, None, S0, mode=call.mode, chunk_size=self.config.chunk_size)
+        o, S = linear_attention(q, call.zero_pads(k), v, None, S0, mode=call.mode, chunk_size=self.config.chunk_size,
+                                starts=call.starts)
         return self._readout(o), (S,)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):

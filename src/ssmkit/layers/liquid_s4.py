@@ -52,6 +52,7 @@ class LiquidS4(S4D):
     Config = LiquidS4Config
     config: LiquidS4Config
     modes = ("fft", "reference")
+    packed_modes = ()  # its liquid kernel spans the row: packed rows run their documents as rows
     accepts_dt = False  # the liquid product terms have no continuous-time step to rescale
 
     def liquid_coefficients(self, s: DiagonalSystem) -> Tensor:

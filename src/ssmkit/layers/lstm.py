@@ -55,6 +55,7 @@ class LSTM(SequenceMixer):
     Config = LSTMConfig
     config: LSTMConfig
     modes = ("fused", "reference")
+    packed_modes = ("fused", "reference")  # a packed row runs document by document (nn.LSTM cannot reset)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -84,6 +85,9 @@ class LSTM(SequenceMixer):
         return self.out_proj(h), (h, c)
 
     def _forward(self, x: Tensor, state, call: ForwardCall):
+        if call.starts is not None:  # a packed row: each document from the zero state, no padded step
+            pieces = [self._recurrence(p, None, None, call.mode)[0] for p in x.split(call.document_sizes(), dim=1)]
+            return self.out_proj(torch.cat(pieces, dim=1)), None
         hs, final = self._recurrence(x, state, call.lengths, call.mode)
         return self.out_proj(hs), final
 

@@ -66,6 +66,7 @@ class Mamba(SequenceMixer):
 
     Config = MambaConfig
     modes = selective_scan_op.MODES  # triton (CUDA), cpp (CPU, when it builds), chunked, reference
+    packed_modes = ("cpp", "chunked", "reference")  # the conv window and the scan reset at a document start
     accepts_dt = True  # Δ_t = dt_t · softplus(...)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
@@ -108,13 +109,13 @@ class Mamba(SequenceMixer):
     def _forward(self, x: Tensor, state, call: ForwardCall):
         xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
         conv_state, ssm_state = (None, None) if state is None else state
-        conv_out, conv_final = short_conv(xi, self._conv_weight(), self.conv1d.bias, conv_state)
+        conv_out, conv_final = short_conv(xi, self._conv_weight(), self.conv1d.bias, conv_state, starts=call.starts)
         if call.lengths is not None:
             conv_final = conv_state_at(xi, conv_state, call.lengths, self.config.d_conv)
         xc, delta, B, C = self._ssm_inputs(conv_out, call.dt)
         A = -torch.exp(self.A_log)
         y, ssm_final = selective_scan(xc, call.zero_pads(delta), A, B, C, self.D, z, initial_state=ssm_state,
-                                      mode=call.mode)  # Δ = 0: padded steps are identities
+                                      mode=call.mode, starts=call.starts)  # Δ = 0: padded steps are identities
         return self.out_proj(y), (conv_final, ssm_final)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):

@@ -66,6 +66,7 @@ class Mamba2(SequenceMixer):
 
     Config = Mamba2Config
     modes = ssd_op.MODES  # triton (CUDA), chunked, quadratic, reference
+    packed_modes = ("chunked", "quadratic", "reference")  # conv window and SSD reset at a document start
     accepts_dt = True  # Δ_t = dt_t · clamp(softplus(...))
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
@@ -116,13 +117,13 @@ class Mamba2(SequenceMixer):
     def _forward(self, x: Tensor, state, call: ForwardCall):
         z, xbc, dt = self._project(x)
         conv_state, ssm_state = (None, None) if state is None else state
-        xc, conv_final = short_conv(xbc, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
+        xc, conv_final = short_conv(xbc, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state, starts=call.starts)
         if call.lengths is not None:
             conv_final = conv_state_at(xbc, conv_state, call.lengths, self.config.d_conv)
         xs, B, C, delta = self._ssm_inputs(F.silu(xc), dt, call.dt)
         A = -torch.exp(self.A_log)
         y, ssm_final = ssd(xs, call.zero_pads(delta), A, B, C, self.D, initial_state=ssm_state, mode=call.mode,
-                           chunk_size=self.config.chunk_size)  # Δ = 0: padded steps are identities
+                           chunk_size=self.config.chunk_size, starts=call.starts)  # Δ = 0: padded steps are identities
         return self.out_proj(self._gated_norm(y.flatten(-2), z)), (conv_final, ssm_final)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):

@@ -69,6 +69,7 @@ class MLSTM(SequenceMixer):
 
     Config = MLSTMConfig
     modes = mlstm_op.MODES  # chunked, reference
+    packed_modes = ("chunked", "reference")  # the conv window and the op reset at a document start
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -127,7 +128,7 @@ class MLSTM(SequenceMixer):
     def _forward(self, x: Tensor, state, call: ForwardCall):
         xm, z = self.proj_up(x).chunk(2, dim=-1)  # (B, L, E) each
         conv_state, *cell_state = (None,) * 4 if state is None else state
-        xc, conv_final = short_conv(xm, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
+        xc, conv_final = short_conv(xm, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state, starts=call.starts)
         if call.lengths is not None:
             conv_final = conv_state_at(xm, conv_state, call.lengths, self.config.conv_kernel)
         xc = F.silu(xc)
@@ -135,7 +136,8 @@ class MLSTM(SequenceMixer):
         # log i = -inf, log f = 0: padded steps are the identity on (C, n, m)
         log_i, log_f = call.fill_pads(log_i, -torch.inf), call.zero_pads(log_f)
         h0 = None if state is None else tuple(cell_state)
-        h, (C, n, m) = mlstm(q, k, v, log_i, log_f, h0, mode=call.mode, chunk_size=self.config.chunk_size)
+        h, (C, n, m) = mlstm(q, k, v, log_i, log_f, h0, mode=call.mode, chunk_size=self.config.chunk_size,
+                             starts=call.starts)
         return self._output(h, xc, z), (conv_final, C, n, m)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):

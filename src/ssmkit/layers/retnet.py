@@ -84,6 +84,7 @@ class RetNet(SequenceMixer):
     Config = RetNetConfig
     config: RetNetConfig
     modes = linear_attention_op.MODES  # triton (CUDA), chunked, parallel, reference
+    packed_modes = ("chunked", "parallel", "reference")  # positions and the op restart at a document
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -138,7 +139,8 @@ class RetNet(SequenceMixer):
     def _forward(self, x: Tensor, state, call: ForwardCall):
         B, L, _ = x.shape
         S0, offset = (None, x.new_zeros(B)) if state is None else state
-        pos = offset.detach().round().long()[:, None] + torch.arange(L, device=x.device)
+        # positions continue from the state; in a packed row they restart at each document
+        pos = offset.detach().round().long()[:, None] + call.positions(L, x.device)
         q, k, v = self._qkv(x, pos)
         log_decay = self.log_decay().to(x.dtype)
         if call.lengths is None:
@@ -148,7 +150,7 @@ class RetNet(SequenceMixer):
             log_decay = call.zero_pads(log_decay.expand(B, L, -1))  # (B, L, H)
             seen = offset + call.lengths.to(x.dtype)
         o, S = linear_attention(q, k, v, log_decay, S0, scale=self.key_dim**-0.5, mode=call.mode,
-                                chunk_size=self.config.chunk_size)
+                                chunk_size=self.config.chunk_size, starts=call.starts)
         return self._readout(o, x), (S, seen)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):

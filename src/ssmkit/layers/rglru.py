@@ -76,6 +76,7 @@ class RGLRU(SequenceMixer):
 
     Config = RGLRUConfig
     modes = linear_scan_op.MODES
+    packed_modes = ("chunked", "reference")  # the conv window and the decay reset at a document start
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -116,7 +117,8 @@ class RGLRU(SequenceMixer):
         xb = self.linear_x(x)
         conv_state, h0 = (None, None) if state is None else state[:2]
         started = None if state is None or not self.config.reset_at_start else state[2]
-        u, conv_final = short_conv(xb, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state)
+        u, conv_final = short_conv(xb, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state,
+                                   starts=call.starts)
         if call.lengths is not None:
             conv_final = conv_state_at(xb, conv_state, call.lengths, self.config.conv_kernel)
         start = None
@@ -126,7 +128,10 @@ class RGLRU(SequenceMixer):
             fresh = torch.ones(B, dtype=torch.bool, device=x.device) if started is None else started == 0
             start = torch.zeros(B, L, 1, dtype=torch.bool, device=x.device)
             start[:, 0, 0] = fresh
+            if call.starts is not None:  # every document of a packed row starts a sequence
+                start = start | call.starts[..., None]
         a, b = self._recurrence_inputs(u, start)
+        a = call.zero_starts(a)  # a packed row: the state is dropped at each document start
         # padded steps are identities: a = 1, input 0
         h, h_last = linear_scan(call.one_pads(a), call.zero_pads(b), h0, mode=call.mode)
         final = (conv_final, h_last)

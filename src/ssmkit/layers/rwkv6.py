@@ -68,6 +68,7 @@ class RWKV6(SequenceMixer):
     Config = RWKV6Config
     config: RWKV6Config
     modes = rwkv6_op.MODES  # chunked, reference
+    packed_modes = ("chunked", "reference")  # the token shift and the op reset at a document start
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -139,7 +140,7 @@ class RWKV6(SequenceMixer):
     def _forward(self, x: Tensor, state, call: ForwardCall):
         batch, L, D = x.shape
         x_prev, S = (x.new_zeros(batch, D), None) if state is None else state
-        shifted = torch.cat([x_prev[:, None], x[:, :-1]], dim=1)  # x_{t-1}
+        shifted = call.zero_starts(torch.cat([x_prev[:, None], x[:, :-1]], dim=1))  # x_{t-1}; 0 at a document start
         r, k, v, g, log_w = self._mix(x, shifted)
         if call.lengths is None:
             last = x[:, -1]
@@ -147,7 +148,7 @@ class RWKV6(SequenceMixer):
             last = torch.cat([x_prev[:, None], x], dim=1)[torch.arange(batch, device=x.device), call.lengths]
         # log w = 0, k = 0: padded steps leave S unchanged
         o, S = rwkv6(r, call.zero_pads(k), v, call.zero_pads(log_w), self.time_faaaa, S, mode=call.mode,
-                     chunk_size=self.config.chunk_size)
+                     chunk_size=self.config.chunk_size, starts=call.starts)
         return self._output(o, g), (last, S)
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):

@@ -42,6 +42,7 @@ class RWKV6ChannelMix(SequenceMixer):
     Config = RWKV6ChannelMixConfig
     config: RWKV6ChannelMixConfig
     modes = ("reference",)
+    packed_modes = ("reference",)  # the token shift restarts at a document start
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
@@ -71,7 +72,7 @@ class RWKV6ChannelMix(SequenceMixer):
             last = x[:, -1]
         else:  # x_prev for the next call is each row's last real token
             last = full[torch.arange(batch, device=x.device), call.lengths]
-        return self._mix(x, full[:, :-1]), (last,)
+        return self._mix(x, call.zero_starts(full[:, :-1])), (last,)  # x_{t-1} = 0 at a document start
 
     def _step(self, x_t: Tensor, state, dt: Tensor | None):
         return self._mix(x_t, state[0]), (x_t,)

@@ -119,8 +119,9 @@ class StateSpec:
         legend = "B = batch, T = tokens held" if self.growing else "B = batch"
         return f"{describe_state(self.template, shape_of)} ({legend})"
 
-    def mismatch(self, state: State, batch_size: int, device: torch.device) -> str | None:
-        """Why ``state`` does not fit (None when it does): only metadata is read, never values."""
+    def mismatch(self, state: State, batch_size: int, device: torch.device, rows: str = "") -> str | None:
+        """Why ``state`` does not fit (None when it does): only metadata is read, never values.
+        ``rows`` says where ``batch_size`` comes from when not the input's batch size."""
         leaves, nesting = flatten_state(state)
         if nesting != self._nesting:
             return (f"its structure differs ({len(leaves)} tensor(s) where {len(self._shapes)} are expected)"
@@ -131,7 +132,7 @@ class StateSpec:
             if len(size) != len(shape) + 1:
                 return f"tensor {i} has shape {tuple(size)}"
             if size[0] != batch_size:
-                return f"state has batch size {size[0]} but the input has batch size {batch_size}"
+                return f"state has batch size {size[0]} but {rows or 'the input has batch size'} {batch_size}"
             dim = self.growing.get(i) if self.growing else None
             if dim is not None:
                 length = size[dim] if length is None else length

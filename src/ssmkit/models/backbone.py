@@ -7,7 +7,9 @@ S4 models), then a final norm (``final_norm``). The FFN's kind and width: ``mode
 shared by the mixers that have them and per mixer name (``models.mixer_stack``). The stack keeps the
 SequenceMixer contract: ``forward`` with
 state and mask, pure ``step``, ``init_state``; its state is the tuple of its layers' states.
-Per-token time deltas ``dt`` (irregular sampling, docs/irregular.md) go to every layer's mixer.
+Per-token time deltas ``dt`` (irregular sampling, docs/irregular.md) go to every layer's mixer, and so
+do ``cu_seqlens``, the document offsets of one packed row (docs/packing.md): norms and FFNs act per
+token, so the stack runs each document as if alone when its mixers do.
 Activation checkpointing (``Backbone.checkpoint_blocks``, set by training's
 ``checkpoint_activations``): under autograd each block keeps only its input and recomputes its
 inside during the backward pass (``torch.utils.checkpoint``, dropout replayed), so activation
@@ -120,8 +122,17 @@ class Block(nn.Module):
         """The mixer's residual connection; the FFN follows."""
         return self._ffn(self.norm(x + y) if self.post else x + y)
 
-    def forward(self, x: Tensor, state: State, mask: Tensor | None, dt: Tensor | None = None) -> tuple[Tensor, State]:
-        y, state = self.mixer(x if self.post else self.norm(x), state, mask, dt=dt, return_state=True)
+    def forward(self, x: Tensor, state: State, mask: Tensor | None, dt: Tensor | None = None,
+                cu_seqlens: Tensor | None = None, return_state: bool = True) -> tuple[Tensor, State]:
+        """(output, the mixer's final state; None for a packed row when ``return_state`` is False:
+        a packed row without states lets a mixer reset natively, in one pass)."""
+        h = x if self.post else self.norm(x)
+        if cu_seqlens is None:  # a replaced mixer (models.scans) need not take cu_seqlens
+            y, state = self.mixer(h, state, mask, dt=dt, return_state=True)
+        elif return_state:
+            y, state = self.mixer(h, state, mask, dt=dt, cu_seqlens=cu_seqlens, return_state=True)
+        else:
+            y, state = self.mixer(h, state, mask, dt=dt, cu_seqlens=cu_seqlens), None
         return self._add(x, self.drop(y)), state
 
     def step(self, x_t: Tensor, state: State, dt: Tensor | None = None) -> tuple[Tensor, State]:
@@ -141,9 +152,11 @@ class Backbone(nn.Module):
 
     def forward(
         self, x: Tensor, state: tuple | None = None, mask: Tensor | None = None, *,
-        dt: Tensor | None = None, return_state: bool = False,
+        dt: Tensor | None = None, cu_seqlens: Tensor | None = None, return_state: bool = False,
     ) -> Tensor | tuple[Tensor, tuple]:
-        """x (B, L, D); ``dt`` (B, L) time deltas for every layer (each must accept them)."""
+        """x (B, L, D); ``dt`` (B, L) time deltas for every layer (each must accept them);
+        ``cu_seqlens`` (N + 1,) int32: x (1, L, D) is a packed row of N documents, each layer's state
+        has N rows (one per document)."""
         if self.config.check_finite:
             check_finite(x, "the backbone's input x (B, L, D)")
         if dt is not None:
@@ -153,9 +166,9 @@ class Backbone(nn.Module):
         recompute = self.checkpoint_blocks and torch.is_grad_enabled()
         for block, s in zip(self.blocks, states):
             if recompute:
-                x, s = checkpoint(block, x, s, mask, dt, use_reentrant=False)
+                x, s = checkpoint(block, x, s, mask, dt, cu_seqlens, return_state, use_reentrant=False)
             else:
-                x, s = block(x, s, mask, dt)
+                x, s = block(x, s, mask, dt, cu_seqlens, return_state)
             new.append(s)
         x = self.norm(x)
         return (x, tuple(new)) if return_state else x

@@ -59,10 +59,13 @@ class CausalLM(nn.Module):
         return torch.tanh(logits / self.logit_softcap) * self.logit_softcap
 
     def forward(
-        self, input_ids: Tensor, state: tuple | None = None, mask: Tensor | None = None, *, return_state: bool = False
+        self, input_ids: Tensor, state: tuple | None = None, mask: Tensor | None = None, *,
+        cu_seqlens: Tensor | None = None, return_state: bool = False,
     ) -> Tensor | tuple[Tensor, tuple]:
+        """input_ids (B, L) -> logits (B, L, V). ``cu_seqlens`` (N + 1,) int32: input_ids (1, L) is one
+        packed row of N documents, each run as if alone (state: one row per document; docs/packing.md)."""
         self._check_ids(input_ids)
-        h, state = self.backbone(self._embed(input_ids), state, mask, return_state=True)
+        h, state = self.backbone(self._embed(input_ids), state, mask, cu_seqlens=cu_seqlens, return_state=True)
         logits = self._logits(h)
         return (logits, state) if return_state else logits
 

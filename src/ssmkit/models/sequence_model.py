@@ -7,6 +7,8 @@
 - ``predict``: every position -> (B, L, n_out) values, the next position's (e.g. video frames as tokens).
 Inputs are token ids (B, L) when ``vocab_size`` is set, else features (B, L, d_input).
 ``dt`` (B, L), the time elapsed before each token (irregular sampling), goes to every mixer.
+``cu_seqlens``: inputs (1, L) or (1, L, d_input) are one packed row of documents (docs/packing.md),
+for the per-position kinds (a pooled head would mix the documents).
 """
 from __future__ import annotations
 
@@ -44,12 +46,18 @@ class SequenceModel(nn.Module):
 
     def forward(
         self, inputs: Tensor, mask: Tensor | None = None, state: tuple | None = None, *,
-        dt: Tensor | None = None, return_state: bool = False,
+        dt: Tensor | None = None, cu_seqlens: Tensor | None = None, return_state: bool = False,
     ) -> Tensor | tuple[Tensor, tuple]:
         """``state`` continues the sequences where an earlier call with ``return_state=True`` left
         them (truncated BPTT over long streams); the head reads this call's positions only.
-        ``dt`` (B, L): per-token time deltas for every mixer (docs/irregular.md)."""
-        h = self.backbone(self.encoder(inputs), state, mask, dt=dt, return_state=return_state)  # (B, L, D)
+        ``dt`` (B, L): per-token time deltas for every mixer (docs/irregular.md). ``cu_seqlens``
+        (N + 1,) int32: one packed row of N documents (per-position kinds only; docs/packing.md)."""
+        if cu_seqlens is not None and not self.kind.per_position:
+            raise ValueError(f"cu_seqlens (a packed row of documents) needs a per-position head (lm, tag, ...), "
+                             f"but this model's kind is {self.kind.value!r}: its pooled head would mix the "
+                             f"documents; pass them as rows of a padded batch (mask) instead")
+        h = self.backbone(self.encoder(inputs), state, mask, dt=dt, cu_seqlens=cu_seqlens,
+                          return_state=return_state)  # (B, L, D)
         if return_state:
             h, state = h
             return self._head(h, mask), state

@@ -77,16 +77,24 @@ class Batch:
     targets: Tensor  # (B,), (B, L), (B, horizon, C) or (B, n_classes)
     mask: Tensor | None = None  # (B, L) bool, True = real token
     dt: Tensor | None = None  # (B, L) float > 0 at real tokens: time since the previous token
+    # (N + 1,) int32 document offsets: inputs (1, L) is one packed row of N documents (docs/packing.md)
+    cu_seqlens: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.cu_seqlens is not None and self.mask is not None:
+            raise ValueError("a Batch with cu_seqlens (a packed row of documents) has no padding, so no mask")
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(self.inputs.to(device), self.targets.to(device),
                      None if self.mask is None else self.mask.to(device),
-                     None if self.dt is None else self.dt.to(device))
+                     None if self.dt is None else self.dt.to(device),
+                     None if self.cu_seqlens is None else self.cu_seqlens.to(device))
 
     def model_kwargs(self) -> dict[str, Tensor | None]:
-        """Keyword arguments of the model call besides the inputs: ``mask``, and ``dt`` when set
-        (so architectures that never see irregular data need not take it)."""
-        return {"mask": self.mask} if self.dt is None else {"mask": self.mask, "dt": self.dt}
+        """Keyword arguments of the model call besides the inputs: ``mask``, and ``dt`` and
+        ``cu_seqlens`` when set (so architectures that never see such data need not take them)."""
+        extra = {k: v for k, v in (("dt", self.dt), ("cu_seqlens", self.cu_seqlens)) if v is not None}
+        return {"mask": self.mask, **extra}
 
 
 class Task:

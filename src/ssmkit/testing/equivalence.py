@@ -8,6 +8,11 @@ For one registered mixer, in float64 on random input, it compares against the ``
   state:<m>         forward from a non-zero initial state vs stepping from it
   mask:<m>          a padded batch (pads left, middle and right) vs each row run unpadded
   grad:<m>          gradients of input, parameters and initial state vs the reference mode
+  packed:<m>        one packed row of 3 documents (``cu_seqlens``) from per-document initial states vs
+                    each document run alone: outputs, per-document final states (and one step
+                    from each), gradients of input, parameters and initial states; for a mode in
+                    the family's ``packed_modes`` also the native one-pass reset (no states in or
+                    out) vs each document alone from zeros: outputs, input and parameter gradients
 Each row is the max relative error (see ``ssmkit.testing.tolerances.rel_err``) and PASS/FAIL at ``tol``.
 
 Every mode the class declares (``mixer.modes``) is checked: a mode that cannot run here is a FAIL
@@ -109,6 +114,106 @@ def _state_err(a: Any, b: Any) -> float:
     if len(la) != len(lb) or any(x.shape != y.shape for x, y in zip(la, lb)):
         return float("inf")
     return max((rel_err(x, y) for x, y in zip(la, lb)), default=0.0)
+
+
+def _grown_err(a: Tensor, b: Tensor) -> float:
+    """rel_err of two tensors of a growing state (a KV cache, an input history) that differ only in
+    the length T of one dim: the shorter is zero-filled to the longer's T, after its slots
+    (left-aligned caches) or before them (right-aligned histories), whichever matches better.
+    A row's state in a batch differs from the row's own state by exactly such zeros
+    (docs/architecture.md)."""
+    if a.shape == b.shape:
+        return rel_err(a, b)
+    diff = [d for d in range(a.dim()) if a.shape[d] != b.shape[d]]
+    if a.dim() != b.dim() or len(diff) != 1:
+        return float("inf")
+    d = diff[0]
+    short, long_ = (a, b) if a.shape[d] < b.shape[d] else (b, a)
+    zeros = short.new_zeros(*short.shape[:d], long_.shape[d] - short.shape[d], *short.shape[d + 1:])
+    if long_ is a:
+        return min(rel_err(long_, torch.cat([short, zeros], d)), rel_err(long_, torch.cat([zeros, short], d)))
+    return min(rel_err(torch.cat([short, zeros], d), long_), rel_err(torch.cat([zeros, short], d), long_))
+
+
+def _grads_err(actual: list[Tensor], expected: list[Tensor]) -> float:
+    """Max over the gradient tensors of |actual - expected| relative to the tensor's largest entry,
+    floored at 1e-3 of the largest entry of them all. A gradient far below the others is what is left
+    when O(1) terms cancel, so its absolute error is their rounding: it is 0 in exact arithmetic for A
+    of a selective scan over one-token documents (one step from the zero state never reads A), and
+    eps-sized for the linear Transformer's q and k there (o = v q·k / (q·k + eps)); a per-tensor
+    relative error would call that rounding 100% (measured: 1e-9 to 1). Below the floor the
+    tolerance still holds at 1e-3 of the largest gradient's scale."""
+    floor = 1e-3 * max((float(e.abs().max()) for e in expected if e.numel()), default=0.0)
+    worst = 0.0
+    for a, e in zip(actual, expected):
+        if e.numel():
+            worst = max(worst, float((a - e).abs().max()) / max(float(e.abs().max()), floor, 1e-300))
+    return worst
+
+
+def _packed_err(mixer: SequenceMixer, x: Tensor, mode: str, gen: torch.Generator) -> tuple[float, str]:
+    """packed == separate for one row x (1, L, D) cut into up to 3 documents (see the module doc)."""
+    L = x.shape[1]
+    cuts = sorted(torch.randperm(L - 1, generator=gen)[: min(2, L - 1)].add(1).tolist())
+    offsets = [0, *cuts, L]
+    docs = [(a, b) for a, b in zip(offsets, offsets[1:])]
+    n = len(docs)
+    s0 = _random_state(mixer, x.new_zeros(n, 1, x.shape[2]), gen)
+    w = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    nxt = torch.randn(n, x.shape[2], generator=gen, dtype=x.dtype)
+    cu = torch.tensor(offsets, dtype=torch.int32)
+    growing = mixer._growing_state_dims()
+
+    def native(packed: bool) -> tuple[Tensor, list[Tensor]]:
+        xx = x.detach().requires_grad_(True)
+        if packed:
+            y = mixer(xx, cu_seqlens=cu, mode=mode)
+        else:
+            y = torch.cat([mixer(xx[:, a:b], mode=mode) for a, b in docs], 1)
+        params = [p for p in mixer.parameters() if p.requires_grad]
+        grads = torch.autograd.grad((y * w).sum(), [xx, *params], allow_unused=True)
+        return y.detach(), [torch.zeros(()) if g is None else g for g in grads]
+
+    def run(packed: bool):
+        xx = x.detach().requires_grad_(True)
+        s_in = map_state(lambda t: t.detach().requires_grad_(t.is_floating_point() or t.is_complex()), s0)
+        mixer.zero_grad(set_to_none=True)
+        if packed:
+            y, final = mixer(xx, s_in, cu_seqlens=cu, return_state=True, mode=mode)
+            finals = [index_state(final, slice(i, i + 1)) for i in range(n)]
+        else:
+            outs = [mixer(xx[:, a:b], index_state(s_in, slice(i, i + 1)), return_state=True, mode=mode)
+                    for i, (a, b) in enumerate(docs)]
+            y, finals = torch.cat([o[0] for o in outs], 1), [o[1] for o in outs]
+        # A growing state (KV cache, input history) of a batch keeps slots past a shorter row's
+        # tokens (zeros, their values compared above), so a gradient into those slots of the initial
+        # state depends on the batch: only the fixed-size state tensors enter the loss.
+        loss = (y * w).sum() + sum((t.real.sum() + (t.imag.sum() if t.is_complex() else 0))
+                                   for f in finals for i, t in enumerate(_leaves(f))
+                                   if t.requires_grad and i not in growing)
+        leaves = [t for t in _leaves(s_in) if t.requires_grad]
+        params = [p for p in mixer.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, [xx, *leaves, *params], allow_unused=True)
+        with torch.no_grad():  # one more token from each document's final state
+            after = [mixer.step(nxt[i : i + 1], f)[0] for i, f in enumerate(finals)] if mixer.causal else []
+        return y.detach(), finals, [torch.zeros(()) if g is None else g for g in grads], after
+
+    y_p, f_p, g_p, a_p = run(True)
+    y_s, f_s, g_s, a_s = run(False)
+    errs = {
+        "out": rel_err(y_p, y_s),
+        "state": max(max((_grown_err(a, b) for a, b in zip(_leaves(fp), _leaves(fs))), default=0.0)
+                     if len(_leaves(fp)) == len(_leaves(fs)) else float("inf") for fp, fs in zip(f_p, f_s)),
+        "step": max((rel_err(a, b) for a, b in zip(a_p, a_s)), default=0.0),
+        "grad": _grads_err(g_p, g_s),
+    }
+    if mode in mixer.packed_modes:
+        (y_n, g_n), (y_1, g_1) = native(True), native(False)
+        errs["native out"] = rel_err(y_n, y_1)
+        errs["native grad"] = _grads_err(g_n, g_1)
+    worst = max(errs, key=lambda k: errs[k])
+    native_note = ", native reset" if mode in mixer.packed_modes else ""
+    return errs[worst], f"documents {[b - a for a, b in docs]}{native_note}, worst: {worst}"
 
 
 def _run_steps(mixer: SequenceMixer, x: Tensor, state: Any) -> tuple[Tensor, Any]:
@@ -230,6 +335,9 @@ def check_mixer(
                 err = max(err, rel_err(y[b : b + 1, mask[b]], yb), _state_err(index_state(s, slice(b, b + 1)), sb))
                 err = max(err, y[b, ~mask[b]].abs().max().item() if (~mask[b]).any() else 0.0)
             add(f"mask:{m}", err)
+
+    for m in modes:
+        add(f"packed:{m}", *_packed_err(mixer, x[:1], m, gen))
 
     w = torch.randn(x.shape, generator=gen, dtype=x.dtype)
     g_ref = _grads(mixer, x, s0, ref, w)

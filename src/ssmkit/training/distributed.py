@@ -180,6 +180,9 @@ def shard(batch: Batch, d: Dist) -> Batch:
     """This rank's contiguous slice of the global batch's rows (the first B % world ranks get one more)."""
     if d.world == 1:
         return batch
+    if batch.cu_seqlens is not None:
+        raise ValueError(f"a packed batch (one row of documents, cu_seqlens) cannot be split over {d.world} "
+                         "processes by rows; train packed batches in one process, or padded batches with DDP")
 
     def part(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.tensor_split(d.world)[d.rank]

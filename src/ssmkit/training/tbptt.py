@@ -40,6 +40,9 @@ def time_chunks(batch: Batch, chunk: int) -> list[Batch]:
     L = batch.inputs.shape[1]
     if chunk <= 0 or chunk >= L:
         return [batch]
+    if batch.cu_seqlens is not None:
+        raise ValueError("truncated BPTT (tbptt) cuts rows in time, but this batch is a packed row of documents "
+                         "(cu_seqlens), each starting from a zero state: train packed batches with tbptt=0")
 
     def cut(t: Tensor | None, s: slice) -> Tensor | None:
         return None if t is None else t[:, s]

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
+from .._documents import by_documents, check_starts
 from ..dispatch import Modes
 from .chunked import delta_rule_chunked
 from .reference import delta_rule_reference
@@ -34,6 +35,7 @@ def delta_rule(
     scale: float = 1.0,
     mode: str = "auto",
     chunk_size: int = 64,
+    starts: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The delta-rule sequence operator.
 
@@ -46,9 +48,19 @@ def delta_rule(
 
     Returns (o (B, L, H, V), final_state (B, H, K, V)). The ranges of beta and log_alpha are not
     checked (that would synchronize a GPU).
+    ``starts`` (B, L) bool: tokens that begin a new document of a packed row, before which the
+    state is zero; every mode runs each document as its own slice (ops/_documents.py).
     """
     _validate(q, k, v, beta, log_alpha, initial_state, chunk_size)
-    return MODES.run(mode, k, q, k, v, beta, log_alpha, initial_state, scale, chunk_size=chunk_size)
+    if starts is None:
+        return MODES.run(mode, k, q, k, v, beta, log_alpha, initial_state, scale, chunk_size=chunk_size)
+    check_starts("delta_rule", starts, k)
+    mode = MODES.resolve(mode, k, owner="delta_rule")
+
+    def run(p: list[Tensor | None], h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        return MODES.run(mode, k, *p, h0, scale, chunk_size=chunk_size)
+
+    return by_documents(run, starts, initial_state, [q, k, v, beta, log_alpha])
 
 
 def _validate(

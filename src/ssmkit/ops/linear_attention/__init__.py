@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
+from .._documents import by_documents, check_starts
 from .._triton import (fla_chunk_unavailable, fla_recurrent_unavailable, lazy, peer_auto_skip, triton_auto_skip,
                        triton_unavailable)
 from ..dispatch import Modes
@@ -48,6 +49,7 @@ def linear_attention(
     scale: float = 1.0,
     mode: str = "auto",
     chunk_size: int = 64,
+    starts: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The gated linear attention operator.
 
@@ -61,9 +63,20 @@ def linear_attention(
 
     Returns (o (B, L, H, V), final_state (B, H, K, V)). The sign of log_decay is not checked
     (that would synchronize a GPU); with log_decay ≤ 0 no mode exponentiates a positive number.
+    ``starts`` (B, L) bool: tokens that begin a new document of a packed row, before which the
+    state is zero; every mode runs each document as its own slice (ops/_documents.py).
     """
     _validate(q, k, v, log_decay, initial_state, scale, chunk_size)
-    return MODES.run(mode, q, q, k, v, log_decay, initial_state, scale, chunk_size=chunk_size)
+    if starts is None:
+        return MODES.run(mode, q, q, k, v, log_decay, initial_state, scale, chunk_size=chunk_size)
+    check_starts("linear_attention", starts, q)
+    mode = MODES.resolve(mode, q, owner="linear_attention")
+    per_step = log_decay is not None and log_decay.dim() >= 3  # (B, L, H[, K]); else None or (H,)
+
+    def run(p: list[Tensor | None], h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        return MODES.run(mode, q, p[0], p[1], p[2], p[3] if per_step else log_decay, h0, scale, chunk_size=chunk_size)
+
+    return by_documents(run, starts, initial_state, [q, k, v, log_decay if per_step else None])
 
 
 def _validate(

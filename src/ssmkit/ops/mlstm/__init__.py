@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
+from .._documents import by_documents, check_starts
 from ..dispatch import Modes
 from .chunked import mlstm_chunked
 from .reference import mlstm_reference
@@ -26,7 +27,7 @@ MODES = Modes("mlstm", {"chunked": mlstm_chunked, "reference": mlstm_reference},
 def mlstm(
     q: Tensor, k: Tensor, v: Tensor, log_i: Tensor, log_f: Tensor,
     initial_state: tuple[Tensor, Tensor, Tensor] | None = None,
-    mode: str = "auto", chunk_size: int = 128,
+    mode: str = "auto", chunk_size: int = 128, starts: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
     """The mLSTM sequence operator.
 
@@ -35,9 +36,19 @@ def mlstm(
     gates (<= 0 for a sigmoid gate; log f = 0 with log i = -inf is an identity step),
     initial_state (C (B, H, K, V), n (B, H, K), m (B, H)) or None for zeros (m = 0).
     Returns (h (B, L, H, V), final_state (C, n, m)).
+    ``starts`` (B, L) bool: tokens that begin a new document of a packed row, before which the
+    state is zero; every mode runs each document as its own slice (ops/_documents.py).
     """
     _validate(q, k, v, log_i, log_f, initial_state, chunk_size)
-    return MODES.run(mode, q, q, k, v, log_i, log_f, initial_state, chunk_size=chunk_size)
+    if starts is None:
+        return MODES.run(mode, q, q, k, v, log_i, log_f, initial_state, chunk_size=chunk_size)
+    check_starts("mlstm", starts, q)
+    mode = MODES.resolve(mode, q, owner="mlstm")
+
+    def run(p: list[Tensor | None], h0: tuple[Tensor, Tensor, Tensor] | None):
+        return MODES.run(mode, q, *p, h0, chunk_size=chunk_size)
+
+    return by_documents(run, starts, None if initial_state is None else tuple(initial_state), [q, k, v, log_i, log_f])
 
 
 def _validate(

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ...core.precision import float32_core
 from .._validate import check_chunk_size, check_sequence, check_tensors, check_values, expect_shape
+from .._documents import by_documents, check_starts
 from ..dispatch import Modes
 from .chunked import exclusive_dyadic_scores, rwkv6_chunked
 from .reference import rwkv6_reference
@@ -32,6 +33,7 @@ def rwkv6(
     initial_state: Tensor | None = None,
     mode: str = "auto",
     chunk_size: int = 32,
+    starts: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The WKV-6 sequence operator.
 
@@ -42,9 +44,19 @@ def rwkv6(
 
     Returns (o (B, L, H, V), final_state (B, H, K, V)). The sign of log_w is not checked (that
     would synchronize a GPU); with log_w <= 0 no mode exponentiates a positive number.
+    ``starts`` (B, L) bool: tokens that begin a new document of a packed row, before which the
+    state is zero; every mode runs each document as its own slice (ops/_documents.py).
     """
     _validate(r, k, v, log_w, u, initial_state, chunk_size)
-    return MODES.run(mode, k, r, k, v, log_w, u, initial_state, chunk_size=chunk_size)
+    if starts is None:
+        return MODES.run(mode, k, r, k, v, log_w, u, initial_state, chunk_size=chunk_size)
+    check_starts("rwkv6", starts, k)
+    mode = MODES.resolve(mode, k, owner="rwkv6")
+
+    def run(p: list[Tensor | None], h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        return MODES.run(mode, k, *p, u, h0, chunk_size=chunk_size)
+
+    return by_documents(run, starts, initial_state, [r, k, v, log_w])
 
 
 def _validate(

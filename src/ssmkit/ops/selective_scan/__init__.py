@@ -15,6 +15,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...core.precision import float32_core
+from .._documents import by_documents, check_starts
 from .._triton import lazy, triton_auto_skip, triton_unavailable
 from ..dispatch import Modes
 from .chunked import selective_scan_chunked
@@ -53,15 +54,26 @@ def selective_scan(
     delta_softplus: bool = False,
     initial_state: Tensor | None = None,
     mode: str = "auto",
+    starts: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """u, delta, z: (B, L, D); A: (D, N) real; B, C: (B, L, N) or (B, L, G, N), channel d using
     group d // (D/G); D, delta_bias: (D,); initial_state: (B, D, N), None = zeros.
 
     dt = softplus(delta + delta_bias) if delta_softplus else delta + delta_bias, then per step
     h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t,  y_t = C_t h_t + D u_t,  y_t *= silu(z_t) if z.
-    Returns (y (B, L, D), final_state (B, D, N))."""
+    Returns (y (B, L, D), final_state (B, D, N)).
+    ``starts`` (B, L) bool: tokens that begin a new document of a packed row, before which the
+    state is zero; every mode runs each document as its own slice (ops/_documents.py)."""
     check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
-    return MODES.run(mode, u, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    if starts is None:
+        return MODES.run(mode, u, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    check_starts("selective_scan", starts, u)
+    mode = MODES.resolve(mode, u, owner="selective_scan")
+
+    def run(p: list[Tensor | None], h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        return MODES.run(mode, u, p[0], p[1], A, p[2], p[3], D, p[4], delta_bias, delta_softplus, h0)
+
+    return by_documents(run, starts, initial_state, [u, delta, B, C, z])
 
 
 __all__ = [

@@ -8,12 +8,14 @@ Modes: ``reference`` (loop over taps) and ``conv1d`` (grouped F.conv1d); ``auto`
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ...core.precision import float32_core
 from ..dispatch import Modes
 from .conv1d import short_conv_conv1d
 from .reference import short_conv_reference
+from .starts import drop_cross_taps
 from .state import conv_state_at
 from .step import short_conv_step
 
@@ -27,13 +29,22 @@ def short_conv(
     bias: Tensor | None = None,
     initial_state: Tensor | None = None,
     mode: str = "auto",
+    starts: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """x (B, L, D), weight (D, K) in PyTorch Conv1d orientation (weight[:, K-1] multiplies the
     current token), bias (D,) | None, initial_state (B, K-1, D) the last K-1 inputs, oldest first
     (None: zeros) -> (y (B, L, D), final_state (B, K-1, D) the last K-1 inputs of [state, x]).
+    ``starts`` (B, L) bool: tokens that begin a new document of a packed row; no tap reaches
+    before them (starts.py), in every mode.
     """
     _validate(x, weight, bias, initial_state)
-    return MODES.run(mode, x, x, weight, bias, initial_state)
+    y, final = MODES.run(mode, x, x, weight, bias, initial_state)
+    if starts is None:
+        return y, final
+    if starts.shape != x.shape[:2] or starts.dtype != torch.bool:
+        raise ValueError(f"short_conv: starts must be a bool tensor of shape (B, L) = {tuple(x.shape[:2])}, "
+                         f"got {starts.dtype} {tuple(starts.shape)}")
+    return drop_cross_taps(y, final, x, weight, initial_state, starts)
 
 
 def _validate(x: Tensor, weight: Tensor, bias: Tensor | None, initial_state: Tensor | None) -> None:

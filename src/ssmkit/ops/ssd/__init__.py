@@ -15,6 +15,7 @@ from torch import Tensor
 from ...core.precision import float32_core
 from ...core.segsum import segsum
 from .._validate import check_chunk_size, check_sequence, check_tensors, expect_shape
+from .._documents import by_documents, check_starts
 from .._triton import lazy, triton_auto_skip, triton_unavailable
 from ..dispatch import Modes
 from .chunked import ssd_chunked
@@ -42,6 +43,7 @@ def ssd(
     initial_state: Tensor | None = None,
     mode: str = "auto",
     chunk_size: int = 64,
+    starts: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The SSD sequence operator.
 
@@ -53,9 +55,19 @@ def ssd(
 
     Returns (y (B, L, H, P), final_state (B, H, P, N)). The signs of dt and A are not checked
     (that would synchronize a GPU); with dt >= 0 and A <= 0 no mode exponentiates a positive number.
+    ``starts`` (B, L) bool: tokens that begin a new document of a packed row, before which the
+    state is zero; every mode runs each document as its own slice (ops/_documents.py).
     """
     _validate(x, dt, A, B, C, D, initial_state, chunk_size)
-    return MODES.run(mode, x, x, dt, A, B, C, D, initial_state, chunk_size=chunk_size)
+    if starts is None:
+        return MODES.run(mode, x, x, dt, A, B, C, D, initial_state, chunk_size=chunk_size)
+    check_starts("ssd", starts, x)
+    mode = MODES.resolve(mode, x, owner="ssd")
+
+    def run(p: list[Tensor | None], h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        return MODES.run(mode, x, p[0], p[1], A, p[2], p[3], D, h0, chunk_size=chunk_size)
+
+    return by_documents(run, starts, initial_state, [x, dt, B, C])
 
 
 def _validate(
