@@ -21,6 +21,6 @@ def test_the_families_with_kernels_declare_triton():
 def test_triton_mode_through_the_layer(name):
     results = check_mixer(name, length=37, modes=("triton",))
     rows = {r.check for r in results if r.check.endswith(":triton")}
-    assert rows == {f"{c}:triton" for c in ("mode", "split", "state", "mask", "grad")}, rows
+    assert rows == {f"{c}:triton" for c in ("mode", "split", "state", "mask", "grad", "packed")}, rows
     failed = [str(r) for r in results if not r.passed or r.allowed]
     assert not failed, "\n".join(failed)

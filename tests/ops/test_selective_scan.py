@@ -15,7 +15,6 @@ from ssmkit.ops.selective_scan import selective_scan, selective_scan_reference
 import ssmkit.ops.selective_scan.chunked as chunked
 from ssmkit.benchmarks.measure import saved_bytes
 from ssmkit.ops.selective_scan.chunked import BOUND, MAX_CHUNK, chunk_spans
-from ssmkit.ops.selective_scan.cpp import SelectiveScanCpp
 
 FAST = ["chunked", "cpp"]
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]

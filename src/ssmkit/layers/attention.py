@@ -70,6 +70,15 @@ class AttentionConfig(MixerConfig):
         check(self.window is None or self.window >= 1, "window", f"must be None or an int >= 1, got {self.window!r}")
 
 
+def rope_heads(n_heads: int | None, d_model: int) -> tuple[int, int]:
+    """(H, P): the heads (``resolve_heads``) and the head size d_model / H of a layer that rotates its
+    queries and keys with ``rope``, which pairs dims: P must be even (an error naming n_heads)."""
+    H = resolve_heads(n_heads, d_model)
+    P = d_model // H
+    check(P % 2 == 0, "n_heads", f"head size d_model/n_heads = {P} must be even for RoPE (n_heads={H})")
+    return H, P
+
+
 def rope(x: Tensor, pos: Tensor, base: float, rotary_dim: int | None = None) -> Tensor:
     """Rotate the leading R = ``rotary_dim`` (default P) dims of x (B, L, H, P) by the angles
     pos (B, L) * base^{-2i/R}, pairs (i, i + R/2); the other P - R dims pass unchanged."""
@@ -109,9 +118,7 @@ class Attention(SequenceMixer):
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
         c = self.config
-        H = resolve_heads(c.n_heads, d_model)
-        P = d_model // H
-        check(P % 2 == 0, "n_heads", f"head size d_model/n_heads = {P} must be even for RoPE (n_heads={H})")
+        H, P = rope_heads(c.n_heads, d_model)
         Hkv = H if c.n_kv_heads is None else c.n_kv_heads
         check(H % Hkv == 0, "n_kv_heads", f"must divide n_heads={H}, got {Hkv}")
         R = round(c.rope_fraction * P)

@@ -43,8 +43,8 @@ from ..config import check
 from ..core.precision import float32_core
 from ._window import (block_view, call_lengths, check_window_field, local_attention, positions, softmax_attend,
                       state_dtype, tail, token_count, unblock)
-from .attention import rope
-from .base import MixerConfig, SequenceMixer, resolve_heads, tag_ssm_param
+from .attention import rope, rope_heads
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
 from .call import ForwardCall
 from .registry import register_mixer
 
@@ -114,9 +114,7 @@ class BlockRecurrent(SequenceMixer):
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
         c = self.config
-        H = resolve_heads(c.n_heads, d_model)
-        P = d_model // H
-        check(P % 2 == 0, "n_heads", f"head size d_model/n_heads = {P} must be even for RoPE (n_heads={H})")
+        H, P = rope_heads(c.n_heads, d_model)
         self.n_heads, self.head_dim = H, P
         D, N = d_model, c.n_state
         lin = lambda i, o, bias=c.bias: nn.Linear(i, o, bias=bias)  # noqa: E731

@@ -42,8 +42,8 @@ from torch import Tensor, nn
 
 from ..config import check
 from ._window import block_view, call_lengths, check_window_field, state_dtype, tail, token_count, unblock
-from .attention import attention_math, rope
-from .base import MixerConfig, SequenceMixer, resolve_heads, tag_ssm_param
+from .attention import attention_math, rope, rope_heads
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
 from .call import ForwardCall
 from .registry import register_mixer
 from .swa import qkv_projections
@@ -118,9 +118,7 @@ class RecurrentMemoryTransformer(SequenceMixer):
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
         c = self.config
-        H = resolve_heads(c.n_heads, d_model)
-        check((d_model // H) % 2 == 0, "n_heads",
-              f"head size d_model/n_heads = {d_model // H} must be even for RoPE (n_heads={H})")
+        H, _ = rope_heads(c.n_heads, d_model)
         self.blocks = nn.ModuleList(InnerBlock(d_model, H, c) for _ in range(c.depth))
         self.mem0 = tag_ssm_param(nn.Parameter(torch.randn(c.n_memory, d_model) * 0.02))  # M_0
         self.write_norm = nn.LayerNorm(d_model)  # M_{s+1} = LN(write outputs): the paper's final norm

@@ -29,8 +29,8 @@ from torch import Tensor, nn
 from ..config import check
 from ._window import (call_lengths, check_window_field, local_attention, softmax_attend, state_dtype, tail,
                       token_count)
-from .attention import rope
-from .base import MixerConfig, SequenceMixer, resolve_heads, tag_ssm_param
+from .attention import rope, rope_heads
+from .base import MixerConfig, SequenceMixer, tag_ssm_param
 from .call import ForwardCall
 from .registry import register_mixer
 
@@ -81,9 +81,7 @@ class SlidingWindowAttention(SequenceMixer):
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:
         super().__init__(d_model, mode, **cfg)
-        H = resolve_heads(self.config.n_heads, d_model)
-        P = d_model // H
-        check(P % 2 == 0, "n_heads", f"head size d_model/n_heads = {P} must be even for RoPE (n_heads={H})")
+        H, P = rope_heads(self.config.n_heads, d_model)
         self.n_heads, self.head_dim = H, P
         qkv_projections(self, d_model, self.config.bias)
 

@@ -73,8 +73,13 @@ def lazy(module: str, name: str) -> Callable[..., Any]:
     """The function ``name`` of the kernel module ``module`` (absolute), imported on the first call:
     ``import ssmkit`` stays free of triton."""
 
+    loaded: dict[str, Callable[..., Any]] = {}  # after the first call, no import: torch.compile reads a dict
+
     def run(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+        fn = loaded.get(name)
+        if fn is None:
+            fn = loaded[name] = getattr(importlib.import_module(module), name)
+        return fn(*args, **kwargs)
 
     run.__name__ = run.__qualname__ = name
     run.__doc__ = f"``{module}.{name}``, imported on the first call."
