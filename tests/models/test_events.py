@@ -30,8 +30,9 @@ def _model(arch: str = "event_stream", mixer: str = "mamba", **cfg):
 
 
 @pytest.mark.parametrize("arch, mixer, cfg", [("event_stream", "mamba", {}), ("event_stream", "s4d", {"time": "features"}),
-                                              ("event_stream", "attention", {"time": "none"}), ("event_frames", "s4d", {})],
-                         ids=["mamba-dt", "s4d-features", "attention-none", "frames"])
+                                              ("event_stream", "attention", {"time": "none"}), ("event_frames", "s4d", {}),
+                                              ("event_stream", "mamba", {"time": "both"})],
+                         ids=["mamba-dt", "s4d-features", "attention-none", "frames", "mamba-both"])
 def test_logits_per_stream(arch, mixer, cfg):
     x, mask, dt = _events()
     out = _model(arch, mixer, **cfg)(x, mask=mask, dt=dt)
@@ -48,6 +49,10 @@ def test_the_gaps_reach_the_mixers_as_dt_and_padding_changes_nothing():
     assert torch.allclose(none(x, mask=mask, dt=dt), none(x, mask=mask, dt=dt * 3))  # ... unless time=none
     short = model(x[1:, :5], dt=dt[1:, :5])
     assert torch.allclose(a[1:], short, atol=1e-10)  # the padded row equals its real events alone
+    both = _model(time="both").double()  # the gaps as dt and the timestamps as features
+    assert both.time_proj is not None and not torch.allclose(both(x, mask=mask, dt=dt), both(x, mask=mask, dt=dt * 3))
+    features = _model(time="features").double()
+    assert torch.allclose(features(x, mask=mask, dt=dt), features(x, mask=mask, dt=dt * 3))  # dt unused there
 
 
 def test_binning_counts_each_event_in_its_bin_polarity_and_pixel():
@@ -83,6 +88,12 @@ def test_missing_or_negative_gaps_are_refused_when_the_gaps_are_the_step():
 def test_bad_pairings_are_named():
     with pytest.raises(ValueError, match="'time'.*cannot take dt.*arch.time=features"):
         _model(mixer="attention")
+    with pytest.raises(ValueError, match="'time'.*'both' gives the event gaps.*cannot take dt"):
+        _model(mixer="attention", time="both")
+    with pytest.raises(ValueError, match="time='both' reads the event gaps"):
+        _model(time="both")(*_events()[:2])
+    with pytest.raises(ValueError, match="'time'.*must be one of"):
+        _model(time="gaps")
     with pytest.raises(ValueError, match="'event_stream' reads EventStream data"):
         create_model("event_stream", BackboneConfig(d_model=8, n_layers=1, mixer="mamba"),
                      DataSpec("classify", 10, None, 1, 0, (8, 8, 1)))

@@ -11,7 +11,7 @@ order, as event-camera SSMs read them (Zubic et al. 2024; Schoene et al. 2023, E
 SSM families have (docs/irregular.md: the time since the previous event scales the discretization
 step, so a long silence decays the state more than a burst; a call without dt, as compare's speed
 measurement makes, runs unit steps); ``features`` as two input features
-(for mixers without ``dt``, e.g. attention); ``none`` not at all (only the events' order). The
+(for mixers without ``dt``, e.g. attention); ``both`` both ways; ``none`` not at all (only the events' order). The
 baseline that bins events into frames is ``arch=event_frames`` (``models.event_frames``).
 """
 from __future__ import annotations
@@ -29,13 +29,15 @@ from .layouts import EventStream, require_layout
 from .registry import DataSpec, register_arch
 from .timeseries import masked_pool
 
-TIMES = ("dt", "features", "none")
+TIMES = ("dt", "features", "both", "none")
+USES_DT = ("dt", "both")
+USES_FEATURES = ("features", "both")
 _TASKS = "mnist_events"
 
 
 @dataclasses.dataclass
 class EventStreamConfig:
-    time: str = "dt"  # dt | features | none (see the module docstring)
+    time: str = "dt"  # dt | features | both | none (see the module docstring)
     dt_scale: float = 1.0  # time=dt: the mixers' dt = dt_scale * Batch.dt (the task's unit: ms)
 
     def __post_init__(self) -> None:
@@ -73,16 +75,16 @@ class EventStreamModel(nn.Module):
         super().__init__()
         self.layout = require_layout(spec.layout, EventStream, "event_stream", _TASKS)
         check(spec.kind == TaskKind.CLASSIFY, "arch", f"'event_stream' classifies streams, the task's kind is '{spec.kind}'")
-        if cfg.time == "dt":
+        if cfg.time in USES_DT:
             bad = [n for n in backbone.mixers() if not get_mixer_class(n).accepts_dt]
             takers = [n for n in list_mixers() if get_mixer_class(n).accepts_dt]
-            check(not bad, "time", f"'dt' gives the event gaps to every mixer, but {bad} cannot take dt; use "
+            check(not bad, "time", f"'{cfg.time}' gives the event gaps to every mixer, but {bad} cannot take dt; use "
                   f"arch.time=features, or a mixer that takes dt: {takers}")
         self.cfg = cfg
         D = backbone.d_model
         self.pos = nn.Embedding(self.layout.height * self.layout.width, D)
         self.pol = nn.Embedding(2, D)
-        self.time_proj = nn.Linear(2, D) if cfg.time == "features" else None
+        self.time_proj = nn.Linear(2, D) if cfg.time in USES_FEATURES else None
         self.backbone = Backbone(backbone)
         self.head = nn.Linear(D, spec.n_out)
 
@@ -93,9 +95,9 @@ class EventStreamModel(nn.Module):
         if self.time_proj is not None:
             gap = torch.diff(t, dim=1, prepend=torch.zeros_like(t[:, :1])).clamp_min(1e-3)
             h = h + self.time_proj(torch.stack([t / self.layout.duration, torch.log(gap)], -1))
-        if self.cfg.time == "dt":
+        if self.cfg.time in USES_DT:
             if dt is None:
-                raise ValueError("arch 'event_stream' with time='dt' reads the event gaps as the mixers' dt: call "
+                raise ValueError(f"arch 'event_stream' with time='{self.cfg.time}' reads the event gaps as the mixers' dt: call "
                                  "model(events, mask=mask, dt=gaps) (a task's Batch.dt), or build it with time='features'")
             h = self.backbone(h, mask=mask, dt=dt * self.cfg.dt_scale)
         else:
