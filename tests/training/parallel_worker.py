@@ -5,7 +5,8 @@ Trains the tiny LM under parallel=fsdp (sharded checkpoints, the default), under
 checkpoint_format=full, and under context_parallel=WORLD; then an FSDP run that stops after its
 step-2 checkpoint (every process raises while fetching batch 3, as a crash would end it) and is
 resumed in its run folder. Rank 0 writes OUT_DIR/<mode>.safetensors (final weights, gathered) and
-OUT_DIR/<mode>.json (fit's result), mode = fsdp, fsdp-full, cp, fsdp-resumed; and
+OUT_DIR/<mode>.json (fit's result), mode = fsdp, fsdp-full, cp, fsdp-resumed, to-sharded, to-full
+(the two FSDP runs' last checkpoints resumed with the other checkpoint_format); and
 OUT_DIR/fsdp-outputs.safetensors: the FSDP model's logits on the first 4 examples.
 """
 import json
@@ -65,6 +66,13 @@ if __name__ == "__main__":
                 logits = model(task.x[:4])
             if int(os.environ["RANK"]) == 0:
                 save_file({"logits": logits.contiguous()}, os.path.join(out, "fsdp-outputs.safetensors"))
+    # a resume that changes checkpoint_format turns the kept best-val weights into the other layout: resumed at
+    # its last step, a run only loads them (full -> shards, shards -> full) and scores them
+    for mode, source, fmt in (("to-sharded", "fsdp-full", "auto"), ("to-full", "fsdp", "full")):
+        model = tiny_model(task, mixer=MIXER["fsdp"], seed=1)
+        result = fit(task, model, parallel_config(f"{out}/{mode}", parallel="fsdp", checkpoint_format=fmt),
+                     log=lambda s: None, resume=f"{out}/{source}/ck/step-00000004")
+        keep(out, mode, model, result)
     cfg = parallel_config(f"{out}/fsdp-cut", parallel="fsdp")
     try:
         fit(StoppingTask("lm", n=10), tiny_model(task, mixer=MIXER["fsdp"]), cfg, log=lambda s: None)

@@ -69,6 +69,12 @@ def test_fsdp_and_context_parallel_train_like_one_process(tmp_path):
         assert meta["optimizer"] == full_meta["optimizer"] and meta["rng"] == full_meta["rng"]
         assert meta["progress"] == full_meta["progress"]
 
+    # resumed with the other checkpoint_format, the best-val weights change layout and stay the same numbers
+    for mode in ("to-sharded", "to-full"):
+        _assert_equal(safetensors.load_file(str(tmp_path / f"{mode}.safetensors")), fsdp, mode)
+        result = json.loads((tmp_path / f"{mode}.json").read_text())
+        assert result == json.loads((tmp_path / "fsdp.json").read_text()), mode
+
     # each process wrote its own shards; s4d's complex C, stored as a real (D, N, 2) view, and its AdamW
     # moments are split along D between the two files
     step4 = tmp_path / "fsdp" / "ck" / "step-00000004"
