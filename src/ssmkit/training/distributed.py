@@ -14,12 +14,16 @@ The group is joined once per process and left at interpreter exit (``atexit``), 
 ``fit``: a second ``fit`` in the same process (a comparison of several runs under torchrun) would
 otherwise join a new default group over the same rendezvous store, whose stale keys can pair the
 processes wrongly and hang them; and a group still alive while the interpreter shuts down aborts
-the process from a gloo thread ("terminate called without an active exception").
+the process from a gloo thread ("terminate called without an active exception"). Garbage is
+collected before the group is destroyed: without it a finished 2-process FSDP run aborted so at
+exit in 3 of 46 runs here, with it in none of 80 (the suspect: FSDP state, with its collectives'
+work objects, left for interpreter finalization).
 """
 from __future__ import annotations
 
 import atexit
 import dataclasses
+import gc
 import os
 
 import torch
@@ -90,6 +94,7 @@ def teardown(d: Dist, clean: bool = True) -> None:
 def _leave_group() -> None:
     """At interpreter exit, before Python tears down its threads: destroy the group ssmkit joined."""
     if dist.is_initialized():
+        gc.collect()  # FSDP state freed while the interpreter is whole (module doc)
         dist.destroy_process_group()
 
 
