@@ -8,8 +8,9 @@ from .config import TrainConfig
 from .loop import evaluate, fit
 from .optim import param_groups
 from .schedule import warmup_cosine
+from .sharded_checkpoint import full_copy
 
 __all__ = [
-    "CheckpointError", "TrainConfig", "evaluate", "fit",
+    "CheckpointError", "TrainConfig", "evaluate", "fit", "full_copy",
     "latest_checkpoint", "param_groups", "read_checkpoint", "warmup_cosine",
 ]

@@ -13,25 +13,32 @@ A checkpoint is a folder ``step-XXXXXXXX/`` holding
   model (``ssmkit.runs.RunConfig.to_json()``; ``ssmkit eval`` reads it).
 
 Writing: every file goes into a hidden temporary folder, is flushed to disk, and the folder then
-takes its final name (``ssmkit.io.atomic_folder``), so a reader sees a whole checkpoint or none;
-the ``keep`` newest are kept. Reading checks format, version, sizes and checksums before loading
-anything, and every failure is a ``CheckpointError`` that names the file and what is wrong.
+takes its final name (``ssmkit.io.atomic_folder``, through ``checkpoint_folder``), so a reader sees a
+whole checkpoint or none; the ``keep`` newest are kept. Reading checks format, version, sizes and
+checksums before loading anything, and every failure is a ``CheckpointError`` that names the file
+and what is wrong.
+
+An FSDP run writes the sharded layout instead (``sharded_checkpoint.py``: format
+``ssmkit-sharded-checkpoint``, each process's shards in its own safetensors file, the same
+state.json fields); ``read_checkpoint`` reads both, the sharded one assembled in full in one process.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from torch import Tensor
 
 from ..io import atomic_folder, remove_stale
 
 FORMAT, VERSION = "ssmkit-checkpoint", 1
+SHARDED_FORMAT = "ssmkit-sharded-checkpoint"  # sharded_checkpoint.py; the same VERSION
 STATE = "state.json"
 RUN = "run.json"  # the run's description, beside the checkpoints and in each one
 MODEL, OPTIMIZER, BEST = "model.safetensors", "optimizer.safetensors", "best_model.safetensors"
@@ -124,6 +131,32 @@ def checkpoint_path(directory: str | Path, step: int) -> Path:
     return Path(directory) / f"step-{step:08d}"
 
 
+def file_record(path: Path, aliases: dict[str, str] | None = None) -> dict[str, Any]:
+    """state.json's entry for one tensor file: its size and SHA-256 (checked before it is read)."""
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path), "aliases": aliases or {}}
+
+
+@contextlib.contextmanager
+def checkpoint_folder(directory: str | Path, step: int, keep: int) -> Iterator[Path]:
+    """A temporary folder that becomes ``step-XXXXXXXX`` whole on a clean exit (a resumed run re-saving
+    a step replaces it); then only the newest ``keep`` checkpoints stay. What killed writers left
+    (hidden temporary folders) is cleared first; on an exception nothing changes."""
+    directory = Path(directory)
+    remove_stale(directory, ".step-*.tmp-*")  # left by a writer that was killed mid-write
+    remove_stale(directory, ".step-*.old-*")
+    with atomic_folder(checkpoint_path(directory, step)) as tmp:
+        yield tmp
+    for stale_step in list_checkpoints(directory)[:-keep]:
+        shutil.rmtree(stale_step)
+
+
+def write_state(folder: Path, meta: dict[str, Any], documents: dict[str, Any] | None = None) -> None:
+    """state.json (``meta``: format, version, step, ..., files) and the JSON ``documents`` (e.g. run.json)."""
+    (folder / STATE).write_text(json.dumps(meta, indent=1, allow_nan=True))
+    for name, document in (documents or {}).items():
+        (folder / name).write_text(json.dumps(document, indent=1) + "\n")
+
+
 def save_checkpoint(
     directory: str | Path, step: int, files: dict[str, dict[str, Tensor]], state: dict[str, Any], keep: int,
     documents: dict[str, Any] | None = None,
@@ -131,23 +164,14 @@ def save_checkpoint(
     """Write ``files`` (name -> tensors), ``state`` (JSON-able) and ``documents`` (file name -> JSON-able,
     e.g. run.json) as ``step-XXXXXXXX``; keep the newest ``keep``."""
     st = _safetensors()
-    directory = Path(directory)
-    remove_stale(directory, ".step-*.tmp-*")  # left by a writer that was killed mid-write
-    remove_stale(directory, ".step-*.old-*")
-    final = checkpoint_path(directory, step)
-    with atomic_folder(final) as tmp:  # a resumed run re-saving a step replaces it whole
+    with checkpoint_folder(directory, step, keep) as tmp:
         record = {}
         for name, tensors in files.items():
             unique, aliases = _dedupe(tensors)
             st.save_file(unique, str(tmp / name))
-            record[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name), "aliases": aliases}
-        meta = {"format": FORMAT, "version": VERSION, "step": step, **state, "files": record}
-        (tmp / STATE).write_text(json.dumps(meta, indent=1, allow_nan=True))
-        for name, document in (documents or {}).items():
-            (tmp / name).write_text(json.dumps(document, indent=1) + "\n")
-    for stale_step in list_checkpoints(directory)[:-keep]:
-        shutil.rmtree(stale_step)
-    return final
+            record[name] = file_record(tmp / name, aliases)
+        write_state(tmp, {"format": FORMAT, "version": VERSION, "step": step, **state, "files": record}, documents)
+    return checkpoint_path(directory, step)
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:
@@ -188,9 +212,9 @@ def _check_state_fields(meta: dict[str, Any], state_file: Path) -> None:
                                        "for a file inside the checkpoint folder")
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Tensor]]]:
-    """-> (state.json as a dict, {file name: tensors}), after checking format, sizes and checksums."""
-    st = _safetensors()
+def read_state(path: str | Path) -> dict[str, Any]:
+    """state.json of the checkpoint folder ``path`` (either layout), after checking format, version and
+    the types of its fields; the tensor files are not touched."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path}: not a folder (expected a step-XXXXXXXX folder "
@@ -202,25 +226,48 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[st
         meta = json.loads(state_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{state_file}: not valid JSON ({e}); the file is corrupt or truncated") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, SHARDED_FORMAT):
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{state_file}: not an ssmkit checkpoint (format {found!r}, expected {FORMAT!r})")
+        raise CheckpointError(f"{state_file}: not an ssmkit checkpoint (format {found!r}, expected {FORMAT!r} "
+                              f"or {SHARDED_FORMAT!r})")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{state_file}: checkpoint version {meta.get('version')!r}, this ssmkit reads {VERSION}")
     missing = [k for k in _REQUIRED if k not in meta]
     if missing:
         raise CheckpointError(f"{state_file}: missing entries {missing} (expected {list(_REQUIRED)})")
     _check_state_fields(meta, state_file)
+    return meta
+
+
+def verify_file(path: Path, name: str, rec: dict[str, Any]) -> None:
+    """``path / name`` has the size and SHA-256 that state.json records for it."""
+    f = path / name
+    if not f.is_file():
+        raise CheckpointError(f"{f}: missing (listed in {STATE})")
+    size = f.stat().st_size
+    if size != rec["bytes"]:
+        raise CheckpointError(f"{f}: {size} bytes, expected {rec['bytes']} (truncated or overwritten)")
+    if _sha256(f) != rec["sha256"]:
+        raise CheckpointError(f"{f}: SHA-256 differs from the one in {STATE}; the file is corrupt")
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Tensor]]]:
+    """-> (state.json as a dict, {file name: tensors}), after checking format, sizes and checksums.
+
+    A sharded checkpoint (an FSDP run's) is assembled in full in this process, without a process
+    group, and returned as the full layout would hold it: ``MODEL``, ``OPTIMIZER`` (parameters
+    numbered in group order, as in state.json's ``optimizer`` entry) and ``BEST``."""
+    path = Path(path)
+    meta = read_state(path)
+    if meta["format"] == SHARDED_FORMAT:
+        from .sharded_checkpoint import read_sharded_in_full
+
+        return read_sharded_in_full(path, meta)
+    st = _safetensors()
     tensors = {}
     for name, rec in meta["files"].items():
+        verify_file(path, name, rec)
         f = path / name
-        if not f.is_file():
-            raise CheckpointError(f"{f}: missing (listed in {STATE})")
-        size = f.stat().st_size
-        if size != rec["bytes"]:
-            raise CheckpointError(f"{f}: {size} bytes, expected {rec['bytes']} (truncated or overwritten)")
-        if _sha256(f) != rec["sha256"]:
-            raise CheckpointError(f"{f}: SHA-256 differs from the one in {STATE}; the file is corrupt")
         try:
             loaded = st.load_file(str(f))
         except Exception as e:  # safetensors raises its own error type for malformed files

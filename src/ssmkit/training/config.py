@@ -51,6 +51,9 @@ class TrainConfig:
     checkpoint_dir: str = ""  # step-XXXXXXXX/ checkpoint folders go here; "" = no checkpoints
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end of the run
     keep_checkpoints: int = 3  # newest checkpoints kept; older ones are deleted
+    # auto: sharded under parallel=fsdp (each process writes its shards, torch.distributed.checkpoint),
+    # full otherwise (one set of files written by process 0); full under fsdp gathers to process 0
+    checkpoint_format: str = "auto"  # auto | sharded | full (docs/distributed.md)
     # divergence: a non-finite loss or gradient norm (checked every step: one host sync)
     on_nonfinite: str = "stop"  # stop: raise naming the step, loss and last good checkpoint; skip: see below
     max_skips: int = 5  # on_nonfinite=skip: drop the step's update and halve the lr, stop after this many in a row
@@ -87,3 +90,13 @@ class TrainConfig:
         check(self.max_skips >= 1, "max_skips", f"must be >= 1, got {self.max_skips}")
         check(self.checkpoint_every == 0 or bool(self.checkpoint_dir), "checkpoint_every",
               "needs checkpoint_dir to write checkpoints to")
+        check(self.checkpoint_format in ("auto", "sharded", "full"), "checkpoint_format",
+              f"must be auto, sharded or full, got {self.checkpoint_format!r}")
+        check(self.checkpoint_format != "sharded" or self.parallel == "fsdp", "checkpoint_format",
+              f"sharded needs parallel=fsdp (under parallel={self.parallel} every process holds the whole model: "
+              "use full or auto)")
+
+    @property
+    def sharded_checkpoints(self) -> bool:
+        """Whether checkpoints are written in the sharded layout (``checkpoint_format``, auto: under FSDP)."""
+        return self.checkpoint_format == "sharded" or (self.checkpoint_format == "auto" and self.parallel == "fsdp")

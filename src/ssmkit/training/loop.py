@@ -5,7 +5,9 @@ lr, gradient clipping, optional bf16 autocast and truncated BPTT (``tbptt.py``).
 every ``eval_every`` steps drives early stopping, and the test split is scored at the end with the
 best-val weights. The data stream is a pure function of (seed, epoch), so a run is fully described
 by its weights, optimizer state, step, data position and RNG states: that is what a checkpoint
-holds, and ``fit(..., resume=True)`` continues bit for bit where the last one left off. Beside the
+holds, and ``fit(..., resume=True)`` continues bit for bit where the last one left off. Under FSDP
+the checkpoints are sharded by default (``sharded_checkpoint.py``): each process writes and reads
+its own shards, and the rest is the same. Beside the
 checkpoints and in each one, fit writes run.json, the run's description (``description.py``), so
 that ``ssmkit eval`` can rebuild the model of any checkpoint.
 Under ``torchrun`` the same code runs on every process (``distributed.py``).
@@ -31,8 +33,8 @@ from ..tasks.base import Batch, Task
 from ..tasks.metrics import improves, task_metric
 from . import context_parallel, distributed
 from .checkpoint import (
-    BEST, MODEL, OPTIMIZER, RUN, CheckpointError, decode_bytes, encode_bytes, join_optimizer_state,
-    latest_checkpoint, read_checkpoint, save_checkpoint, split_optimizer_state,
+    BEST, MODEL, OPTIMIZER, RUN, SHARDED_FORMAT, CheckpointError, decode_bytes, encode_bytes,
+    join_optimizer_state, latest_checkpoint, read_checkpoint, read_state, save_checkpoint, split_optimizer_state,
 )
 from ..config import check_types
 from .config import TrainConfig
@@ -42,6 +44,7 @@ from .optim import param_groups
 from .progress import Reporter, TrainMeter
 from .run_folder import OPERATIONAL, RunFolderError, claim, read_run, run_differences
 from .schedule import warmup_cosine
+from .sharded_checkpoint import load_sharded, save_sharded
 from .tbptt import forward_backward, loss_weight
 
 
@@ -254,7 +257,7 @@ def _fit(task: Task, model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[
                 _save(cfg, d, task, pos, model, opt, best, report, run)
         result: dict[str, float] = {"steps": pos.step}
         if best is not None:
-            distributed.load_full_model_state(model, best, from_rank0=True)
+            distributed.load_model_state(model, best, cfg.sharded_checkpoints)
             result.update({f"best_val_{metric}": pos.best_metric, "best_step": pos.best_step})
         with _whole_rows(model, comm):
             test = evaluate(task, model, "test", cfg.eval_batch_size, bf16=cfg.bf16)
@@ -352,7 +355,7 @@ def _validate(task: Task, model: nn.Module, cfg: TrainConfig, pos: Position, met
     value = values[metric]
     if improves(value, pos.best_metric, metric):
         pos.best_metric, pos.best_step, pos.evals_since_best = value, pos.step, 0
-        return {k: t.detach().to("cpu", copy=True) for k, t in distributed.full_model_state(model).items()}
+        return distributed.model_state(model, cfg.sharded_checkpoints)
     pos.evals_since_best += 1
     if cfg.patience and pos.evals_since_best >= cfg.patience:
         pos.stopped_early = True
@@ -381,17 +384,22 @@ def _save(cfg: TrainConfig, d: Dist, task: Task, pos: Position, model: nn.Module
     if bad is not None:  # finite loss and gradients, yet an update overflowed (e.g. a huge lr)
         raise DivergenceError(f"training diverged at step {pos.step}: weight {bad!r} holds NaN or Inf after the "
                               f"update; not saved; last good checkpoint: {_last_good(cfg)}")
-    rng = _rng_states(d)
-    weights, optimizer = distributed.full_model_state(model), distributed.full_optimizer_state(model, opt)
-    if d.main:
-        tensors, rest = split_optimizer_state(optimizer)
-        files = {MODEL: weights, OPTIMIZER: tensors, **({BEST: best} if best is not None else {})}
-        state = {"progress": dataclasses.asdict(pos), "config": _config_json(cfg), "rng": rng, "optimizer": rest,
-                 "task": task.info.name, "world_size": d.world,
-                 "versions": {"ssmkit": __version__, "torch": torch.__version__}}
-        path = save_checkpoint(cfg.checkpoint_dir, pos.step, files, state, cfg.keep_checkpoints,
-                               documents={RUN: run} if run is not None else None)
-        report.message(f"saved checkpoint {path}")
+    state = {"progress": dataclasses.asdict(pos), "config": _config_json(cfg), "rng": _rng_states(d),
+             "task": task.info.name, "world_size": d.world,
+             "versions": {"ssmkit": __version__, "torch": torch.__version__}}
+    documents = {RUN: run} if run is not None else None
+    if cfg.sharded_checkpoints:  # every process writes its shards (a collective)
+        path = save_sharded(cfg.checkpoint_dir, pos.step, model, opt, best, state, cfg.keep_checkpoints,
+                            documents, d)
+        report.message(f"saved checkpoint {path} (sharded over {d.world} process(es))")
+    else:
+        weights, optimizer = distributed.full_model_state(model), distributed.full_optimizer_state(model, opt)
+        if d.main:
+            tensors, rest = split_optimizer_state(optimizer)
+            files = {MODEL: weights, OPTIMIZER: tensors, **({BEST: best} if best is not None else {})}
+            path = save_checkpoint(cfg.checkpoint_dir, pos.step, files, {**state, "optimizer": rest},
+                                   cfg.keep_checkpoints, documents=documents)
+            report.message(f"saved checkpoint {path}")
     distributed.barrier(d)  # nobody races ahead (or exits) before the checkpoint is on disk
 
 
@@ -420,7 +428,7 @@ def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, m
             raise FileNotFoundError(f"resume: no step-XXXXXXXX checkpoint in checkpoint_dir={cfg.checkpoint_dir!r}")
     else:
         path = Path(resume)
-    meta, files = read_checkpoint(path)
+    meta = read_state(path)
     _check_resume_fields(meta, path)
     if meta.get("task") != task.info.name:
         raise CheckpointError(f"{path}: a checkpoint of task {meta.get('task')!r}, not {task.info.name!r}")
@@ -436,21 +444,29 @@ def _restore(resume: bool | str | Path, cfg: TrainConfig, d: Dist, task: Task, m
         saved, now = meta["config"], _config_json(cfg)
         changes = [f"train.{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items()
                    if saved.get(k) != v and k not in OPERATIONAL]
-    try:
-        distributed.load_full_model_state(model, files[MODEL])
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path / MODEL} does not fit the model: {e}") from None
+    sharded = meta["format"] == SHARDED_FORMAT
+    if sharded:  # every process reads its own shards (same world size; sharded_checkpoint.check_world)
+        best = load_sharded(path, meta, model, opt, d)
+    else:
+        meta, files = read_checkpoint(path)
+        try:
+            distributed.load_full_model_state(model, files[MODEL])
+        except (RuntimeError, KeyError) as e:
+            raise CheckpointError(f"{path / MODEL} does not fit the model: {e}") from None
+        best = files.get(BEST)
     bad = _nonfinite_weight(model, d)
     if bad is not None:
-        raise CheckpointError(f"{path / MODEL}: weight {bad!r} holds NaN or Inf (a diverged run); resume from an "
+        raise CheckpointError(f"{path}: weight {bad!r} holds NaN or Inf (a diverged run); resume from an "
                               "earlier checkpoint")
     try:
-        distributed.load_full_optimizer_state(model, opt, join_optimizer_state(files[OPTIMIZER], meta["optimizer"]))
+        if not sharded:
+            distributed.load_full_optimizer_state(model, opt, join_optimizer_state(files[OPTIMIZER], meta["optimizer"]))
         pos = Position(**meta["progress"])
         check_types(pos)
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path / 'state.json'}: optimizer or progress state does not fit this run: {e}") from None
-    best = files.get(BEST)
+    if best is not None and sharded != cfg.sharded_checkpoints:  # the run changed checkpoint_format
+        best = distributed.as_layout(best, model, cfg.sharded_checkpoints)
     notes = [f"resuming from {path} (step {pos.step})"]
     rng = meta["rng"]
     if len(rng["torch_cpu"]) == d.world:

@@ -36,7 +36,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 # fields of a run's training settings that do not change its trajectory: a resume may change them silently
 OPERATIONAL = {"log_every", "log_dir", "tensorboard", "progress", "checkpoint_dir", "checkpoint_every",
-               "keep_checkpoints", "eval_batch_size", "device"}
+               "keep_checkpoints", "checkpoint_format", "eval_batch_size", "device"}
 
 
 class RunFolderError(RuntimeError):
