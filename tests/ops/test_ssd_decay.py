@@ -173,3 +173,44 @@ def test_chunked_ssd_takes_the_decay_matrix_beyond_the_factored_range(monkeypatc
         y_ref, h_ref = ssd(x, dt, A, B, C, mode="reference")
         assert_close_rel(y.double(), y_ref, 1e-5, f"y ({path})")
         assert_close_rel(h.double(), h_ref, 1e-5, f"final state ({path})")
+
+
+def test_chunked_ssd_mixes_the_two_forms_per_chunk(monkeypatch):
+    """Chunks within the factored range take the factored form and the others the decay matrix, in
+    one call; outputs, final state and every gradient match the float64 reference."""
+    import ssmkit.ops.ssd.chunked as chunked
+    from ssmkit.ops.ssd import ssd
+
+    calls = []
+    monkeypatch.setattr(chunked, "intra_chunk", lambda *a: calls.append("matrix") or intra_chunk(*a))
+    monkeypatch.setattr(chunked, "intra_chunk_factored",
+                        lambda *a: calls.append("factored") or intra_chunk_factored(*a))
+    g = torch.Generator().manual_seed(3)
+    L, H, P, N = 29, 4, 3, 4
+    x = torch.randn(2, L, H, P, generator=g, dtype=torch.float64)
+    B, C = (torch.randn(2, L, 2, N, generator=g, dtype=torch.float64) for _ in range(2))
+    A = -torch.tensor([0.5, 1.0, 2.0, 4.0], dtype=torch.float64)
+    dt = torch.rand(2, L, H, generator=g, dtype=torch.float64) * 0.5
+    dt[0, 8:16, 3] = 6.0  # chunk 1 of row 0, one head: log-decay -192, out of range
+    dt[1, 24:, :] = 8.0  # the last (padded) chunk of row 1, every head
+    D = torch.randn(H, generator=g, dtype=torch.float64)
+    h0 = torch.randn(2, H, P, N, generator=g, dtype=torch.float64)
+    wy = torch.randn(2, L, H, P, generator=g, dtype=torch.float64)
+    wh = torch.randn(2, H, P, N, generator=g, dtype=torch.float64)
+
+    def run(dtype, mode):
+        leaves = [t.to(dtype).requires_grad_(True) for t in (x, dt, A, B, C, D, h0)]
+        y, h = ssd(*leaves[:6], initial_state=leaves[6], mode=mode, chunk_size=8)
+        grads = torch.autograd.grad((y * wy.to(dtype)).sum() + (h * wh.to(dtype)).sum(), leaves)
+        return [y, h, *grads]
+
+    expected = run(torch.float64, "reference")
+    calls.clear()
+    actual = run(torch.float32, "chunked")
+    assert calls == ["factored", "matrix"]
+    names = ["y", "final state", *(f"grad of {n}" for n in ("x", "dt", "A", "B", "C", "D", "h0"))]
+    for name, a, e in zip(names, actual, expected):
+        assert torch.isfinite(a).all(), name
+        assert_close_rel(a.double(), e, 1e-4, name)
+    calls.clear()
+    assert_close_rel(run(torch.float64, "chunked")[0], expected[0], 1e-10, "y float64")

@@ -11,9 +11,9 @@ With T = min(chunk_size, L) and the sequence padded to a multiple of T by steps 
 Steps 1, 2, 4 are batched matmuls; the loop in 3 runs L/T times on (B, H, P, N) tensors, one
 autograd node (inter.py) that writes the entering states in place.
 One C B^T per group serves all H/G heads of the group. Step 1 factors the decay, exp(cum_t -
-cum_s) = e_t f_s, where every chunk's log-decay allows it (intra.py: intra_chunk_factored, no
-per-head (T, T) matrix); otherwise it is one autograd node (intra.py) that keeps a single
-(B, nc, H, T, T) tensor; exponents are clamped at log(sqrt(finfo.tiny)) so
+cum_s) = e_t f_s, in every chunk whose log-decay allows it (intra.py: intra_chunk_factored, no
+per-head (T, T) matrix); the other chunks go through one autograd node (intra.py) that keeps
+their (T, T) decay matrices; exponents are clamped at log(sqrt(finfo.tiny)) so
 nothing is subnormal (core/segsum.py). Derivation: docs/math/ssd.md.
 """
 from __future__ import annotations
@@ -59,17 +59,30 @@ def ssd_chunked(
     cb = Cc @ Bc.transpose(-1, -2)  # (B, nc, G, T, T)
     cum_raw = a_nat.cumsum(2)  # (B, nc, T, G, R)
 
-    # 1. Where every chunk's log-decay is within the factored form's range (CPU, eager: the test
-    # reads values), the decay is factored, exp(cum_t - cum_s) = e_t f_s, and no (T, T) matrix per
-    # head is formed (intra.py); else the decay matrix per head, clamped at the floor.
-    if (x.device.type == "cpu" and not torch.compiler.is_compiling()
-            and bool((cum_raw[:, :, -1] >= factored_range(x.dtype)).all())):
-        y = intra_chunk_factored(cum_raw, cb, xdt.view(batch, nc, T, G, R, P))  # (B, nc, G, T, R, P)
-        y = y.transpose(2, 3)
-    else:
-        xdt_heads = xdt.view(batch, nc, T, G, R, P).permute(0, 1, 3, 4, 2, 5).contiguous()
+    # 1. Chunks whose log-decay is within the factored form's range (every head's) go through it:
+    # exp(cum_t - cum_s) = e_t f_s, no (T, T) matrix per head (intra.py); the others (strong
+    # decays) through the decay matrix per head, clamped at the floor. The choice reads values:
+    # CPU in eager mode only; elsewhere every chunk takes the matrix form.
+    xdt_nat = xdt.view(batch, nc, T, G, R, P)
+    bad = None
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        bad = (cum_raw[:, :, -1] < factored_range(x.dtype)).flatten(2).any(-1).flatten()  # (B*nc,)
+        if bool(bad.all()):
+            bad = None
+    if bad is None:
+        xdt_heads = xdt_nat.permute(0, 1, 3, 4, 2, 5).contiguous()
         y = intra_chunk(a_nat.permute(0, 1, 3, 4, 2), cb, xdt_heads)  # (B, nc, G, R, T, P)
         y = y.permute(0, 1, 4, 2, 3, 5)
+    else:
+        rows = bad.nonzero().squeeze(-1)  # chunks (flattened over B, nc) with a head out of range
+        safe = cum_raw if rows.numel() == 0 else cum_raw.masked_fill(bad.view(batch, nc, 1, 1, 1), 0.0)
+        y = intra_chunk_factored(safe, cb, xdt_nat)  # (B, nc, G, T, R, P); placeholders where bad
+        if rows.numel():
+            pick = lambda t: t.flatten(0, 1).index_select(0, rows)  # noqa: E731
+            y_bad = intra_chunk(pick(a_nat).permute(0, 2, 3, 1), pick(cb),
+                                pick(xdt_nat).permute(0, 2, 3, 1, 4))  # (k, G, R, T, P)
+            y = y.flatten(0, 1).index_copy(0, rows, y_bad.transpose(2, 3)).view(y.shape)
+        y = y.transpose(2, 3)
     # The last row of exp(segsum(a)), summed directly from the end of the chunk: a_{s+1} + ... + a_{T-1}.
     floor = subnormal_floor(x.dtype)  # no subnormals: see core/segsum.py
     to_last = F.pad(a_nat[:, :, 1:].flip(2).cumsum(2).flip(2), (0, 0, 0, 0, 0, 1)).clamp(min=floor)
