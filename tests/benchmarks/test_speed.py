@@ -7,7 +7,8 @@ import pytest
 
 from ssmkit.benchmarks import measure
 from ssmkit.benchmarks.selective_scan import bench_selective_scan
-from ssmkit.benchmarks.speed import BenchRow, Limits, bench_decode, bench_mixers, crossover, format_rows
+from ssmkit.benchmarks.projections import projection_fns, time_projections
+from ssmkit.benchmarks.speed import BenchRow, Limits, bench_decode, bench_mixers, crossover, format_rows, rows_json
 from ssmkit.benchmarks.ssd import bench_ssd
 from ssmkit.layers import create_mixer, sized_for
 
@@ -70,3 +71,42 @@ def test_length_bound_mixers_are_sized_for_the_lengths_asked():
         create_mixer("hyena", 8, max_len=16, filter_order=8)(torch.zeros(1, 17, 8))
     rows = bench_mixers(["hyena"], [2100], batch=1, d_model=8, backward=False)  # default max_len: 2048
     assert [r.skipped for r in rows] == [None, None] and rows[1].forward_s > 0
+
+
+def test_what_counts_as_a_projection():
+    names = lambda n, **cfg: [p[0] for p in projection_fns(create_mixer(n, 16, **cfg))]  # noqa: E731
+    assert names("mamba") == ["in_proj", "x_proj", "dt_proj", "out_proj"]
+    assert {"q_proj", "k_proj", "v_proj", "proj_up", "proj_down", "igate", "fgate"} == set(names("mlstm"))
+    assert names("lstm") == ["rnn.weight_ih_l0", "out_proj"]  # the recurrent weight_hh is not one
+    assert {"B_re", "B_im", "C_re", "C_im"} <= set(names("lru"))  # declared in projection_params
+    assert projection_fns(torch.nn.Sequential(torch.nn.Conv1d(4, 4, 3), torch.nn.LayerNorm(4))) == []
+    assert time_projections(torch.nn.LayerNorm(4), 1, 8) == (None, None)
+
+
+def test_mixer_rows_carry_their_projection_floor():
+    rows = bench_mixers(["mamba"], [32], batch=1, d_model=16)
+    for r in rows:
+        assert r.proj_forward_s > 0 and r.proj_backward_s > 0 and r.projections
+        assert r.forward_over_projections == r.forward_s / r.proj_forward_s
+        assert r.backward_over_projections == r.backward_s / r.proj_backward_s
+        assert r.backward_over_forward == r.backward_s / r.forward_s
+    mamba = rows[1]
+    assert mamba.projections == "in_proj, x_proj, dt_proj, out_proj"
+    js = rows_json(rows)["rows"][1]
+    assert js["proj_forward_s"] == mamba.proj_forward_s and js["fwd_over_proj"] == mamba.forward_over_projections
+    table = format_rows(rows, "attention", projections=True)
+    assert f"| {mamba.proj_forward_s:.4f} | {mamba.forward_over_projections:.2f} | " in table
+    assert f"| {mamba.backward_over_projections:.2f} | {mamba.backward_over_forward:.2f} |" in table
+
+
+def test_a_mixer_without_projections_says_so(monkeypatch):
+    from ssmkit.layers.vpt import VolumePreservingTransformer
+
+    monkeypatch.setattr(VolumePreservingTransformer, "projection_params", ())  # vpt has no nn.Linear
+    rows = bench_mixers(["vpt"], [16], batch=1, d_model=8, backward=False)
+    vpt = rows[1]
+    assert vpt.projections == "none" and vpt.proj_forward_s is None and vpt.forward_over_projections is None
+    assert vpt.forward_s > 0
+    line = [x for x in format_rows(rows, "attention", projections=True).splitlines() if x.startswith("| vpt ")][0]
+    assert "no projections (no nn.Linear)" in line
+    assert rows_json(rows)["rows"][1]["fwd_over_proj"] is None

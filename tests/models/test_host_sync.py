@@ -86,3 +86,17 @@ def test_values_are_still_checked_on_cpu():
     lm = CausalLM(BackboneConfig(d_model=8, n_layers=1, mixer="gla"), V)
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 32\)"):
         lm.step(torch.tensor([V]), lm.init_state(1))
+
+
+def test_finite_check_by_a_sum_is_exact():
+    """check_finite reads one sum first: an overflowing sum of finite entries must pass, and
+    every non-finite entry (including Inf and -Inf together, whose sum is NaN) must still raise."""
+    big = torch.full((4,), 3e38)  # finite, sum overflows float32
+    check_finite(big, "x")
+    check_finite(torch.tensor([1e308, 1e308], dtype=torch.float64), "x")
+    check_finite(torch.arange(5), "x")  # integer tensors are always finite
+    for bad in ([1.0, float("inf")], [float("-inf"), 2.0], [float("inf"), float("-inf")], [0.0, float("nan")]):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            check_finite(torch.tensor(bad), "x")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        check_finite(torch.tensor([[1.0, float("nan")]], requires_grad=True), "x")

@@ -10,7 +10,7 @@ from conftest import assert_close_rel
 from ssmkit.core.segsum import segsum
 from ssmkit.core.segsum import decay_forward, segsum_backward
 from ssmkit.ops.ssd.inter import inter_chunk
-from ssmkit.ops.ssd.intra import intra_chunk
+from ssmkit.ops.ssd.intra import factored_range, intra_chunk, intra_chunk_factored
 
 
 class _ExpSegsum(torch.autograd.Function):
@@ -117,3 +117,100 @@ def test_inter_chunk_gradcheck_and_loop_float64():
                  for out in (expected, actual)]
         for name, a, e in zip(("states", "decay", "h0"), grads[1], grads[0]):
             assert_close_rel(a, e, 1e-12, f"grad of {name} (output {pick} only)")
+
+
+def _factored_inputs(seed: int = 0, scale: float = 2.0, G: int = 2):
+    """log-decays a <= 0 (B, nc, T, G, R), C B^T (B, nc, G, T, T), xdt (B, nc, T, G, R, P)."""
+    g = torch.Generator().manual_seed(seed)
+    a = -torch.rand(2, 3, 5, G, 2, generator=g, dtype=torch.float64) * scale
+    cbl = torch.randn(2, 3, G, 5, 5, generator=g, dtype=torch.float64)
+    xdt = torch.randn(2, 3, 5, G, 2, 4, generator=g, dtype=torch.float64)
+    return a, cbl, xdt
+
+
+@pytest.mark.parametrize("G", [1, 2])
+@pytest.mark.parametrize("scale", [2.0, 30.0])
+def test_factored_intra_chunk_gradcheck_float64(scale, G):
+    a, cbl, xdt = (t.requires_grad_(True) for t in _factored_inputs(scale=scale, G=G))
+    assert torch.autograd.gradcheck(lambda a, c, x: intra_chunk_factored(a.cumsum(2), c, x), (a, cbl, xdt))
+
+
+@pytest.mark.parametrize("G", [1, 2])
+def test_factored_intra_chunk_is_the_decay_matrix_form_float64(G):
+    """Same values and gradients as intra_chunk (the (T, T) decay per head), in the input's layout."""
+    a, cbl, xdt = (t.requires_grad_(True) for t in _factored_inputs(scale=8.0, G=G))
+    weight = torch.randn(2, 3, G, 5, 2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    actual = intra_chunk_factored(a.cumsum(2), cbl, xdt)
+    expected = intra_chunk(a.permute(0, 1, 3, 4, 2), cbl, xdt.permute(0, 1, 3, 4, 2, 5)).transpose(-2, -3)
+    grads = torch.autograd.grad((actual * weight).sum(), (a, cbl, xdt))
+    grads_expected = torch.autograd.grad((expected * weight).sum(), (a, cbl, xdt))
+    assert_close_rel(actual, expected, 1e-13, "y")
+    for name, g, g_ref in zip(("a", "cbl", "xdt"), grads, grads_expected):
+        assert_close_rel(g, g_ref, 1e-12, f"grad of {name}")
+
+
+def test_chunked_ssd_takes_the_decay_matrix_beyond_the_factored_range(monkeypatch):
+    """A chunk whose log-decay is below the factored range (float32: -87) goes through the (T, T)
+    decay matrix; one within it through the factored form; both match the float64 reference."""
+    import ssmkit.ops.ssd.chunked as chunked
+    from ssmkit.ops.ssd import ssd
+
+    calls = []
+    monkeypatch.setattr(chunked, "intra_chunk", lambda *a: calls.append("matrix") or intra_chunk(*a))
+    monkeypatch.setattr(chunked, "intra_chunk_factored",
+                        lambda *a: calls.append("factored") or intra_chunk_factored(*a))
+    g = torch.Generator().manual_seed(0)
+    x, B, C = (torch.randn(1, 16, 2, n, generator=g, dtype=torch.float64) for n in (3, 4, 4))
+    x = x[:, :, :, :3].expand(1, 16, 2, 3).contiguous()
+    B, C = B[:, :, :1], C[:, :, :1]
+    A = torch.tensor([-0.5, -2.0], dtype=torch.float64)
+    assert factored_range(torch.float32) == pytest.approx(-87.3, abs=0.1)
+    for dt_value, path in ((0.5, "factored"), (6.0, "matrix")):  # chunk of 8: -8 vs -96 log-decay
+        dt = torch.full((1, 16, 2), dt_value, dtype=torch.float64)
+        calls.clear()
+        y, h = ssd(*(t.float() for t in (x, dt, A, B, C)), mode="chunked", chunk_size=8)
+        assert calls == [path]
+        y_ref, h_ref = ssd(x, dt, A, B, C, mode="reference")
+        assert_close_rel(y.double(), y_ref, 1e-5, f"y ({path})")
+        assert_close_rel(h.double(), h_ref, 1e-5, f"final state ({path})")
+
+
+def test_chunked_ssd_mixes_the_two_forms_per_chunk(monkeypatch):
+    """Chunks within the factored range take the factored form and the others the decay matrix, in
+    one call; outputs, final state and every gradient match the float64 reference."""
+    import ssmkit.ops.ssd.chunked as chunked
+    from ssmkit.ops.ssd import ssd
+
+    calls = []
+    monkeypatch.setattr(chunked, "intra_chunk", lambda *a: calls.append("matrix") or intra_chunk(*a))
+    monkeypatch.setattr(chunked, "intra_chunk_factored",
+                        lambda *a: calls.append("factored") or intra_chunk_factored(*a))
+    g = torch.Generator().manual_seed(3)
+    L, H, P, N = 29, 4, 3, 4
+    x = torch.randn(2, L, H, P, generator=g, dtype=torch.float64)
+    B, C = (torch.randn(2, L, 2, N, generator=g, dtype=torch.float64) for _ in range(2))
+    A = -torch.tensor([0.5, 1.0, 2.0, 4.0], dtype=torch.float64)
+    dt = torch.rand(2, L, H, generator=g, dtype=torch.float64) * 0.5
+    dt[0, 8:16, 3] = 6.0  # chunk 1 of row 0, one head: log-decay -192, out of range
+    dt[1, 24:, :] = 8.0  # the last (padded) chunk of row 1, every head
+    D = torch.randn(H, generator=g, dtype=torch.float64)
+    h0 = torch.randn(2, H, P, N, generator=g, dtype=torch.float64)
+    wy = torch.randn(2, L, H, P, generator=g, dtype=torch.float64)
+    wh = torch.randn(2, H, P, N, generator=g, dtype=torch.float64)
+
+    def run(dtype, mode):
+        leaves = [t.to(dtype).requires_grad_(True) for t in (x, dt, A, B, C, D, h0)]
+        y, h = ssd(*leaves[:6], initial_state=leaves[6], mode=mode, chunk_size=8)
+        grads = torch.autograd.grad((y * wy.to(dtype)).sum() + (h * wh.to(dtype)).sum(), leaves)
+        return [y, h, *grads]
+
+    expected = run(torch.float64, "reference")
+    calls.clear()
+    actual = run(torch.float32, "chunked")
+    assert calls == ["factored", "matrix"]
+    names = ["y", "final state", *(f"grad of {n}" for n in ("x", "dt", "A", "B", "C", "D", "h0"))]
+    for name, a, e in zip(names, actual, expected):
+        assert torch.isfinite(a).all(), name
+        assert_close_rel(a.double(), e, 1e-4, name)
+    calls.clear()
+    assert_close_rel(run(torch.float64, "chunked")[0], expected[0], 1e-10, "y float64")

@@ -18,6 +18,7 @@ import torch
 
 from ..layers import create_mixer, sized_for
 from .measure import PROBE_LENGTHS, CellPredictor, machine, mb, skip_reason
+from .projections import projection_fns, time_projections
 from .timing import best_time, peak_rss_mb
 
 
@@ -31,6 +32,26 @@ class BenchRow:
     peak_mb: float | None = None
     predicted_mb: float | None = None  # predicted before measuring (measure.CellPredictor)
     skipped: str | None = None  # why the row was not measured
+    # The row's matmul floor (benchmarks/projections.py): its projections alone, same shape, same run.
+    proj_forward_s: float | None = None
+    proj_backward_s: float | None = None  # forward + backward of the projections
+    projections: str | None = None  # what was counted ("none": the mixer has no projection)
+
+    @property
+    def forward_over_projections(self) -> float | None:
+        return _ratio(self.forward_s, self.proj_forward_s)
+
+    @property
+    def backward_over_projections(self) -> float | None:
+        return _ratio(self.backward_s, self.proj_backward_s)
+
+    @property
+    def backward_over_forward(self) -> float | None:
+        return _ratio(self.backward_s, self.forward_s)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 @dataclasses.dataclass
@@ -70,7 +91,8 @@ class _MixerRows:
         grows = self.mixer.state_size_at(2 * PROBE_LENGTHS[-1]) > self.mixer.state_size_at(PROBE_LENGTHS[-1])
         self.predict = CellPredictor(build, grows, params)
 
-    def row(self, L: int, backward: bool, repeats: int, limits: Limits) -> BenchRow:
+    def row(self, L: int, backward: bool, repeats: int, limits: Limits, projections: bool = False) -> BenchRow:
+        """One length; with ``projections`` the mixer's projections alone are timed too (its floor)."""
         predicted = self.predict.bytes(L, backward) / 2**20
         state = self.mixer.state_size_at(L)
         reason = self.predict.skip(f"{self.name} at L = {L}", L, backward, limits.seconds, limits.memory_bytes)
@@ -84,7 +106,12 @@ class _MixerRows:
         xg = x.clone().requires_grad_(True)
         bwd = best_time(lambda: self.mixer(xg).sum().backward(), repeats) if backward else None
         self.predict.measured(L, bwd if backward else fwd)
-        return BenchRow(self.name, L, fwd, bwd, state, peak, predicted)
+        row = BenchRow(self.name, L, fwd, bwd, state, peak, predicted)
+        if projections:
+            names = [n for n, _, _ in projection_fns(self.mixer)]
+            row.projections = ", ".join(names) if names else "none"
+            row.proj_forward_s, row.proj_backward_s = time_projections(self.mixer, self.batch, L, repeats, backward)
+        return row
 
 
 def bench_lti(
@@ -107,17 +134,19 @@ def bench_lti(
 def bench_mixers(
     mixers: list[str], lengths: list[int], batch: int = 2, d_model: int = 512, baseline: str = "attention",
     backward: bool = True, repeats: int = 1, limits: Limits | None = None,
-    on_row: Callable[[BenchRow], object] | None = None,
+    on_row: Callable[[BenchRow], object] | None = None, projections: bool = True,
 ) -> list[BenchRow]:
     """Every mixer's default (auto) mode at each length, the baseline first in each group; a row
-    predicted not to fit ``limits`` is recorded as skipped with the reason."""
+    predicted not to fit ``limits`` is recorded as skipped with the reason. With ``projections``
+    each measured row also times the mixer's projections alone (its matmul floor, same input shape,
+    right after the row: ``benchmarks/projections.py``)."""
     limits = limits or Limits()
     names = [baseline] + [m for m in mixers if m != baseline]
     runners = [_MixerRows(n, lengths, batch, d_model) for n in names]
     rows = []
     for L in lengths:
         for r in runners:
-            rows.append(r.row(L, backward, repeats, limits))
+            rows.append(r.row(L, backward, repeats, limits, projections))
             if on_row is not None:
                 on_row(rows[-1])
     return rows
@@ -171,28 +200,46 @@ def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None else mb(v * 2**20) if fmt == "MB" else format(v, fmt)
 
 
-def format_rows(rows: list[BenchRow], baseline: str) -> str:
+def format_rows(rows: list[BenchRow], baseline: str, projections: bool = False) -> str:
     """Markdown table with each row's time as a ratio to the baseline row at that length, the
-    memory predicted before the row ran beside the peak measured, and skipped rows with the reason."""
+    memory predicted before the row ran beside the peak measured, and skipped rows with the reason.
+    With ``projections``: the projections' forward seconds (the row's matmul floor), the row's
+    forward and forward + backward over its projections' (same pass), and forward + backward over
+    forward; a mixer without projections says so in the note."""
     base = {r.length: r for r in rows if r.name == baseline}
+    proj_head = "proj fwd s | fwd / proj | fwd+bwd / proj | fwd+bwd / fwd | " if projections else ""
     lines = [
-        f"| mixer | L | fwd s | fwd / {baseline} | fwd+bwd s | fwd+bwd / {baseline} | state floats | "
+        f"| mixer | L | fwd s | fwd / {baseline} | fwd+bwd s | fwd+bwd / {baseline} | {proj_head}state floats | "
         "peak MB (fwd) | predicted MB | note |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" * 4 if projections else ""),
     ]
     for r in rows:
         b = base.get(r.length)
         rf = r.forward_s / b.forward_s if b and r.forward_s and b.forward_s else None
         rb = r.backward_s / b.backward_s if b and r.backward_s and b.backward_s else None
-        note = f"skipped: {r.skipped}" if r.skipped else ""
+        notes = [f"skipped: {r.skipped}"] if r.skipped else []
+        proj = ""
+        if projections:
+            proj = (f"{_num(r.proj_forward_s, '.4f')} | {_num(r.forward_over_projections, '.2f')} | "
+                    f"{_num(r.backward_over_projections, '.2f')} | {_num(r.backward_over_forward, '.2f')} | ")
+            if r.projections == "none":
+                notes.append("no projections (no nn.Linear)")
         lines.append(
             f"| {r.name} | {r.length} | {_num(r.forward_s, '.4f')} | {_num(rf, '.2f')} | "
-            f"{_num(r.backward_s, '.4f')} | {_num(rb, '.2f')} | {_num(r.state_size, 'd')} | "
-            f"{_num(r.peak_mb, '.0f')} | {_num(r.predicted_mb, 'MB')} | {note} |"
+            f"{_num(r.backward_s, '.4f')} | {_num(rb, '.2f')} | {proj}{_num(r.state_size, 'd')} | "
+            f"{_num(r.peak_mb, '.0f')} | {_num(r.predicted_mb, 'MB')} | {'; '.join(notes)} |"
         )
     return "\n".join(lines)
 
 
 def rows_json(rows: list[Any], **meta: Any) -> dict[str, Any]:
-    """A suite's rows (dataclasses) with the machine and the settings, as written beside its table."""
-    return {"machine": machine(), **meta, "rows": [dataclasses.asdict(r) for r in rows]}
+    """A suite's rows (dataclasses) with the machine and the settings, as written beside its table;
+    a ``BenchRow`` with a projection time also carries its ratios (``fwd_over_proj``, ...)."""
+    def row(r: Any) -> dict[str, Any]:
+        d = dataclasses.asdict(r)
+        if isinstance(r, BenchRow) and r.projections is not None:
+            d.update(fwd_over_proj=r.forward_over_projections, fwd_bwd_over_proj=r.backward_over_projections,
+                     fwd_bwd_over_fwd=r.backward_over_forward)
+        return d
+
+    return {"machine": machine(), **meta, "rows": [row(r) for r in rows]}

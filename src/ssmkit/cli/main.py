@@ -149,7 +149,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows = speed.bench_mixers(names, lengths, args.batch, args.d_model,
                                   backward=not args.forward_only, repeats=args.repeats, limits=limits,
                                   on_row=lambda r: print(f"  {r}", flush=True))
-        table = speed.format_rows(rows, "attention")
+        table = speed.format_rows(rows, "attention", projections=True)
         notes = [f"{n}: faster than attention from L = {speed.crossover(rows, n, 'attention', not args.forward_only)}"
                  for n in names]
         _bench_plot(args, rows, "attention")

@@ -116,9 +116,19 @@ def checks_values(x: Tensor) -> bool:
 
 
 def check_finite(x: Tensor, what: str) -> None:
-    """Raise ValueError when ``x`` holds NaN or Inf (CPU tensors: ``checks_values``)."""
-    if checks_values(x) and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{what} contains NaN or Inf values")
+    """Raise ValueError when ``x`` holds NaN or Inf (CPU tensors: ``checks_values``).
+
+    A finite sum means every entry is finite (NaN and Inf propagate through a sum), and one
+    reduction is a vectorized pass: ~30x cheaper than ``isfinite(x).all()`` (1.7 vs 56 ms at
+    B = 2, L = 16k, D = 512, one thread; issue 19). Only a non-finite sum, which an overflow of
+    finite entries can also give, is settled entry by entry."""
+    if not checks_values(x):
+        return
+    with torch.no_grad():
+        if x.is_floating_point() and bool(torch.isfinite(x.sum())):
+            return
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{what} contains NaN or Inf values")
 
 
 def skip_finite_checks(module: nn.Module) -> None:

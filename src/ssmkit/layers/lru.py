@@ -73,6 +73,7 @@ class LRU(DiagonalRNN):
     """
 
     Config = LRUConfig
+    projection_params = ("B_re", "B_im", "C_re", "C_im")  # per-token matmuls (benchmarks/projections.py)
     accepts_dt = True  # lambda^{dt_t} with the zero-order-hold input scaling (module doc)
 
     def __init__(self, d_model: int, mode: str = "auto", **cfg) -> None:

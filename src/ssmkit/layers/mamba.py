@@ -106,8 +106,17 @@ class Mamba(SequenceMixer):
         return self.conv1d.weight[:, 0, :]  # (E, K)
 
     # ----------------------------------------------------------------- forward / step
+    def _in_proj_halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, L, D) -> x, z (B, L, E), each from its half of in_proj's weight, so each is contiguous:
+        chunks of one (B, L, 2E) output are strided views, and the scan kernel copied z (one
+        more pass over (B, L, E) at long L; issue 19)."""
+        W, b = self.in_proj.weight, self.in_proj.bias
+        E = self.d_inner
+        return (F.linear(x, W[:E], None if b is None else b[:E]),
+                F.linear(x, W[E:], None if b is None else b[E:]))
+
     def _forward(self, x: Tensor, state, call: ForwardCall):
-        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
+        xi, z = self._in_proj_halves(x)  # (B, L, E) each
         conv_state, ssm_state = (None, None) if state is None else state
         conv_out, conv_final = short_conv(xi, self._conv_weight(), self.conv1d.bias, conv_state, starts=call.starts)
         if call.lengths is not None:

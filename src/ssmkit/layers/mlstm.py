@@ -125,8 +125,17 @@ class MLSTM(SequenceMixer):
         return self.proj_down((h + self.skip * xc) * F.silu(z))
 
     # ----------------------------------------------------------------- forward / step
+    def _proj_up_halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, L, D) -> x_m, z (B, L, E), each from its half of proj_up's weight, so each is
+        contiguous (chunks of one (B, L, 2E) output are strided: every element-wise pass and
+        matmul after them read them strided; issue 19)."""
+        W, b = self.proj_up.weight, self.proj_up.bias
+        E = self.d_inner
+        return (F.linear(x, W[:E], None if b is None else b[:E]),
+                F.linear(x, W[E:], None if b is None else b[E:]))
+
     def _forward(self, x: Tensor, state, call: ForwardCall):
-        xm, z = self.proj_up(x).chunk(2, dim=-1)  # (B, L, E) each
+        xm, z = self._proj_up_halves(x)  # (B, L, E) each
         conv_state, *cell_state = (None,) * 4 if state is None else state
         xc, conv_final = short_conv(xm, self.conv1d.weight[:, 0, :], self.conv1d.bias, conv_state, starts=call.starts)
         if call.lengths is not None:

@@ -92,6 +92,7 @@ class VolumePreservingTransformer(SequenceMixer):
     cp_state = ("halo",)  # the window of the last T - 1 inputs (docs/distributed.md)
 
     Config = VPTConfig
+    projection_params = ("A",)  # z A once per token (benchmarks/projections.py)
     config: VPTConfig
     modes = ("solve", "reference")
     block_fields = ("window",)
