@@ -117,3 +117,23 @@ def test_compare_rejects_bad_arguments(capsys):
     assert "use --mixers and --seeds" in capsys.readouterr().err
     assert main(["compare", "--mixers", "s4d", "--set", "bogus=1"]) == 2
     assert "unknown config key 'bogus'" in capsys.readouterr().err
+
+
+def test_eval_defaults_to_the_runs_eval_batch_and_reprints_its_test_metrics(tmp_path, capsys):
+    """adding draws its test examples batch by batch: only the run's own eval batch size scores the
+    examples the run scored (a batch of 256 draws others, as ``eval`` did by default before)."""
+    out = tmp_path / "run"
+    small = ["--set", "d_model=8", "--set", "n_layers=1", "--set", "batch_size=4", "--set", "progress=false",
+             "--set", "task.length=16", "--set", "eval_batch_size=3"]
+    assert main(["train", "--task", "adding", "--mixer", "s4d", "--set", "steps=2", *small, "--out", str(out)]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("test  step")]
+    printed = float(line.split(" mse ")[1].split()[0])
+
+    def mse(*extra: str) -> float:
+        assert main(["eval", "--checkpoint", str(out), "--weights", "final", *extra]) == 0
+        (got,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("test mse ")]
+        return float(got.split()[-1])
+
+    default = mse()
+    assert round(default, 3) == printed and default == mse("--batch-size", "3")
+    assert mse("--batch-size", "256") != default

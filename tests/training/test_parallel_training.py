@@ -182,9 +182,8 @@ def test_ssmkit_eval_scores_a_sharded_fsdp_run_in_one_process(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     step = tmp_path / "step-00000002"
     assert read_state(step)["format"] == SHARDED_FORMAT and len(list(step.glob("shard-*.safetensors"))) == 2
-    # a generated task draws its test examples batch by batch: score them in batches of the run's eval_batch_size
-    alone = run_group([sys.executable, "-m", "ssmkit", "eval", "--checkpoint", str(tmp_path), "--split", "test",
-                       "--batch-size", "3"], env)
+    # a generated task draws its test examples batch by batch: eval scores in the run's eval_batch_size
+    alone = run_group([sys.executable, "-m", "ssmkit", "eval", "--checkpoint", str(tmp_path), "--split", "test"], env)
     assert alone.returncode == 0, alone.stderr[-3000:]
 
     def scores(out: str) -> dict[str, str]:

@@ -325,7 +325,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model.to("cuda" if run.train.device == "auto" else run.train.device)
     print(f"task {run.task}, mixer {run.model.mixer_label()}: {step} "
           f"({'best-val' if name == BEST else 'final'} weights), split {args.split}")
-    metrics = evaluate(task, model, args.split, args.batch_size)
+    # The run's own eval batch by default: generated tasks draw their val / test examples batch by
+    # batch, so another batch size would score other examples than the run's printed metrics.
+    batch_size = args.batch_size or run.train.eval_batch_size
+    metrics = evaluate(task, model, args.split, batch_size)
     _print_metrics(f"{args.split} ", metrics, task, args.split)
     return 0
 
@@ -479,7 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", choices=("train", "val", "test"), default="test")
     s.add_argument("--weights", choices=("best", "final"), default="best",
                    help="best-val weights when the run evaluated on val, else the final ones")
-    s.add_argument("--batch-size", type=at_least(1), default=256)
+    s.add_argument("--batch-size", type=at_least(1), default=None,
+                   help="examples per evaluation batch (default: the run's eval_batch_size, so the examples "
+                        "and metrics are the run's)")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("tasks", help="registered tasks (kind, sizes, length, classes, source) and presets")
