@@ -71,6 +71,13 @@ def test_length_bound_mixers_are_sized_for_the_lengths_asked():
         create_mixer("hyena", 8, max_len=16, filter_order=8)(torch.zeros(1, 17, 8))
     rows = bench_mixers(["hyena"], [2100], batch=1, d_model=8, backward=False)  # default max_len: 2048
     assert [r.skipped for r in rows] == [None, None] and rows[1].forward_s > 0
+    # S4ND's raster runs over a height x width image (32 x 32 by default): a square that holds L
+    assert sized_for("s4nd", 1100) == {"height": 34, "width": 34} and sized_for("s4nd", 1024) == {}
+    assert sized_for("s4nd", 1100, height=64) == {"height": 64}  # 64 x 32 = 2,048 positions already
+    with pytest.raises(ValueError, match="set height and width"):
+        create_mixer("s4nd", 8, d_state=4)(torch.zeros(1, 1100, 8))
+    rows = bench_mixers(["s4nd"], [1100], batch=1, d_model=8, backward=False, projections=False)
+    assert rows[1].skipped is None and rows[1].forward_s > 0
 
 
 def test_what_counts_as_a_projection():

@@ -75,6 +75,16 @@ class MixerConfig:
     # None: any length. Benchmarks size it for the lengths they ask (``registry.sized_for``).
     LENGTH_FIELD: ClassVar[str | None] = None
 
+    @classmethod
+    def sized_for_length(cls, cfg: dict[str, Any], length: int) -> dict[str, Any]:
+        """``cfg`` with whatever bounds the length raised to run ``length`` tokens: ``LENGTH_FIELD``
+        by default; a family bound otherwise (S4ND's image) overrides this."""
+        field = cls.LENGTH_FIELD
+        if field is None:
+            return dict(cfg)
+        current = cfg.get(field, next(f.default for f in dataclasses.fields(cls) if f.name == field))
+        return {**cfg, field: max(current, length)}
+
     def __post_init__(self) -> None:
         check_types(self)
 

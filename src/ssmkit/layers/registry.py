@@ -5,7 +5,6 @@ Mixers are one ``ssmkit.registry.Registry`` (``MIXERS``) with each class's ``Con
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 from typing import Any, Callable, TypeVar
@@ -59,14 +58,9 @@ def create_mixer(name: str, d_model: int, **cfg: Any) -> SequenceMixer:
 
 
 def sized_for(name: str, length: int, **cfg: Any) -> dict[str, Any]:
-    """``cfg`` with the length-bound field of mixer ``name`` (its Config's ``LENGTH_FIELD``, e.g.
-    hyena's filter length ``max_len``) raised to at least ``length``; unchanged for other mixers."""
-    config = MIXERS.get(name).Config
-    field = getattr(config, "LENGTH_FIELD", None)
-    if field is None:
-        return dict(cfg)
-    current = cfg.get(field, next(f.default for f in dataclasses.fields(config) if f.name == field))
-    return {**cfg, field: max(current, length)}
+    """``cfg`` with the length bound of mixer ``name`` raised to run ``length`` tokens (its Config's
+    ``sized_for_length``: hyena's filter length ``max_len``, S4ND's image); unchanged for other mixers."""
+    return MIXERS.get(name).Config.sized_for_length(cfg, length)
 
 
 def weight_bytes(name: str, d_model: int, **cfg: Any) -> int:

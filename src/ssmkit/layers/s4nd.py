@@ -25,6 +25,8 @@ Modes: ``fft`` (2-D FFT convolution) and ``reference`` (the direct 2-D causal su
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +51,16 @@ class S4NDConfig(MixerConfig):
     dt_max: float = 1e-1  # largest initial step
     dropout: float = 0.0  # dropout after the GELU, before the output projection
     ssm_lr: float | None = 1e-3  # learning rate of A and dt (None: the optimizer's default)
+
+    @classmethod
+    def sized_for_length(cls, cfg: dict[str, Any], length: int) -> dict[str, Any]:
+        """A raster of ``length`` tokens fits the image: a square one, side ceil(sqrt(length)), where
+        the configured height x width is smaller."""
+        height, width = cfg.get("height", cls.height), cfg.get("width", cls.width)
+        if height * width >= length:
+            return dict(cfg)
+        side = math.isqrt(length - 1) + 1
+        return {**cfg, "height": max(height, side), "width": max(width, side)}
 
     def __post_init__(self) -> None:
         n = self.d_state
