@@ -1,7 +1,8 @@
 """Causal language model over any backbone, with recurrent generation.
 
 ``generate`` runs the prompt through the parallel ``forward`` once (prefill), then one ``step``
-per new token, so its cost per token does not grow with the context (for recurrent mixers).
+per new token, so its cost per token does not grow with the context (for recurrent mixers); on
+the CPU that step runs fused where it can (``models.decode``).
 """
 from __future__ import annotations
 
@@ -96,7 +97,9 @@ class CausalLM(nn.Module):
         reaches ``top_p`` (nucleus). ``mask`` (B, L) marks real prompt tokens: prompts of
         different lengths are left-padded (the new tokens follow the last real token of each row).
         ``options``: ``eos_token_id`` (int or list), ``pad_token_id``, ``repetition_penalty``,
-        ``stopping_criteria`` (ids (B, L + t) -> (B,) bool); ``models.generation`` has the rules.
+        ``stopping_criteria`` (ids (B, L + t) -> (B,) bool), ``fused_decode`` (None: the fused CPU
+        step of ``models.decode`` where it applies, else ``step``; False: always ``step``; True: fused
+        or an error); ``models.generation`` has the rules.
         """
         tokens = list(self.stream(input_ids, max_new_tokens, mask, temperature, top_k, top_p, generator, **options))
         return torch.cat([input_ids, *(t[:, None] for t in tokens)], dim=1)

@@ -1,0 +1,202 @@
+"""Fused CPU decode for ``CausalLM``: one compiled call per generated token, no allocation.
+
+The pure step loop (``CausalLM.step``) costs a few hundred small PyTorch ops per token and a
+matrix-vector product through MKL that reads the weights at well under the machine's bandwidth;
+at B = 1 a token's floor is reading every weight once. ``FusedDecoder`` runs the embedding, each
+block (RMSNorm, mixer, residual), the final norm and the LM head in one C++ call per token
+(``decode.cpp``; the recurrences are the ops' in-place steps, ``ops/selective_scan/step_inplace.h``
+and ``ops/ssd/step_inplace.h``), reading the model's own weight tensors and writing states,
+activations and logits into buffers allocated once. The decoder owns a copy of the state it was
+given: ``SequenceMixer.step`` stays pure, and ``FusedDecoder.state()`` hands back a copy.
+
+It applies (``fused_unavailable_reason`` is None) to a float32 CPU model in eval mode (or without
+dropout) whose blocks are the default pre-norm RMSNorm blocks without FFN over ``mamba`` or
+``mamba2`` mixers, with no embedding norm, no forward hooks, and a C++ compiler at hand (the
+library is built once per machine, ``ops._cpp``). ``CausalLM.generate`` / ``stream`` use it
+automatically then (``fused_decode=None``), log once why not otherwise, and take
+``fused_decode=False`` to run the step loop, ``True`` to insist (an error says why it cannot).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import pathlib
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from ..layers.mamba import Mamba
+from ..layers.mamba2 import Mamba2
+from ..ops._cpp import load_library
+from .backbone import Backbone, Block
+
+if TYPE_CHECKING:
+    from .lm import CausalLM
+
+_HERE = pathlib.Path(__file__).parent
+SOURCE = _HERE / "decode.cpp"
+HEADERS = tuple(_HERE.parent / "ops" / p for p in
+                ("kernel_math.h", "selective_scan/step_inplace.h", "ssd/step_inplace.h"))
+_KINDS = {Mamba: 1, Mamba2: 2}  # the ``kind`` of decode.cpp
+
+
+class _Layer(ctypes.Structure):
+    """``Layer`` of decode.cpp, field for field."""
+    _fields_ = [(n, ctypes.c_int64) for n in ("kind", "E", "N", "R", "K", "H", "P", "G", "n_in", "C")]
+    _fields_ += [(n, ctypes.c_double) for n in ("norm_eps", "inner_eps", "dt_lo", "dt_hi")]
+    _fields_ += [(n, ctypes.c_void_p) for n in ("norm_w", "in_w", "in_b", "conv_w", "conv_b", "x_w", "dt_w",
+                                                 "dt_b", "A", "Dv", "gnorm_w", "out_w", "out_b",
+                                                 "conv_state", "ssm_state")]
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | str:
+    lib = load_library("ssmkit_decode", SOURCE, HEADERS)
+    if isinstance(lib, str):
+        return lib
+    lib.ssmkit_decode_workspace.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+    lib.ssmkit_decode_workspace.restype = ctypes.c_int64
+    step = lib.ssmkit_decode_step_f32
+    step.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 3 + [ctypes.c_double, ctypes.c_void_p,
+                                                                    ctypes.c_double] + [ctypes.c_void_p] * 4
+    step.restype = ctypes.c_int64
+    return lib
+
+
+def _has_hooks(model: nn.Module) -> bool:
+    from torch.nn.modules import module as module_mod
+
+    if module_mod._global_forward_hooks or module_mod._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def _eps(norm: nn.RMSNorm) -> float:
+    return norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps
+
+
+def fused_unavailable_reason(model: CausalLM) -> str | None:
+    """None when ``FusedDecoder`` can run ``model``, else why not (one sentence)."""
+    from .lm import CausalLM
+
+    params = list(model.parameters())
+    if any(p.device.type != "cpu" for p in params):
+        return "the model is not on the CPU"
+    if any(p.dtype != torch.float32 for p in params):
+        return f"its weights are not all float32 ({sorted({str(p.dtype) for p in params})})"
+    if type(model).step is not CausalLM.step or type(model.backbone) is not Backbone:
+        return "the model or its backbone is a subclass with its own step"
+    if model.embed_norm is not None:
+        return "it has an embedding norm"
+    if _has_hooks(model):
+        return "a forward hook is registered (the fused step would skip it)"
+    cfg = model.backbone.config
+    if model.training and cfg.dropout > 0:
+        return "it is in training mode with dropout"
+    if not isinstance(model.backbone.norm, (nn.RMSNorm, nn.Identity)):
+        return "its final norm is not RMSNorm"
+    for i, block in enumerate(model.backbone.blocks):
+        if type(block) is not Block or block.post or block.ffn is not None or not isinstance(block.norm, nn.RMSNorm):
+            return f"block {i} is not a pre-norm RMSNorm block without FFN"
+        if type(block.mixer) not in _KINDS:
+            name = getattr(block.mixer, "mixer_name", None) or type(block.mixer).__name__
+            return f"layer {i} is {name}; the fused step covers mamba and mamba2"
+        if block.norm.weight is None:
+            return f"block {i}'s norm has no weight"
+    lib = _library()
+    return lib if isinstance(lib, str) else None
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class FusedDecoder:
+    """One token per call for every row of a batch; see the module doc.
+
+    ``state``: the model's state for ``batch_size`` rows (``CausalLM.init_state`` or the one a
+    forward returned); it is copied, never modified."""
+
+    def __init__(self, model: CausalLM, state: tuple) -> None:
+        reason = fused_unavailable_reason(model)
+        if reason is not None:
+            raise ValueError(f"the fused decode cannot run this model: {reason}")
+        blocks = model.backbone.blocks
+        if not isinstance(state, (tuple, list)) or len(state) != len(blocks):
+            raise ValueError(f"state must be a tuple of {len(blocks)} layer states (CausalLM.init_state), "
+                             f"got {type(state).__name__} of length {len(state) if hasattr(state, '__len__') else '-'}")
+        batch = state[0][0].shape[0]
+        self.model, self.batch_size = model, batch
+        self._keep: list[Tensor] = []  # every tensor a pointer in the layer table refers to
+        self._state = []
+        for i, (block, s) in enumerate(zip(blocks, state)):
+            expected = block.mixer.init_state(batch)
+            if (not isinstance(s, (tuple, list)) or len(s) != len(expected)
+                    or any(not isinstance(t, Tensor) or t.shape != e.shape or t.dtype != e.dtype or t.device != e.device
+                           for t, e in zip(s, expected))):
+                got = [(tuple(t.shape), t.dtype) if isinstance(t, Tensor) else type(t).__name__ for t in s]
+                raise ValueError(f"layer {i}'s state must be {[(tuple(e.shape), e.dtype) for e in expected]} "
+                                 f"(B = {batch}), got {got}")
+            self._state.append(tuple(t.detach().clone(memory_format=torch.contiguous_format) for t in s))
+        self._layers = (_Layer * len(blocks))(*(self._layer(b, s) for b, s in zip(blocks, self._state)))
+        D, V = model.backbone.config.d_model, model.vocab_size
+        lib = _library()
+        self._step = lib.ssmkit_decode_step_f32
+        work = lib.ssmkit_decode_workspace(len(blocks), ctypes.addressof(self._layers), batch, D)
+        self._x, self._work = torch.empty(batch, D), torch.empty(work)
+        self._logits = torch.empty(batch, V)
+        self._tokens = torch.empty(batch, dtype=torch.long)
+        final = model.backbone.norm
+        self._final_w = self._hold(final.weight) if isinstance(final, nn.RMSNorm) else None
+        self._final_eps = _eps(final) if isinstance(final, nn.RMSNorm) else 0.0
+        self._embedding = self._hold(model.embedding.weight)
+        self._head = self._hold(model.lm_head.weight)
+
+    def _hold(self, t: Tensor | None) -> int | None:
+        if t is None:
+            return None
+        t = t.detach().contiguous()
+        self._keep.append(t)
+        return t.data_ptr()
+
+    def _layer(self, block: Block, state: tuple[Tensor, Tensor]) -> _Layer:
+        m = block.mixer
+        c = m.config
+        h = self._hold
+        kind = _KINDS[type(m)]
+        layer = _Layer(kind=kind, E=m.d_inner, N=c.d_state, K=c.d_conv, n_in=m.in_proj.out_features,
+                       norm_eps=_eps(block.norm), norm_w=h(block.norm.weight), in_w=h(m.in_proj.weight),
+                       in_b=h(m.in_proj.bias), conv_w=h(m.conv1d.weight[:, 0, :]), conv_b=h(m.conv1d.bias),
+                       Dv=h(m.D), out_w=h(m.out_proj.weight), out_b=h(m.out_proj.bias),
+                       conv_state=_ptr(state[0]), ssm_state=_ptr(state[1]))
+        with torch.no_grad():
+            if kind == 1:
+                layer.R, layer.C = m.dt_rank, m.d_inner
+                layer.x_w, layer.dt_w, layer.dt_b = h(m.x_proj.weight), h(m.dt_proj.weight), h(m.dt_proj.bias)
+                layer.A = h(-torch.exp(m.A_log))
+            else:
+                layer.H, layer.P, layer.G, layer.C = m.n_heads, c.head_dim, c.n_groups, m.conv_dim
+                layer.inner_eps, (layer.dt_lo, layer.dt_hi) = c.norm_eps, c.dt_limit
+                layer.dt_b, layer.A, layer.gnorm_w = h(m.dt_bias), h(-torch.exp(m.A_log)), h(m.norm.weight)
+        return layer
+
+    def step(self, token: Tensor) -> Tensor:
+        """token (B,) integer ids -> logits (B, V). The logits are the decoder's buffer, overwritten
+        by the next step: clone them to keep them."""
+        if token.shape != (self.batch_size,) or token.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"token must be ({self.batch_size},) integer ids, got {token.dtype} {tuple(token.shape)}")
+        self._tokens.copy_(token)
+        bad = self._step(self.batch_size, self.model.backbone.config.d_model, self.model.vocab_size,
+                         len(self._state), ctypes.addressof(self._layers), self._tokens.data_ptr(),
+                         self._embedding, self.model.embed_scale, self._final_w, self._final_eps, self._head,
+                         self._x.data_ptr(), self._logits.data_ptr(), self._work.data_ptr())
+        if bad:
+            raise ValueError(f"token ids must be in [0, {self.model.vocab_size}), got {int(token[bad - 1])} "
+                             f"in row {bad - 1}")
+        softcap = self.model.logit_softcap
+        return self._logits if softcap is None else torch.tanh(self._logits / softcap) * softcap
+
+    def state(self) -> tuple:
+        """A copy of the current state, in ``CausalLM.init_state``'s form."""
+        return tuple(tuple(t.clone() for t in s) for s in self._state)

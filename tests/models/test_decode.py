@@ -1,0 +1,201 @@
+"""The fused CPU decode (models.decode) against the pure step loop (CausalLM.step): logits equal to
+float32 rounding, identical greedy tokens, the same states, carried state both ways, generate's
+automatic use of it and its fallback, and clear errors for bad input."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from ssmkit.models import BackboneConfig, CausalLM
+from ssmkit.models import decode as decode_mod
+from ssmkit.models.decode import FusedDecoder, fused_unavailable_reason
+
+V = 61
+
+CASES = {  # name -> (mixer, mixer_cfg, CausalLM options)
+    "mamba": ("mamba", {"d_state": 16, "dt_rank": 5}, {}),
+    "mamba-biases-odd-widths": ("mamba", {"d_state": 7, "d_conv": 3, "bias": True, "expand": 3}, {}),
+    "mamba-no-conv-bias-k1": ("mamba", {"d_state": 16, "d_conv": 1, "conv_bias": False}, {}),
+    "mamba2": ("mamba2", {"d_state": 32, "head_dim": 16}, {}),
+    "mamba2-groups-clamp": ("mamba2", {"d_state": 20, "head_dim": 8, "n_groups": 2, "bias": True,
+                                       "dt_limit": (0.01, 0.05)}, {}),
+    "hybrid": (("mamba", "mamba2", "mamba"), {"mamba2": {"head_dim": 16}}, {}),
+    "head-options": ("mamba", {}, {"embed_scale": 1.7, "logit_softcap": 3.0, "tie_embeddings": False}),
+}
+
+
+def _lm(case: str, d_model: int = 40, **bb) -> CausalLM:
+    mixer, cfg, opts = CASES[case]
+    torch.manual_seed(0)
+    n_layers = len(mixer) if isinstance(mixer, tuple) else 2
+    model = CausalLM(BackboneConfig(d_model=d_model, n_layers=n_layers, mixer=mixer, mixer_cfg=cfg, **bb), V, **opts)
+    with torch.no_grad():  # larger-than-init weights, so the recurrences and the head matter
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and p.dim() == 2:
+                p.mul_(3.0)
+    return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def _needs_compiler():
+    reason = decode_mod._library()
+    if isinstance(reason, str):
+        pytest.skip(f"the fused decode's C++ library cannot be built here: {reason}")
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, rel: float = 2e-5) -> None:
+    assert got.shape == want.shape
+    if want.numel() == 0:  # the conv state of a kernel of 1
+        return
+    scale = want.abs().max().clamp_min(1.0)
+    assert (got - want).abs().max() <= rel * scale, f"max error {(got - want).abs().max():.3g}, scale {scale:.3g}"
+
+
+def _states_close(got: tuple, want: tuple) -> None:
+    for g, w in zip(got, want, strict=True):
+        for a, b in zip(g, w, strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            _close(a, b)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("batch", [1, 3])
+@torch.no_grad()
+def test_fused_steps_equal_the_step_loop(case, batch):
+    lm = _lm(case)
+    ids = torch.randint(0, V, (batch, 6), generator=torch.Generator().manual_seed(2))
+    _, state = lm(ids, return_state=True)
+    decoder = FusedDecoder(lm, state)
+    token, ref_state = ids[:, -1], state
+    for _ in range(8):
+        want, ref_state = lm.step(token, ref_state)
+        got = decoder.step(token)
+        _close(got, want)
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+        token = want.argmax(-1)
+    _states_close(decoder.state(), ref_state)
+
+
+@torch.no_grad()
+def test_the_decoder_copies_its_state_and_hands_back_copies():
+    lm = _lm("mamba2")
+    state = lm.init_state(2)
+    before = [t.clone() for s in state for t in s]
+    decoder = FusedDecoder(lm, state)
+    decoder.step(torch.tensor([3, 4]))
+    assert all(torch.equal(a, b) for a, b in zip(before, (t for s in state for t in s)))  # the input: untouched
+    snapshot = decoder.state()
+    decoder.step(torch.tensor([5, 6]))
+    assert not torch.equal(snapshot[0][1], decoder.state()[0][1])  # the snapshot did not move with it
+
+
+@pytest.mark.parametrize("case", ["mamba", "mamba2"])
+@torch.no_grad()
+def test_state_carries_between_the_fused_and_the_pure_step(case):
+    lm = _lm(case)
+    tokens = torch.randint(0, V, (2, 9), generator=torch.Generator().manual_seed(3))
+    ref_state, ref = lm.init_state(2), []
+    for t in range(9):
+        logits, ref_state = lm.step(tokens[:, t], ref_state)
+        ref.append(logits)
+    # fused for 4 tokens, then the pure step from the fused state
+    decoder = FusedDecoder(lm, lm.init_state(2))
+    for t in range(4):
+        _close(decoder.step(tokens[:, t]), ref[t])
+    state = decoder.state()
+    for t in range(4, 6):
+        logits, state = lm.step(tokens[:, t], state)
+        _close(logits, ref[t])
+    # and fused again from the pure step's state
+    decoder = FusedDecoder(lm, state)
+    for t in range(6, 9):
+        _close(decoder.step(tokens[:, t]), ref[t])
+    _states_close(decoder.state(), ref_state)
+
+
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "hybrid"])
+def test_generate_uses_the_fused_step_and_returns_the_step_loops_tokens(case, monkeypatch):
+    lm = _lm(case)
+    ids = torch.randint(0, V, (3, 5), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[0, :2] = False  # a left-padded shorter prompt
+    calls = []
+    real = FusedDecoder.step
+    monkeypatch.setattr(FusedDecoder, "step", lambda self, tok: calls.append(1) or real(self, tok))
+    fused = lm.generate(ids, 7, mask=mask)
+    assert len(calls) == 6  # every token after the first came from the fused step
+    plain = lm.generate(ids, 7, mask=mask, fused_decode=False)
+    assert len(calls) == 6
+    assert torch.equal(fused, plain)
+    stop = int(plain[1, 6])  # a stop token and a repetition penalty go through the same loop
+    assert torch.equal(lm.generate(ids, 7, mask=mask, eos_token_id=stop, repetition_penalty=1.3),
+                       lm.generate(ids, 7, mask=mask, eos_token_id=stop, repetition_penalty=1.3, fused_decode=False))
+
+
+def _hooked() -> CausalLM:
+    lm = _lm("mamba")
+    lm.backbone.blocks[1].mixer.out_proj.register_forward_hook(lambda mod, inp, out: out * 0.5)
+    return lm
+
+
+FALLBACKS = {  # name -> (model, words of the reason)
+    "hook": (_hooked, "hook"),
+    "other mixer": (lambda: CausalLM(BackboneConfig(d_model=16, n_layers=2, mixer="s4d"), V).eval(), "s4d"),
+    "float64": (lambda: _lm("mamba").double(), "float32"),
+    "ffn": (lambda: _lm("mamba", ffn_mult=2), "FFN"),
+    "post-norm": (lambda: _lm("mamba", residual="post"), "pre-norm"),
+    "layernorm": (lambda: _lm("mamba", norm="layernorm"), "RMSNorm"),
+    "dropout in training": (lambda: _lm("mamba", dropout=0.1).train(), "dropout"),
+}
+
+
+@pytest.mark.parametrize("name", list(FALLBACKS))
+def test_generate_falls_back_to_the_step_loop_with_the_reason(name, monkeypatch, caplog):
+    make, words = FALLBACKS[name]
+    lm = make()
+    reason = fused_unavailable_reason(lm)
+    assert reason is not None and words in reason
+    monkeypatch.setattr(FusedDecoder, "step", lambda self, tok: pytest.fail("the fused step ran"))
+    ids = torch.randint(0, V, (2, 4), generator=torch.Generator().manual_seed(5))
+    if name != "dropout in training":  # sampling dropout twice gives different tokens
+        with caplog.at_level(logging.INFO, logger="ssmkit"):
+            out = lm.generate(ids, 4)
+        assert torch.equal(out, lm.generate(ids, 4, fused_decode=False))
+    with pytest.raises(ValueError, match="fused_decode=True"):
+        lm.generate(ids, 4, fused_decode=True)
+    with pytest.raises(ValueError, match="cannot run this model"):
+        FusedDecoder(lm, lm.init_state(2))
+
+
+def test_a_hook_is_honoured_by_generate():
+    lm = _hooked()
+    ids = torch.randint(0, V, (1, 4), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        want, state = lm(ids, return_state=True)
+        token = want[:, -1].argmax(-1)
+        second, _ = lm.step(token, state)
+    assert torch.equal(lm.generate(ids, 2)[0, -1], second.argmax(-1)[0])
+
+
+@torch.no_grad()
+def test_bad_input_gets_clear_errors():
+    lm = _lm("mamba")
+    with pytest.raises(ValueError, match=r"layer 1's state must be .*\(B = 2\), got \[\(\(3, 3, 80\)"):
+        FusedDecoder(lm, (lm.backbone.blocks[0].mixer.init_state(2), lm.backbone.blocks[1].mixer.init_state(3)))
+    with pytest.raises(ValueError, match="tuple of 2 layer states"):
+        FusedDecoder(lm, lm.init_state(2)[:1])
+    with pytest.raises(ValueError, match="state must be"):
+        FusedDecoder(lm, tuple((s[0].double(), s[1].double()) for s in lm.init_state(2)))
+    decoder = FusedDecoder(lm, lm.init_state(2))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 61\), got 61 in row 1"):
+        decoder.step(torch.tensor([3, V]))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 61\), got -1 in row 0"):
+        decoder.step(torch.tensor([-1, 2]))
+    with pytest.raises(ValueError, match=r"token must be \(2,\) integer ids"):
+        decoder.step(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"token must be \(2,\) integer ids"):
+        decoder.step(torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="fused_decode"):
+        lm.generate(torch.tensor([[1, 2]]), 2, fused_decode="yes")
