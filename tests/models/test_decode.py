@@ -199,3 +199,68 @@ def test_bad_input_gets_clear_errors():
         decoder.step(torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="fused_decode"):
         lm.generate(torch.tensor([[1, 2]]), 2, fused_decode="yes")
+
+
+def _stored_as(lm: CausalLM, weights: str) -> CausalLM:
+    """A copy of ``lm`` whose projection and head matrices hold the values ``weights`` stores."""
+    import copy
+
+    ref = copy.deepcopy(lm)
+    with torch.no_grad():
+        for name, mod in ref.named_modules():
+            if isinstance(mod, torch.nn.Linear) and (name == "lm_head" or name.split(".")[-1] in
+                                                     ("in_proj", "x_proj", "dt_proj", "out_proj")):
+                w, scale = decode_mod.pack(mod.weight, weights)
+                if weights == "bfloat16":
+                    mod.weight.copy_(w.view(torch.bfloat16).float())
+                else:
+                    mod.weight.copy_(w.float() * scale[:, None])
+    return ref
+
+
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "head-options"])
+@torch.no_grad()
+def test_weight_storage_equals_the_step_loop_on_the_stored_values(case, weights):
+    """bf16 / int8 storage changes the weights' values only: the fused decode then equals the float32
+    step loop of a model holding exactly those values (to float32 rounding)."""
+    lm = _lm(case)
+    ref = _stored_as(lm, weights)
+    assert not torch.equal(ref.lm_head.weight, lm.lm_head.weight)  # the storage did round
+    ids = torch.randint(0, V, (2, 5), generator=torch.Generator().manual_seed(7))
+    _, state = lm(ids, return_state=True)
+    _, ref_state = ref(ids, return_state=True)  # a tied head rounds the embedding too
+    decoder = FusedDecoder(lm, ref_state, weights=weights)
+    assert decoder.weights == weights
+    token = ids[:, -1]
+    for _ in range(6):
+        want, ref_state = ref.step(token, ref_state)
+        got = decoder.step(token)
+        _close(got, want, rel=3e-5)
+        token = want.argmax(-1)
+    full = FusedDecoder(lm, state).weight_bytes  # what a token reads shrinks with the storage
+    assert decoder.weight_bytes < (0.6 if weights == "bfloat16" else 0.45) * full
+
+
+def test_to_inference_sets_the_storage_generate_uses_and_repacks_changed_weights():
+    lm = _lm("mamba")
+    ids = torch.randint(0, V, (2, 4), generator=torch.Generator().manual_seed(8))
+    assert lm.to_inference("bf16") is lm and lm.inference_weights == "bfloat16" and not lm.training
+    out = lm.generate(ids, 5)
+    with torch.no_grad():
+        ref = _stored_as(lm, "bfloat16")
+        logits, state = ref(ids, return_state=True)
+        token = logits[:, -1].argmax(-1)
+        decoder = FusedDecoder(lm, state)  # the model's storage by default
+        want = [token]
+        for _ in range(4):
+            token = decoder.step(token).argmax(-1)
+            want.append(token)
+    assert decoder.weights == "bfloat16" and torch.equal(out[:, 4:], torch.stack(want, 1))
+    with torch.no_grad():
+        lm.lm_head.weight.mul_(-1.0)  # an in-place change: the packed copy must follow
+    flipped = FusedDecoder(lm, lm.init_state(2)).step(torch.tensor([1, 2])).clone()
+    plain = FusedDecoder(_stored_as(lm, "bfloat16"), lm.init_state(2), weights="float32")
+    _close(flipped, plain.step(torch.tensor([1, 2])), rel=3e-5)
+    with pytest.raises(ValueError, match=r"weights must be one of \['float32', 'bfloat16', 'int8'"):
+        lm.to_inference("fp8")

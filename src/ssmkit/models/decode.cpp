@@ -8,9 +8,15 @@
 // bandwidth of MKL's sgemv on the 50,280 x 768 LM head (one thread). Element-wise work and the
 // recurrences (ops/*/step_inplace.h) are small beside the weights.
 //
-// Layout: row-major float32, PyTorch's own. A layer is described by `Layer` (decode.py writes
-// the same fields through ctypes); null pointers mean an absent bias / D / norm.
+// Layout: row-major, PyTorch's own. A layer is described by `Layer` (decode.py writes the same
+// fields through ctypes); null pointers mean an absent bias / D / norm. The matrices of the
+// projections and the LM head (`Mat`) are float32, bfloat16 (the upper half of a float32) or int8
+// with one float32 scale per row (weight-only storage: activations, states and sums stay float32).
 #include <ATen/Parallel.h>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -31,6 +37,13 @@ using ssmkit::silu;
 using ssmkit::softplus;
 
 constexpr int64_t kMamba = 1, kMamba2 = 2;
+constexpr int64_t kF32 = 0, kBF16 = 1, kI8 = 2;  // Mat::fmt
+
+struct Mat {
+  const void* w;       // (O, I) of fmt
+  const float* scale;  // int8: (O,), w[o, :] * scale[o] is the row; else null
+  int64_t fmt;
+};
 
 struct Layer {
   int64_t kind;                 // kMamba or kMamba2
@@ -40,17 +53,17 @@ struct Layer {
   double norm_eps, inner_eps;   // the block's RMSNorm; mamba2's gated RMSNorm
   double dt_lo, dt_hi;          // mamba2's clamp of the step
   const float* norm_w;          // (D,)
-  const float* in_w;            // (n_in, D)
+  Mat in_w;                     // (n_in, D)
   const float* in_b;            // (n_in,) | null
   const float* conv_w;          // (C, K)
   const float* conv_b;          // (C,) | null
-  const float* x_w;             // mamba: x_proj (R + 2N, E)
-  const float* dt_w;            // mamba: dt_proj (E, R)
+  Mat x_w;                      // mamba: x_proj (R + 2N, E)
+  Mat dt_w;                     // mamba: dt_proj (E, R)
   const float* dt_b;            // mamba: dt_proj's bias (E,); mamba2: dt_bias (H,)
   const float* A;               // mamba: -exp(A_log) (E, N); mamba2: (H,)
   const float* Dv;              // (E,) or (H,) | null
   const float* gnorm_w;         // mamba2: the gated norm's weight (E,)
-  const float* out_w;           // (D, E)
+  Mat out_w;                    // (D, E)
   const float* out_b;           // (D,) | null
   float* conv_state;            // (B, K - 1, C)
   float* ssm_state;             // (B, E, N) or (B, H, P, N)
@@ -58,27 +71,71 @@ struct Layer {
 
 constexpr int64_t kRows = 4;  // weight rows per dot-product block
 
+// kLanes weights from memory as float32.
+inline f32xL load_weights(const float* p) { return load_lanes(p); }
+
+// The narrow formats widen in registers: one AVX-512 instruction each where the build has it
+// (the vector-extension form below compiled to per-lane inserts with GCC 13 and ran 3-4x slower).
+inline f32xL load_weights(const uint16_t* p) {  // bfloat16: the upper 16 bits of a float32
+#ifdef __AVX512F__
+  const __m512i bits = _mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16);
+  return reinterpret_cast<f32xL>(_mm512_castsi512_ps(bits));
+#else
+  typedef uint16_t u16xL __attribute__((vector_size(kLanes * 2)));
+  typedef uint32_t u32xL __attribute__((vector_size(kLanes * 4)));
+  u16xL h;
+  std::memcpy(&h, p, sizeof(h));
+  const u32xL bits = __builtin_convertvector(h, u32xL) << 16;
+  f32xL v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+#endif
+}
+
+inline f32xL load_weights(const int8_t* p) {
+#ifdef __AVX512F__
+  const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return reinterpret_cast<f32xL>(_mm512_cvtepi32_ps(q));
+#else
+  typedef int8_t i8xL __attribute__((vector_size(kLanes)));
+  i8xL q;
+  std::memcpy(&q, p, sizeof(q));
+  return __builtin_convertvector(q, f32xL);
+#endif
+}
+
+inline float weight(const float* p) { return *p; }
+inline float weight(const uint16_t* p) {
+  const uint32_t bits = static_cast<uint32_t>(*p) << 16;
+  float v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+inline float weight(const int8_t* p) { return static_cast<float>(*p); }
+
 // out[r] = W[r, :] . x for R rows of W (row stride I).
-template <int64_t R>
-inline void dot_rows(const float* W, int64_t I, const float* x, float* out) {
+template <int64_t R, typename T>
+inline void dot_rows(const T* W, int64_t I, const float* x, float* out) {
   f32xL acc[R] = {};
   int64_t i = 0;
   for (; i + kLanes <= I; i += kLanes) {
     const f32xL xv = load_lanes(x + i);
-    for (int64_t r = 0; r < R; ++r) acc[r] += load_lanes(W + r * I + i) * xv;
+    for (int64_t r = 0; r < R; ++r) acc[r] += load_weights(W + r * I + i) * xv;
   }
   for (int64_t r = 0; r < R; ++r) {
     float s = lane_sum(acc[r]);
-    for (int64_t k = i; k < I; ++k) s += W[r * I + k] * x[k];
+    for (int64_t k = i; k < I; ++k) s += weight(W + r * I + k) * x[k];
     out[r] = s;
   }
 }
 
 // y (Bsz, O) = x (Bsz, I; row stride ldx) W^T + b, W (O, I). Threads split the rows of W.
-void gemv(int64_t Bsz, int64_t O, int64_t I, const float* W, const float* b, const float* x,
-          int64_t ldx, float* y) {
+template <typename T>
+void gemv_t(int64_t Bsz, int64_t O, int64_t I, const T* W, const float* scale, const float* b,
+            const float* x, int64_t ldx, float* y) {
   const int64_t blocks = (O + kRows - 1) / kRows;
-  const int64_t grain = std::max<int64_t>(1, 16384 / (kRows * I));  // >= 64 KB of weights a task
+  const int64_t grain = std::max<int64_t>(1, 16384 / (kRows * I));  // >= 16k weights a task
   at::parallel_for(0, blocks, grain, [&](int64_t k0, int64_t k1) {
     float out[kRows];
     for (int64_t k = k0; k < k1; ++k) {
@@ -89,10 +146,23 @@ void gemv(int64_t Bsz, int64_t O, int64_t I, const float* W, const float* b, con
         } else {
           for (int64_t r = 0; r < rows; ++r) dot_rows<1>(W + (o + r) * I, I, x + bb * ldx, out + r);
         }
-        for (int64_t r = 0; r < rows; ++r) y[bb * O + o + r] = b ? out[r] + b[o + r] : out[r];
+        for (int64_t r = 0; r < rows; ++r) {
+          const float v = scale ? out[r] * scale[o + r] : out[r];
+          y[bb * O + o + r] = b ? v + b[o + r] : v;
+        }
       }
     }
   });
+}
+
+void gemv(int64_t Bsz, int64_t O, int64_t I, const Mat& W, const float* b, const float* x,
+          int64_t ldx, float* y) {
+  if (W.fmt == kBF16)
+    gemv_t(Bsz, O, I, static_cast<const uint16_t*>(W.w), nullptr, b, x, ldx, y);
+  else if (W.fmt == kI8)
+    gemv_t(Bsz, O, I, static_cast<const int8_t*>(W.w), W.scale, b, x, ldx, y);
+  else
+    gemv_t(Bsz, O, I, static_cast<const float*>(W.w), nullptr, b, x, ldx, y);
 }
 
 // y (n,) = x * rsqrt(mean(x^2) + eps) * w, as torch's rms_norm.
@@ -119,6 +189,22 @@ void conv_step_silu(int64_t C, int64_t K, const float* x, const float* w, const 
     std::memmove(state, state + C, (K - 2) * C * sizeof(float));
     std::memcpy(state + (K - 2) * C, x, C * sizeof(float));
   }
+}
+
+// x (D,) = row t of the embedding, times scale (a tied embedding is the LM head's Mat).
+void embedding_row(const Mat& E, int64_t t, int64_t D, double scale, float* x) {
+  const float s = static_cast<float>(scale);
+  if (E.fmt == kBF16) {
+    const uint16_t* row = static_cast<const uint16_t*>(E.w) + t * D;
+    for (int64_t k = 0; k < D; ++k) x[k] = weight(row + k);
+  } else if (E.fmt == kI8) {
+    const int8_t* row = static_cast<const int8_t*>(E.w) + t * D;
+    for (int64_t k = 0; k < D; ++k) x[k] = weight(row + k) * E.scale[t];
+  } else {
+    std::memcpy(x, static_cast<const float*>(E.w) + t * D, D * sizeof(float));
+  }
+  if (scale != 1.0)
+    for (int64_t k = 0; k < D; ++k) x[k] *= s;
 }
 
 // Floats of scratch one layer needs for a batch of Bsz (the largest over layers is allocated).
@@ -195,20 +281,13 @@ extern "C" int64_t ssmkit_decode_workspace(int64_t n_layers, const Layer* layers
 // stream. final_w null: no final norm. Returns 0, or 1 + the row of a token outside [0, V).
 extern "C" int64_t ssmkit_decode_step_f32(int64_t Bsz, int64_t D, int64_t V, int64_t n_layers,
                                           const Layer* layers, const int64_t* tokens,
-                                          const float* embedding, double embed_scale,
+                                          const Mat* embedding, double embed_scale,
                                           const float* final_w, double final_eps,
-                                          const float* head_w, float* x, float* logits,
+                                          const Mat* head, float* x, float* logits,
                                           float* work) {
   for (int64_t b = 0; b < Bsz; ++b)
     if (tokens[b] < 0 || tokens[b] >= V) return b + 1;
-  for (int64_t b = 0; b < Bsz; ++b) {
-    const float* row = embedding + tokens[b] * D;
-    if (embed_scale == 1.0) {
-      std::memcpy(x + b * D, row, D * sizeof(float));
-    } else {
-      for (int64_t k = 0; k < D; ++k) x[b * D + k] = row[k] * static_cast<float>(embed_scale);
-    }
-  }
+  for (int64_t b = 0; b < Bsz; ++b) embedding_row(*embedding, tokens[b], D, embed_scale, x + b * D);
   float* hn = work;          // (Bsz, D)
   float* out = hn + Bsz * D;  // (Bsz, D)
   float* scratch = out + Bsz * D;
@@ -227,6 +306,6 @@ extern "C" int64_t ssmkit_decode_step_f32(int64_t Bsz, int64_t D, int64_t V, int
     else
       std::memcpy(hn + b * D, x + b * D, D * sizeof(float));
   }
-  gemv(Bsz, V, D, head_w, nullptr, hn, D, logits);
+  gemv(Bsz, V, D, *head, nullptr, hn, D, logits);
   return 0;
 }

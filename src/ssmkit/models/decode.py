@@ -15,6 +15,15 @@ dropout) whose blocks are the default pre-norm RMSNorm blocks without FFN over `
 library is built once per machine, ``ops._cpp``). ``CausalLM.generate`` / ``stream`` use it
 automatically then (``fused_decode=None``), log once why not otherwise, and take
 ``fused_decode=False`` to run the step loop, ``True`` to insist (an error says why it cannot).
+
+Weight-only storage for inference (``weights``, or ``CausalLM.to_inference(weights=...)``): the
+matrices read every token (the projections and the LM head) stored as ``"bfloat16"`` (rounded to
+nearest even) or ``"int8"`` (symmetric, one float32 scale per output row: max |w| / 127), halving
+or quartering the bytes a token reads (a tied embedding is the head's matrix: its lookup reads
+the stored row); everything else (norms, conv, A, D, an untied embedding, states, activations and
+every sum) stays float32. The packed copies are made once per parameter
+and kept while its values do not change (``_packed``). The prefill (the parallel forward) runs in
+float32 either way. docs/performance.md has the measured logit error and greedy agreement.
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..layers.mamba import Mamba
 from ..layers.mamba2 import Mamba2
@@ -39,16 +49,60 @@ SOURCE = _HERE / "decode.cpp"
 HEADERS = tuple(_HERE.parent / "ops" / p for p in
                 ("kernel_math.h", "selective_scan/step_inplace.h", "ssd/step_inplace.h"))
 _KINDS = {Mamba: 1, Mamba2: 2}  # the ``kind`` of decode.cpp
+WEIGHTS = {"float32": 0, "bfloat16": 1, "int8": 2}  # the ``fmt`` of decode.cpp's Mat
+_ALIASES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+class _Mat(ctypes.Structure):
+    """``Mat`` of decode.cpp: a weight matrix in one of ``WEIGHTS``."""
+    _fields_ = [("w", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("fmt", ctypes.c_int64)]
 
 
 class _Layer(ctypes.Structure):
     """``Layer`` of decode.cpp, field for field."""
     _fields_ = [(n, ctypes.c_int64) for n in ("kind", "E", "N", "R", "K", "H", "P", "G", "n_in", "C")]
     _fields_ += [(n, ctypes.c_double) for n in ("norm_eps", "inner_eps", "dt_lo", "dt_hi")]
-    _fields_ += [(n, ctypes.c_void_p) for n in ("norm_w", "in_w", "in_b", "conv_w", "conv_b", "x_w", "dt_w",
-                                                 "dt_b", "A", "Dv", "gnorm_w", "out_w", "out_b",
-                                                 "conv_state", "ssm_state")]
+    _fields_ += [("norm_w", ctypes.c_void_p), ("in_w", _Mat), ("in_b", ctypes.c_void_p), ("conv_w", ctypes.c_void_p),
+                 ("conv_b", ctypes.c_void_p), ("x_w", _Mat), ("dt_w", _Mat)]
+    _fields_ += [(n, ctypes.c_void_p) for n in ("dt_b", "A", "Dv", "gnorm_w")]
+    _fields_ += [("out_w", _Mat)] + [(n, ctypes.c_void_p) for n in ("out_b", "conv_state", "ssm_state")]
 
+
+def weight_format(weights: str) -> str:
+    """The canonical name of a weight format (``"bf16"`` -> ``"bfloat16"``), checked."""
+    name = _ALIASES.get(weights, weights)
+    if name not in WEIGHTS:
+        raise ValueError(f"weights must be one of {[*WEIGHTS, *_ALIASES]}, got {weights!r}")
+    return name
+
+
+# parameter -> {format: (its version when packed, packed matrix, scales | None)}; weak, so a
+# model's packed copies go with it
+_packed = WeakIdKeyDictionary()
+
+
+def pack(weight: Tensor, weights: str) -> tuple[Tensor, Tensor | None]:
+    """A float32 matrix (O, I) in ``weights``' storage: (float32 itself | bfloat16 bits as int16
+    | int8, None | the int8 rows' float32 scales (O,))."""
+    w = weight.detach().contiguous()
+    if weights == "float32":
+        return w, None
+    if weights == "bfloat16":
+        return w.to(torch.bfloat16).view(torch.int16), None
+    scale = w.abs().amax(dim=1) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row stays zeros
+    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale.contiguous()
+
+
+def _packed_of(param: Tensor, weights: str) -> tuple[Tensor, Tensor | None]:
+    if weights == "float32":
+        return pack(param, weights)
+    entry = _packed.setdefault(param, {})
+    cached = entry.get(weights)
+    if cached is None or cached[0] != param._version:
+        cached = (param._version, *pack(param, weights))
+        entry[weights] = cached
+    return cached[1], cached[2]
 
 @functools.cache
 def _library() -> ctypes.CDLL | str:
@@ -118,7 +172,8 @@ class FusedDecoder:
     ``state``: the model's state for ``batch_size`` rows (``CausalLM.init_state`` or the one a
     forward returned); it is copied, never modified."""
 
-    def __init__(self, model: CausalLM, state: tuple) -> None:
+    def __init__(self, model: CausalLM, state: tuple, weights: str | None = None) -> None:
+        self.weights = weight_format(weights if weights is not None else model.inference_weights)
         reason = fused_unavailable_reason(model)
         if reason is not None:
             raise ValueError(f"the fused decode cannot run this model: {reason}")
@@ -150,8 +205,9 @@ class FusedDecoder:
         final = model.backbone.norm
         self._final_w = self._hold(final.weight) if isinstance(final, nn.RMSNorm) else None
         self._final_eps = _eps(final) if isinstance(final, nn.RMSNorm) else 0.0
-        self._embedding = self._hold(model.embedding.weight)
-        self._head = self._hold(model.lm_head.weight)
+        self._head = self._mat(model.lm_head.weight)
+        # a tied embedding is the head's matrix, in its storage; an untied one is looked up in float32
+        self._embedding = self._head if model.tied else _Mat(self._hold(model.embedding.weight), None, 0)
 
     def _hold(self, t: Tensor | None) -> int | None:
         if t is None:
@@ -160,20 +216,37 @@ class FusedDecoder:
         self._keep.append(t)
         return t.data_ptr()
 
+    def _mat(self, weight: Tensor) -> _Mat:
+        w, scale = _packed_of(weight, self.weights)
+        return _Mat(self._hold(w), self._hold(scale), WEIGHTS[self.weights])
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the weights a token reads (every matrix and vector once; an untied embedding not:
+        a lookup reads one row)."""
+        embedding, seen, total = self._embedding.w, set(), 0
+        for t in self._keep:
+            ptr = t.data_ptr()
+            if ptr not in seen and (ptr != embedding or self.model.tied):
+                seen.add(ptr)
+                total += t.numel() * t.element_size()
+        return total
+
     def _layer(self, block: Block, state: tuple[Tensor, Tensor]) -> _Layer:
         m = block.mixer
         c = m.config
         h = self._hold
         kind = _KINDS[type(m)]
         layer = _Layer(kind=kind, E=m.d_inner, N=c.d_state, K=c.d_conv, n_in=m.in_proj.out_features,
-                       norm_eps=_eps(block.norm), norm_w=h(block.norm.weight), in_w=h(m.in_proj.weight),
+                       norm_eps=_eps(block.norm), norm_w=h(block.norm.weight), in_w=self._mat(m.in_proj.weight),
                        in_b=h(m.in_proj.bias), conv_w=h(m.conv1d.weight[:, 0, :]), conv_b=h(m.conv1d.bias),
-                       Dv=h(m.D), out_w=h(m.out_proj.weight), out_b=h(m.out_proj.bias),
+                       Dv=h(m.D), out_w=self._mat(m.out_proj.weight), out_b=h(m.out_proj.bias),
                        conv_state=_ptr(state[0]), ssm_state=_ptr(state[1]))
         with torch.no_grad():
             if kind == 1:
                 layer.R, layer.C = m.dt_rank, m.d_inner
-                layer.x_w, layer.dt_w, layer.dt_b = h(m.x_proj.weight), h(m.dt_proj.weight), h(m.dt_proj.bias)
+                layer.x_w, layer.dt_w = self._mat(m.x_proj.weight), self._mat(m.dt_proj.weight)
+                layer.dt_b = h(m.dt_proj.bias)
                 layer.A = h(-torch.exp(m.A_log))
             else:
                 layer.H, layer.P, layer.G, layer.C = m.n_heads, c.head_dim, c.n_groups, m.conv_dim
@@ -189,7 +262,8 @@ class FusedDecoder:
         self._tokens.copy_(token)
         bad = self._step(self.batch_size, self.model.backbone.config.d_model, self.model.vocab_size,
                          len(self._state), ctypes.addressof(self._layers), self._tokens.data_ptr(),
-                         self._embedding, self.model.embed_scale, self._final_w, self._final_eps, self._head,
+                         ctypes.addressof(self._embedding), self.model.embed_scale, self._final_w, self._final_eps,
+                         ctypes.addressof(self._head),
                          self._x.data_ptr(), self._logits.data_ptr(), self._work.data_ptr())
         if bad:
             raise ValueError(f"token ids must be in [0, {self.model.vocab_size}), got {int(token[bad - 1])} "

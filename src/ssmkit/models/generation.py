@@ -116,8 +116,10 @@ def stream(
         if reason is not None and fused_decode:
             raise ValueError(f"fused_decode=True but the fused CPU decode cannot run this model: {reason}")
         if reason is not None:
-            log_once(f"generate: the fused CPU decode does not apply ({reason}); running model.step per token",
-                     logging.INFO)
+            weights = getattr(model, "inference_weights", "float32")
+            log_once(f"generate: the fused CPU decode does not apply ({reason}); running model.step per token"
+                     + (f" with float32 weights (inference_weights={weights!r} applies to the fused decode only)"
+                        if weights != "float32" else ""), logging.WARNING if weights != "float32" else logging.INFO)
         fused = reason is None
     return _loop(model, input_ids, max_new_tokens, mask, temperature, top_k, top_p, generator, eos, pad,
                  repetition_penalty, stopping_criteria, fused)

@@ -41,6 +41,7 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(backbone.d_model, vocab_size, bias=False)
         if tie_embeddings:
             self.lm_head.weight = self.embedding.weight
+        self.inference_weights = "float32"  # the fused decode's weight storage (to_inference)
 
     @property
     def tied(self) -> bool:
@@ -75,6 +76,17 @@ class CausalLM(nn.Module):
         self._check_ids(token)
         h, state = self.backbone.step(self._embed(token), state)
         return self._logits(h), state
+
+    def to_inference(self, weights: str = "bfloat16") -> CausalLM:
+        """Eval mode, and the storage of the weights the fused CPU decode reads every token:
+        ``"float32"``, ``"bfloat16"`` / ``"bf16"`` or ``"int8"`` (weight-only: activations and sums stay
+        float32; ``models.decode``). The parameters themselves stay float32 (the prefill, training,
+        saving and ``step`` use them); generation falls back to ``step`` in float32, and says so,
+        where the fused decode cannot run. Returns the model."""
+        from .decode import weight_format
+
+        self.inference_weights = weight_format(weights)
+        return self.eval()
 
     def head_options(self) -> dict:
         """The constructor's keyword options besides the backbone, the vocabulary and the tying
