@@ -40,8 +40,43 @@ inline T sigmoid(T x) {
   return T(1) / (T(1) + vexp(-x));
 }
 
+// log for float > 0 (normal) that the compiler can vectorize: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
+// log(m) by the Cephes degree-9 polynomial in m - 1 (about 1 ulp).
+inline float vlog(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+  bits = (bits & 0x807fffff) | 0x3f000000;  // m in [0.5, 1)
+  float m;
+  std::memcpy(&m, &bits, sizeof(m));
+  const bool small = m < 0.707106781186547524f;
+  e = small ? e - 1.0f : e;
+  m = small ? m + m - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * e - 0.5f * z;
+  return m + y + 0.693359375f * e;
+}
+
+// log(1 + t) for t >= 0 without losing small t: log(u) t / (u - 1) with u = 1 + t rounded
+// (the rounding error of u cancels, Goldberg 1991), t itself when u rounds to 1.
+inline float vlog1p(float t) {
+  const float u = 1.0f + t;
+  const float d = u - 1.0f;
+  return d == 0.0f ? t : vlog(u) * (t / d);
+}
+
 // softplus as torch computes it: x above the threshold 20.
-inline float softplus(float x) { return x > 20.0f ? x : std::log1p(vexp(x)); }
+inline float softplus(float x) { return x > 20.0f ? x : vlog1p(vexp(x)); }
 
 inline float silu(float x) { return x * sigmoid(x); }
 
