@@ -17,7 +17,8 @@ over the whole call's seconds minus those of a call that generates one token (th
 the first pick), each best of ``repeats``. The floor: a decode step reads every weight once for the whole
 batch (the tied embedding once, as the LM head), so tokens/s cannot pass B x read bandwidth /
 weight bytes (states and activations are small beside the weights at these sizes); the read
-bandwidth is measured in the same run (a sum over a 256 MB tensor, the threads of the run).
+bandwidth is measured in the same run, before each kind's rows (a sum over a 256 MB tensor, the
+threads of the run).
 Before building, 5x the weights (both models, the save, the load: measured) is checked against the
 memory limits (``measure.fits``).
 """
@@ -103,9 +104,9 @@ def bench_generate(kinds: tuple[str, ...] = ("mamba", "mamba2"), layers: int = 2
     from ..models.pretrained import load_pretrained
 
     limits = limits or Limits()
-    bandwidth = read_bandwidth()
     rows: list[GenerateRow] = []
     for kind in kinds:
+        bandwidth = read_bandwidth()  # per kind, next to its rows: a shared machine's load drifts
         hf = hf_model(kind, layers, d_model, vocab)
         wbytes = _weight_bytes(hf)
         floor = batch * bandwidth / wbytes  # one step of the whole batch reads the weights once
