@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 
+from ssmkit import log as ssmkit_log
 from ssmkit.models import BackboneConfig, CausalLM
 from ssmkit.models import decode as decode_mod
 from ssmkit.models.decode import FusedDecoder, fused_unavailable_reason
@@ -151,6 +152,15 @@ FALLBACKS = {  # name -> (model, words of the reason)
 }
 
 
+def test_cpu_autocast_falls_back_to_the_step_loop():
+    lm = _lm("mamba")
+    assert fused_unavailable_reason(lm) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert "autocast" in fused_unavailable_reason(lm)
+        with pytest.raises(ValueError, match="autocast"):
+            lm.generate(torch.tensor([[1, 2]]), 2, fused_decode=True)
+
+
 @pytest.mark.parametrize("name", list(FALLBACKS))
 def test_generate_falls_back_to_the_step_loop_with_the_reason(name, monkeypatch, caplog):
     make, words = FALLBACKS[name]
@@ -160,8 +170,10 @@ def test_generate_falls_back_to_the_step_loop_with_the_reason(name, monkeypatch,
     monkeypatch.setattr(FusedDecoder, "step", lambda self, tok: pytest.fail("the fused step ran"))
     ids = torch.randint(0, V, (2, 4), generator=torch.Generator().manual_seed(5))
     if name != "dropout in training":  # sampling dropout twice gives different tokens
+        monkeypatch.setattr(ssmkit_log, "_logged", set())  # log_once: as if first in this process
         with caplog.at_level(logging.INFO, logger="ssmkit"):
             out = lm.generate(ids, 4)
+        assert f"the fused CPU decode does not apply ({reason})" in caplog.text
         assert torch.equal(out, lm.generate(ids, 4, fused_decode=False))
     with pytest.raises(ValueError, match="fused_decode=True"):
         lm.generate(ids, 4, fused_decode=True)

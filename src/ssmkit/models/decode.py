@@ -11,7 +11,7 @@ given: ``SequenceMixer.step`` stays pure, and ``FusedDecoder.state()`` hands bac
 
 It applies (``fused_unavailable_reason`` is None) to a float32 CPU model in eval mode (or without
 dropout) whose blocks are the default pre-norm RMSNorm blocks without FFN over ``mamba`` or
-``mamba2`` mixers, with no embedding norm, no forward hooks, and a C++ compiler at hand (the
+``mamba2`` mixers, with no embedding norm, no forward hooks, CPU autocast off, and a C++ compiler at hand (the
 library is built once per machine, ``ops._cpp``). ``CausalLM.generate`` / ``stream`` use it
 automatically then (``fused_decode=None``), log once why not otherwise, and take
 ``fused_decode=False`` to run the step loop, ``True`` to insist (an error says why it cannot).
@@ -145,6 +145,8 @@ def fused_unavailable_reason(model: CausalLM) -> str | None:
         return "it has an embedding norm"
     if _has_hooks(model):
         return "a forward hook is registered (the fused step would skip it)"
+    if torch.is_autocast_enabled("cpu"):
+        return "CPU autocast is on (the step loop then runs its matrices in the autocast dtype)"
     cfg = model.backbone.config
     if model.training and cfg.dropout > 0:
         return "it is in training mode with dropout"
