@@ -23,6 +23,11 @@ CASES = {  # name -> (mixer, mixer_cfg, CausalLM options)
     "mamba2-groups-clamp": ("mamba2", {"d_state": 20, "head_dim": 8, "n_groups": 2, "bias": True,
                                        "dt_limit": (0.01, 0.05)}, {}),
     "hybrid": (("mamba", "mamba2", "mamba"), {"mamba2": {"head_dim": 16}}, {}),
+    "gla": ("gla", {"n_heads": 4}, {}),
+    "gla-no-gate-odd": ("gla", {"n_heads": 2, "output_gate": False, "expand_k": 0.75, "gate_low_rank": 5,
+                                "gate_temperature": 4.0}, {}),
+    "gla-gate-bias": ("gla", {"n_heads": 5, "gate_bias": True, "expand_v": 2.0}, {}),
+    "hybrid-gla": (("gla", "mamba", "mamba2"), {"mamba2": {"head_dim": 16}}, {}),
     "head-options": ("mamba", {}, {"embed_scale": 1.7, "logit_softcap": 3.0, "tie_embeddings": False}),
 }
 
@@ -92,7 +97,7 @@ def test_the_decoder_copies_its_state_and_hands_back_copies():
     assert not torch.equal(snapshot[0][1], decoder.state()[0][1])  # the snapshot did not move with it
 
 
-@pytest.mark.parametrize("case", ["mamba", "mamba2"])
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla"])
 @torch.no_grad()
 def test_state_carries_between_the_fused_and_the_pure_step(case):
     lm = _lm(case)
@@ -116,7 +121,7 @@ def test_state_carries_between_the_fused_and_the_pure_step(case):
     _states_close(decoder.state(), ref_state)
 
 
-@pytest.mark.parametrize("case", ["mamba", "mamba2", "hybrid"])
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "hybrid", "hybrid-gla"])
 def test_generate_uses_the_fused_step_and_returns_the_step_loops_tokens(case, monkeypatch):
     lm = _lm(case)
     ids = torch.randint(0, V, (3, 5), generator=torch.Generator().manual_seed(4))
@@ -144,6 +149,7 @@ def _hooked() -> CausalLM:
 FALLBACKS = {  # name -> (model, words of the reason)
     "hook": (_hooked, "hook"),
     "other mixer": (lambda: CausalLM(BackboneConfig(d_model=16, n_layers=2, mixer="s4d"), V).eval(), "s4d"),
+    "retnet": (lambda: CausalLM(BackboneConfig(d_model=16, n_layers=2, mixer="retnet"), V).eval(), "retnet"),
     "float64": (lambda: _lm("mamba").double(), "float32"),
     "ffn": (lambda: _lm("mamba", ffn_mult=2), "FFN"),
     "post-norm": (lambda: _lm("mamba", residual="post"), "pre-norm"),
@@ -213,6 +219,10 @@ def test_bad_input_gets_clear_errors():
         lm.generate(torch.tensor([[1, 2]]), 2, fused_decode="yes")
 
 
+PACKED = ("in_proj", "x_proj", "dt_proj", "out_proj", "q_proj", "k_proj", "v_proj", "gate_down", "gate_up",
+          "r_proj", "o_proj")  # every matrix the fused decode reads per token
+
+
 def _stored_as(lm: CausalLM, weights: str) -> CausalLM:
     """A copy of ``lm`` whose projection and head matrices hold the values ``weights`` stores."""
     import copy
@@ -220,8 +230,7 @@ def _stored_as(lm: CausalLM, weights: str) -> CausalLM:
     ref = copy.deepcopy(lm)
     with torch.no_grad():
         for name, mod in ref.named_modules():
-            if isinstance(mod, torch.nn.Linear) and (name == "lm_head" or name.split(".")[-1] in
-                                                     ("in_proj", "x_proj", "dt_proj", "out_proj")):
+            if isinstance(mod, torch.nn.Linear) and (name == "lm_head" or name.split(".")[-1] in PACKED):
                 w, scale = decode_mod.pack(mod.weight, weights)
                 if weights == "bfloat16":
                     mod.weight.copy_(w.view(torch.bfloat16).float())
@@ -231,7 +240,7 @@ def _stored_as(lm: CausalLM, weights: str) -> CausalLM:
 
 
 @pytest.mark.parametrize("weights", ["bfloat16", "int8"])
-@pytest.mark.parametrize("case", ["mamba", "mamba2", "head-options"])
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla-gate-bias", "head-options"])
 @torch.no_grad()
 def test_weight_storage_equals_the_step_loop_on_the_stored_values(case, weights):
     """bf16 / int8 storage changes the weights' values only: the fused decode then equals the float32

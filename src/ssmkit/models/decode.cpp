@@ -24,6 +24,7 @@
 #include <cstring>
 
 #include "../ops/kernel_math.h"
+#include "../ops/linear_attention/step_inplace.h"
 #include "../ops/selective_scan/step_inplace.h"
 #include "../ops/ssd/step_inplace.h"
 
@@ -36,7 +37,7 @@ using ssmkit::load_lanes;
 using ssmkit::silu;
 using ssmkit::softplus;
 
-constexpr int64_t kMamba = 1, kMamba2 = 2;
+constexpr int64_t kMamba = 1, kMamba2 = 2, kGLA = 3;
 constexpr int64_t kF32 = 0, kBF16 = 1, kI8 = 2;  // Mat::fmt
 
 struct Mat {
@@ -46,7 +47,7 @@ struct Mat {
 };
 
 struct Layer {
-  int64_t kind;                 // kMamba or kMamba2
+  int64_t kind;                 // kMamba, kMamba2 or kGLA
   int64_t E, N, R, K, H, P, G;  // R: mamba's dt_rank; H, P, G: mamba2's heads, head dim, groups
   int64_t n_in;                 // in_proj's outputs: 2E (mamba) or E + C + H (mamba2)
   int64_t C;                    // conv channels: E (mamba) or E + 2GN (mamba2)
@@ -66,7 +67,17 @@ struct Layer {
   Mat out_w;                    // (D, E)
   const float* out_b;           // (D,) | null
   float* conv_state;            // (B, K - 1, C)
-  float* ssm_state;             // (B, E, N) or (B, H, P, N)
+  float* ssm_state;             // (B, E, N), (B, H, P, N) or GLA's (B, H, Kh, Vh)
+  // GLA (layers/gla.py): H heads of key size Kh and value size Vh, a decay gate of rank `rank`
+  int64_t Kh, Vh, rank;
+  double inv_tau;               // 1 / gate_temperature
+  Mat q_w, k_w, v_w;            // (H Kh, D), (H Kh, D), (H Vh, D)
+  Mat g1_w, g2_w;               // (rank, D), (H Kh, rank)
+  const float* g2_b;            // (H Kh,)
+  Mat r_w;                      // (H Vh, D) | w null: no output gate
+  const float* r_b;             // (H Vh,) | null
+  const float* onorm_w;         // the per-head RMSNorm's weight (Vh,); eps: inner_eps
+  Mat o_w;                      // (D, H Vh)
 };
 
 constexpr int64_t kRows = 4;  // weight rows per dot-product block
@@ -217,6 +228,7 @@ void embedding_row(const Mat& E, int64_t t, int64_t D, double scale, float* x) {
 // Floats of scratch one layer needs for a batch of Bsz (the largest over layers is allocated).
 int64_t layer_workspace(const Layer& l, int64_t Bsz) {
   if (l.kind == kMamba) return Bsz * (l.n_in + l.C + (l.R + 2 * l.N) + 2 * l.E);
+  if (l.kind == kGLA) return Bsz * (3 * l.H * l.Kh + 3 * l.H * l.Vh + l.rank);
   return Bsz * (l.n_in + l.C + l.H + l.E);
 }
 
@@ -275,6 +287,41 @@ void mamba2_layer(const Layer& l, int64_t Bsz, int64_t D, const float* hn, float
   gemv(Bsz, D, E, l.out_w, l.out_b, y, E, out);
 }
 
+// hn (Bsz, D) -> out (Bsz, D), gated linear attention (layers/gla.py).
+void gla_layer(const Layer& l, int64_t Bsz, int64_t D, const float* hn, float* out, float* work) {
+  const int64_t H = l.H, HK = l.H * l.Kh, HV = l.H * l.Vh;
+  float* q = work;            // (Bsz, HK)
+  float* k = q + Bsz * HK;    // (Bsz, HK)
+  float* g = k + Bsz * HK;    // (Bsz, HK): the decay gate's logits, then log decay
+  float* v = g + Bsz * HK;    // (Bsz, HV)
+  float* o = v + Bsz * HV;    // (Bsz, HV)
+  float* r = o + Bsz * HV;    // (Bsz, HV)
+  float* g1 = r + Bsz * HV;   // (Bsz, rank)
+  gemv(Bsz, HK, D, l.q_w, nullptr, hn, D, q);
+  gemv(Bsz, HK, D, l.k_w, nullptr, hn, D, k);
+  gemv(Bsz, HV, D, l.v_w, nullptr, hn, D, v);
+  gemv(Bsz, l.rank, D, l.g1_w, nullptr, hn, D, g1);
+  gemv(Bsz, HK, l.rank, l.g2_w, l.g2_b, g1, l.rank, g);
+  const float inv_tau = static_cast<float>(l.inv_tau);
+  for (int64_t i = 0; i < Bsz * HK; ++i) g[i] = -softplus(-g[i]) * inv_tau;  // logsigmoid / tau
+  const float scale = 1.0f / std::sqrt(static_cast<float>(l.Kh));
+  for (int64_t b = 0; b < Bsz; ++b) {
+    float* state = l.ssm_state + b * HK * l.Vh;
+    const int64_t qb = b * HK, vb = b * HV;
+    at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+      ssmkit::linear_attention_step_inplace(h0, h1, l.Kh, l.Vh, q + qb, k + qb, v + vb, g + qb, scale,
+                                            state, o + vb);
+    });
+    for (int64_t h = 0; h < H; ++h)
+      rms_norm(l.Vh, o + vb + h * l.Vh, l.onorm_w, l.inner_eps, o + vb + h * l.Vh);
+  }
+  if (l.r_w.w) {
+    gemv(Bsz, HV, D, l.r_w, l.r_b, hn, D, r);
+    for (int64_t i = 0; i < Bsz * HV; ++i) o[i] *= silu(r[i]);
+  }
+  gemv(Bsz, D, HV, l.o_w, nullptr, o, HV, out);
+}
+
 }  // namespace
 
 extern "C" int64_t ssmkit_decode_workspace(int64_t n_layers, const Layer* layers, int64_t Bsz,
@@ -303,8 +350,10 @@ extern "C" int64_t ssmkit_decode_step_f32(int64_t Bsz, int64_t D, int64_t V, int
     for (int64_t b = 0; b < Bsz; ++b) rms_norm(D, x + b * D, l.norm_w, l.norm_eps, hn + b * D);
     if (l.kind == kMamba)
       mamba_layer(l, Bsz, D, hn, out, scratch);
-    else
+    else if (l.kind == kMamba2)
       mamba2_layer(l, Bsz, D, hn, out, scratch);
+    else
+      gla_layer(l, Bsz, D, hn, out, scratch);
     for (int64_t k = 0; k < Bsz * D; ++k) x[k] += out[k];
   }
   for (int64_t b = 0; b < Bsz; ++b) {

@@ -4,14 +4,14 @@ The pure step loop (``CausalLM.step``) costs a few hundred small PyTorch ops per
 matrix-vector product through MKL that reads the weights at well under the machine's bandwidth;
 at B = 1 a token's floor is reading every weight once. ``FusedDecoder`` runs the embedding, each
 block (RMSNorm, mixer, residual), the final norm and the LM head in one C++ call per token
-(``decode.cpp``; the recurrences are the ops' in-place steps, ``ops/selective_scan/step_inplace.h``
-and ``ops/ssd/step_inplace.h``), reading the model's own weight tensors and writing states,
+(``decode.cpp``; the recurrences are the ops' in-place steps, ``ops/<op>/step_inplace.h`` of
+selective_scan, ssd and linear_attention), reading the model's own weight tensors and writing states,
 activations and logits into buffers allocated once. The decoder owns a copy of the state it was
 given: ``SequenceMixer.step`` stays pure, and ``FusedDecoder.state()`` hands back a copy.
 
 It applies (``fused_unavailable_reason`` is None) to a float32 CPU model in eval mode (or without
-dropout) whose blocks are the default pre-norm RMSNorm blocks without FFN over ``mamba`` or
-``mamba2`` mixers, with no embedding norm, no forward hooks, CPU autocast off, and a C++ compiler at hand (the
+dropout) whose blocks are the default pre-norm RMSNorm blocks without FFN over ``mamba``,
+``mamba2`` or ``gla`` mixers (the linear-attention family's others: not yet), with no embedding norm, no forward hooks, CPU autocast off, and a C++ compiler at hand (the
 library is built once per machine, ``ops._cpp``). ``CausalLM.generate`` / ``stream`` use it
 automatically then (``fused_decode=None``), log once why not otherwise, and take
 ``fused_decode=False`` to run the step loop, ``True`` to insist (an error says why it cannot).
@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ..layers.gla import GLA
 from ..layers.mamba import Mamba
 from ..layers.mamba2 import Mamba2
 from ..ops._cpp import load_library
@@ -46,9 +47,9 @@ if TYPE_CHECKING:
 
 _HERE = pathlib.Path(__file__).parent
 SOURCE = _HERE / "decode.cpp"
-HEADERS = tuple(_HERE.parent / "ops" / p for p in
-                ("kernel_math.h", "selective_scan/step_inplace.h", "ssd/step_inplace.h"))
-_KINDS = {Mamba: 1, Mamba2: 2}  # the ``kind`` of decode.cpp
+HEADERS = tuple(_HERE.parent / "ops" / p for p in ("kernel_math.h", "selective_scan/step_inplace.h",
+                                                   "ssd/step_inplace.h", "linear_attention/step_inplace.h"))
+_KINDS = {Mamba: 1, Mamba2: 2, GLA: 3}  # the ``kind`` of decode.cpp
 WEIGHTS = {"float32": 0, "bfloat16": 1, "int8": 2}  # the ``fmt`` of decode.cpp's Mat
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -66,6 +67,9 @@ class _Layer(ctypes.Structure):
                  ("conv_b", ctypes.c_void_p), ("x_w", _Mat), ("dt_w", _Mat)]
     _fields_ += [(n, ctypes.c_void_p) for n in ("dt_b", "A", "Dv", "gnorm_w")]
     _fields_ += [("out_w", _Mat)] + [(n, ctypes.c_void_p) for n in ("out_b", "conv_state", "ssm_state")]
+    _fields_ += [(n, ctypes.c_int64) for n in ("Kh", "Vh", "rank")] + [("inv_tau", ctypes.c_double)]
+    _fields_ += [(n, _Mat) for n in ("q_w", "k_w", "v_w", "g1_w", "g2_w")] + [("g2_b", ctypes.c_void_p)]
+    _fields_ += [("r_w", _Mat), ("r_b", ctypes.c_void_p), ("onorm_w", ctypes.c_void_p), ("o_w", _Mat)]
 
 
 def weight_format(weights: str) -> str:
@@ -157,7 +161,7 @@ def fused_unavailable_reason(model: CausalLM) -> str | None:
             return f"block {i} is not a pre-norm RMSNorm block without FFN"
         if type(block.mixer) not in _KINDS:
             name = getattr(block.mixer, "mixer_name", None) or type(block.mixer).__name__
-            return f"layer {i} is {name}; the fused step covers mamba and mamba2"
+            return f"layer {i} is {name}; the fused step covers mamba, mamba2 and gla"
         if block.norm.weight is None:
             return f"block {i}'s norm has no weight"
     lib = _library()
@@ -234,16 +238,27 @@ class FusedDecoder:
                 total += t.numel() * t.element_size()
         return total
 
-    def _layer(self, block: Block, state: tuple[Tensor, Tensor]) -> _Layer:
+    def _layer(self, block: Block, state: tuple[Tensor, ...]) -> _Layer:
         m = block.mixer
         c = m.config
         h = self._hold
         kind = _KINDS[type(m)]
-        layer = _Layer(kind=kind, E=m.d_inner, N=c.d_state, K=c.d_conv, n_in=m.in_proj.out_features,
-                       norm_eps=_eps(block.norm), norm_w=h(block.norm.weight), in_w=self._mat(m.in_proj.weight),
-                       in_b=h(m.in_proj.bias), conv_w=h(m.conv1d.weight[:, 0, :]), conv_b=h(m.conv1d.bias),
-                       Dv=h(m.D), out_w=self._mat(m.out_proj.weight), out_b=h(m.out_proj.bias),
-                       conv_state=_ptr(state[0]), ssm_state=_ptr(state[1]))
+        layer = _Layer(kind=kind, norm_eps=_eps(block.norm), norm_w=h(block.norm.weight), ssm_state=_ptr(state[-1]))
+        if kind == 3:  # GLA: its state is (S,)
+            layer.H, layer.Kh, layer.Vh, layer.rank = m.n_heads, m.key_dim, m.value_dim, c.gate_low_rank
+            layer.inv_tau, layer.inner_eps = 1.0 / c.gate_temperature, _eps(m.norm)
+            layer.q_w, layer.k_w, layer.v_w = (self._mat(p.weight) for p in (m.q_proj, m.k_proj, m.v_proj))
+            layer.g1_w, layer.g2_w, layer.g2_b = self._mat(m.gate_down.weight), self._mat(m.gate_up.weight), \
+                h(m.gate_up.bias)
+            if m.r_proj is not None:
+                layer.r_w, layer.r_b = self._mat(m.r_proj.weight), h(m.r_proj.bias)
+            layer.onorm_w, layer.o_w = h(m.norm.weight), self._mat(m.o_proj.weight)
+            return layer
+        layer.E, layer.N, layer.K, layer.n_in = m.d_inner, c.d_state, c.d_conv, m.in_proj.out_features
+        layer.in_w, layer.in_b = self._mat(m.in_proj.weight), h(m.in_proj.bias)
+        layer.conv_w, layer.conv_b = h(m.conv1d.weight[:, 0, :]), h(m.conv1d.bias)
+        layer.Dv, layer.out_w, layer.out_b = h(m.D), self._mat(m.out_proj.weight), h(m.out_proj.bias)
+        layer.conv_state = _ptr(state[0])
         with torch.no_grad():
             if kind == 1:
                 layer.R, layer.C = m.dt_rank, m.d_inner
