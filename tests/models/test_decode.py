@@ -28,6 +28,9 @@ CASES = {  # name -> (mixer, mixer_cfg, CausalLM options)
                                 "gate_temperature": 4.0}, {}),
     "gla-gate-bias": ("gla", {"n_heads": 5, "gate_bias": True, "expand_v": 2.0}, {}),
     "hybrid-gla": (("gla", "mamba", "mamba2"), {"mamba2": {"head_dim": 16}}, {}),
+    "hgrn2": ("hgrn2", {"expand_ratio": 8}, {}),
+    "hgrn2-bound-scaled": ("hgrn2", {"expand_ratio": 20, "lower_bound": 0.3, "scale_q": True}, {}),
+    "hybrid-hgrn2": (("hgrn2", "gla", "mamba"), {"hgrn2": {"expand_ratio": 10}}, {}),
     "head-options": ("mamba", {}, {"embed_scale": 1.7, "logit_softcap": 3.0, "tie_embeddings": False}),
 }
 
@@ -97,7 +100,7 @@ def test_the_decoder_copies_its_state_and_hands_back_copies():
     assert not torch.equal(snapshot[0][1], decoder.state()[0][1])  # the snapshot did not move with it
 
 
-@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla"])
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla", "hgrn2-bound-scaled"])
 @torch.no_grad()
 def test_state_carries_between_the_fused_and_the_pure_step(case):
     lm = _lm(case)
@@ -121,7 +124,7 @@ def test_state_carries_between_the_fused_and_the_pure_step(case):
     _states_close(decoder.state(), ref_state)
 
 
-@pytest.mark.parametrize("case", ["mamba", "mamba2", "hybrid", "hybrid-gla"])
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "hybrid", "hybrid-gla", "hybrid-hgrn2"])
 def test_generate_uses_the_fused_step_and_returns_the_step_loops_tokens(case, monkeypatch):
     lm = _lm(case)
     ids = torch.randint(0, V, (3, 5), generator=torch.Generator().manual_seed(4))
@@ -220,7 +223,7 @@ def test_bad_input_gets_clear_errors():
 
 
 PACKED = ("in_proj", "x_proj", "dt_proj", "out_proj", "q_proj", "k_proj", "v_proj", "gate_down", "gate_up",
-          "r_proj", "o_proj")  # every matrix the fused decode reads per token
+          "r_proj", "o_proj", "f_proj", "i_proj")  # every matrix the fused decode reads per token
 
 
 def _stored_as(lm: CausalLM, weights: str) -> CausalLM:
@@ -240,7 +243,7 @@ def _stored_as(lm: CausalLM, weights: str) -> CausalLM:
 
 
 @pytest.mark.parametrize("weights", ["bfloat16", "int8"])
-@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla-gate-bias", "head-options"])
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla-gate-bias", "hgrn2-bound-scaled", "head-options"])
 @torch.no_grad()
 def test_weight_storage_equals_the_step_loop_on_the_stored_values(case, weights):
     """bf16 / int8 storage changes the weights' values only: the fused decode then equals the float32

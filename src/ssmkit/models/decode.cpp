@@ -37,7 +37,7 @@ using ssmkit::load_lanes;
 using ssmkit::silu;
 using ssmkit::softplus;
 
-constexpr int64_t kMamba = 1, kMamba2 = 2, kGLA = 3;
+constexpr int64_t kMamba = 1, kMamba2 = 2, kGLA = 3, kHGRN2 = 4;
 constexpr int64_t kF32 = 0, kBF16 = 1, kI8 = 2;  // Mat::fmt
 
 struct Mat {
@@ -47,7 +47,7 @@ struct Mat {
 };
 
 struct Layer {
-  int64_t kind;                 // kMamba, kMamba2 or kGLA
+  int64_t kind;                 // kMamba, kMamba2, kGLA or kHGRN2
   int64_t E, N, R, K, H, P, G;  // R: mamba's dt_rank; H, P, G: mamba2's heads, head dim, groups
   int64_t n_in;                 // in_proj's outputs: 2E (mamba) or E + C + H (mamba2)
   int64_t C;                    // conv channels: E (mamba) or E + 2GN (mamba2)
@@ -78,6 +78,11 @@ struct Layer {
   const float* r_b;             // (H Vh,) | null
   const float* onorm_w;         // the per-head RMSNorm's weight (Vh,); eps: inner_eps
   Mat o_w;                      // (D, H Vh)
+  // HGRN2 (layers/hgrn2.py) uses H, Kh = Vh, q_w, v_w (its i_proj), o_w, inner_eps, and:
+  Mat f_w;                      // the forget gate's logits (D, D)
+  double beta;                  // the forget gate's lower bound
+  double q_scale;               // 1 or Kh^-1/2
+  const float* norm_all_w;      // the RMSNorm over all D outputs (D,)
 };
 
 constexpr int64_t kRows = 4;  // weight rows per dot-product block
@@ -229,6 +234,7 @@ void embedding_row(const Mat& E, int64_t t, int64_t D, double scale, float* x) {
 int64_t layer_workspace(const Layer& l, int64_t Bsz) {
   if (l.kind == kMamba) return Bsz * (l.n_in + l.C + (l.R + 2 * l.N) + 2 * l.E);
   if (l.kind == kGLA) return Bsz * (3 * l.H * l.Kh + 3 * l.H * l.Vh + l.rank);
+  if (l.kind == kHGRN2) return Bsz * (3 * l.H * l.Kh + 2 * l.H * l.Vh);
   return Bsz * (l.n_in + l.C + l.H + l.E);
 }
 
@@ -322,6 +328,37 @@ void gla_layer(const Layer& l, int64_t Bsz, int64_t D, const float* hn, float* o
   gemv(Bsz, D, HV, l.o_w, nullptr, o, HV, out);
 }
 
+// hn (Bsz, D) -> out (Bsz, D), HGRN2 (layers/hgrn2.py): f = beta + (1 - beta) sigmoid(z),
+// k = 1 - f, q = silu(W_q x), v = W_i x; the linear-attention step; RMSNorm over D; W_o.
+void hgrn2_layer(const Layer& l, int64_t Bsz, int64_t D, const float* hn, float* out, float* work) {
+  const int64_t H = l.H, HK = l.H * l.Kh, HV = l.H * l.Vh;
+  float* q = work;            // (Bsz, HK)
+  float* k = q + Bsz * HK;    // (Bsz, HK)
+  float* g = k + Bsz * HK;    // (Bsz, HK): the forget gate's logits, then log f
+  float* v = g + Bsz * HK;    // (Bsz, HV)
+  float* o = v + Bsz * HV;    // (Bsz, HV)
+  gemv(Bsz, HK, D, l.f_w, nullptr, hn, D, g);
+  gemv(Bsz, HK, D, l.q_w, nullptr, hn, D, q);
+  gemv(Bsz, HV, D, l.v_w, nullptr, hn, D, v);
+  const float beta = static_cast<float>(l.beta);
+  for (int64_t i = 0; i < Bsz * HK; ++i) {
+    const float z = g[i];
+    q[i] = silu(q[i]);
+    k[i] = (1.0f - beta) * ssmkit::sigmoid(-z);  // 1 - f without cancellation
+    g[i] = beta == 0.0f ? -softplus(-z) : ssmkit::vlog(beta + (1.0f - beta) * ssmkit::sigmoid(z));
+  }
+  for (int64_t b = 0; b < Bsz; ++b) {
+    float* state = l.ssm_state + b * HK * l.Vh;
+    const int64_t qb = b * HK, vb = b * HV;
+    at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+      ssmkit::linear_attention_step_inplace(h0, h1, l.Kh, l.Vh, q + qb, k + qb, v + vb, g + qb,
+                                            static_cast<float>(l.q_scale), state, o + vb);
+    });
+    rms_norm(HV, o + vb, l.norm_all_w, l.inner_eps, o + vb);
+  }
+  gemv(Bsz, D, HV, l.o_w, nullptr, o, HV, out);
+}
+
 }  // namespace
 
 extern "C" int64_t ssmkit_decode_workspace(int64_t n_layers, const Layer* layers, int64_t Bsz,
@@ -352,8 +389,10 @@ extern "C" int64_t ssmkit_decode_step_f32(int64_t Bsz, int64_t D, int64_t V, int
       mamba_layer(l, Bsz, D, hn, out, scratch);
     else if (l.kind == kMamba2)
       mamba2_layer(l, Bsz, D, hn, out, scratch);
-    else
+    else if (l.kind == kGLA)
       gla_layer(l, Bsz, D, hn, out, scratch);
+    else
+      hgrn2_layer(l, Bsz, D, hn, out, scratch);
     for (int64_t k = 0; k < Bsz * D; ++k) x[k] += out[k];
   }
   for (int64_t b = 0; b < Bsz; ++b) {
