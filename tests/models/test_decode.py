@@ -31,6 +31,9 @@ CASES = {  # name -> (mixer, mixer_cfg, CausalLM options)
     "hgrn2": ("hgrn2", {"expand_ratio": 8}, {}),
     "hgrn2-bound-scaled": ("hgrn2", {"expand_ratio": 20, "lower_bound": 0.3, "scale_q": True}, {}),
     "hybrid-hgrn2": (("hgrn2", "gla", "mamba"), {"hgrn2": {"expand_ratio": 10}}, {}),
+    "linear_attention": ("linear_attention", {"n_heads": 4}, {}),
+    "linear_attention-no-bias": ("linear_attention", {"n_heads": 5, "bias": False, "eps": 2.0}, {}),
+    "hybrid-linear": (("linear_attention", "mamba2"), {"mamba2": {"head_dim": 16}}, {}),
     "head-options": ("mamba", {}, {"embed_scale": 1.7, "logit_softcap": 3.0, "tie_embeddings": False}),
 }
 
@@ -100,7 +103,7 @@ def test_the_decoder_copies_its_state_and_hands_back_copies():
     assert not torch.equal(snapshot[0][1], decoder.state()[0][1])  # the snapshot did not move with it
 
 
-@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla", "hgrn2-bound-scaled"])
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla", "hgrn2-bound-scaled", "linear_attention"])
 @torch.no_grad()
 def test_state_carries_between_the_fused_and_the_pure_step(case):
     lm = _lm(case)
@@ -124,7 +127,8 @@ def test_state_carries_between_the_fused_and_the_pure_step(case):
     _states_close(decoder.state(), ref_state)
 
 
-@pytest.mark.parametrize("case", ["mamba", "mamba2", "hybrid", "hybrid-gla", "hybrid-hgrn2"])
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "hybrid", "hybrid-gla", "hybrid-hgrn2",
+                                  "hybrid-linear"])
 def test_generate_uses_the_fused_step_and_returns_the_step_loops_tokens(case, monkeypatch):
     lm = _lm(case)
     ids = torch.randint(0, V, (3, 5), generator=torch.Generator().manual_seed(4))
@@ -243,7 +247,8 @@ def _stored_as(lm: CausalLM, weights: str) -> CausalLM:
 
 
 @pytest.mark.parametrize("weights", ["bfloat16", "int8"])
-@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla-gate-bias", "hgrn2-bound-scaled", "head-options"])
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla-gate-bias", "hgrn2-bound-scaled", "linear_attention",
+                                  "head-options"])
 @torch.no_grad()
 def test_weight_storage_equals_the_step_loop_on_the_stored_values(case, weights):
     """bf16 / int8 storage changes the weights' values only: the fused decode then equals the float32

@@ -37,7 +37,7 @@ using ssmkit::load_lanes;
 using ssmkit::silu;
 using ssmkit::softplus;
 
-constexpr int64_t kMamba = 1, kMamba2 = 2, kGLA = 3, kHGRN2 = 4;
+constexpr int64_t kMamba = 1, kMamba2 = 2, kGLA = 3, kHGRN2 = 4, kLinearAttention = 5;
 constexpr int64_t kF32 = 0, kBF16 = 1, kI8 = 2;  // Mat::fmt
 
 struct Mat {
@@ -47,7 +47,7 @@ struct Mat {
 };
 
 struct Layer {
-  int64_t kind;                 // kMamba, kMamba2, kGLA or kHGRN2
+  int64_t kind;                 // kMamba, kMamba2, kGLA, kHGRN2 or kLinearAttention
   int64_t E, N, R, K, H, P, G;  // R: mamba's dt_rank; H, P, G: mamba2's heads, head dim, groups
   int64_t n_in;                 // in_proj's outputs: 2E (mamba) or E + C + H (mamba2)
   int64_t C;                    // conv channels: E (mamba) or E + 2GN (mamba2)
@@ -83,6 +83,9 @@ struct Layer {
   double beta;                  // the forget gate's lower bound
   double q_scale;               // 1 or Kh^-1/2
   const float* norm_all_w;      // the RMSNorm over all D outputs (D,)
+  // linear attention (layers/linear_attention.py) uses H, Kh = Vh, q_w, k_w, v_w, o_w, inner_eps
+  // (the denominator's eps), and the projections' biases (each null without):
+  const float *q_b, *k_b, *v_b, *o_b;
 };
 
 constexpr int64_t kRows = 4;  // weight rows per dot-product block
@@ -235,6 +238,7 @@ int64_t layer_workspace(const Layer& l, int64_t Bsz) {
   if (l.kind == kMamba) return Bsz * (l.n_in + l.C + (l.R + 2 * l.N) + 2 * l.E);
   if (l.kind == kGLA) return Bsz * (3 * l.H * l.Kh + 3 * l.H * l.Vh + l.rank);
   if (l.kind == kHGRN2) return Bsz * (3 * l.H * l.Kh + 2 * l.H * l.Vh);
+  if (l.kind == kLinearAttention) return Bsz * (2 * l.H * l.Kh + 3 * l.H * (l.Vh + 1));
   return Bsz * (l.n_in + l.C + l.H + l.E);
 }
 
@@ -359,6 +363,45 @@ void hgrn2_layer(const Layer& l, int64_t Bsz, int64_t D, const float* hn, float*
   gemv(Bsz, D, HV, l.o_w, nullptr, o, HV, out);
 }
 
+// hn (Bsz, D) -> out (Bsz, D), linear attention with the elu + 1 feature map and its normalizer
+// as an extra value column of ones (layers/linear_attention.py); no decay.
+void linear_attention_layer(const Layer& l, int64_t Bsz, int64_t D, const float* hn, float* out,
+                            float* work) {
+  const int64_t H = l.H, K = l.Kh, V = l.Vh, HK = H * K, HV = H * V, HV1 = H * (V + 1);
+  float* q = work;            // (Bsz, HK)
+  float* k = q + Bsz * HK;    // (Bsz, HK)
+  float* v = k + Bsz * HK;    // (Bsz, HV), then (Bsz, H, V + 1) with the ones column
+  float* v1 = v + Bsz * HV1;  // (Bsz, H, V + 1)
+  float* o = v1 + Bsz * HV1;  // (Bsz, H, V + 1): numerator, denominator
+  gemv(Bsz, HK, D, l.q_w, l.q_b, hn, D, q);
+  gemv(Bsz, HK, D, l.k_w, l.k_b, hn, D, k);
+  gemv(Bsz, HV, D, l.v_w, l.v_b, hn, D, v);
+  for (int64_t i = 0; i < Bsz * HK; ++i) {
+    q[i] = q[i] > 0.0f ? q[i] + 1.0f : ssmkit::vexp(q[i]);
+    k[i] = k[i] > 0.0f ? k[i] + 1.0f : ssmkit::vexp(k[i]);
+  }
+  for (int64_t b = 0; b < Bsz; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      std::memcpy(v1 + (b * H + h) * (V + 1), v + b * HV + h * V, V * sizeof(float));
+      v1[(b * H + h) * (V + 1) + V] = 1.0f;
+    }
+  for (int64_t b = 0; b < Bsz; ++b) {
+    float* state = l.ssm_state + b * HK * (V + 1);
+    at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+      ssmkit::linear_attention_step_inplace(h0, h1, K, V + 1, q + b * HK, k + b * HK, v1 + b * HV1,
+                                            nullptr, 1.0f, state, o + b * HV1);
+    });
+    // o (H, V) = numerator / (denominator + eps), written over v (free now)
+    const float eps = static_cast<float>(l.inner_eps);
+    for (int64_t h = 0; h < H; ++h) {
+      const float* oh = o + b * HV1 + h * (V + 1);
+      const float den = oh[V] + eps;
+      for (int64_t j = 0; j < V; ++j) v[b * HV + h * V + j] = oh[j] / den;
+    }
+  }
+  gemv(Bsz, D, HV, l.o_w, l.o_b, v, HV, out);
+}
+
 }  // namespace
 
 extern "C" int64_t ssmkit_decode_workspace(int64_t n_layers, const Layer* layers, int64_t Bsz,
@@ -391,8 +434,10 @@ extern "C" int64_t ssmkit_decode_step_f32(int64_t Bsz, int64_t D, int64_t V, int
       mamba2_layer(l, Bsz, D, hn, out, scratch);
     else if (l.kind == kGLA)
       gla_layer(l, Bsz, D, hn, out, scratch);
-    else
+    else if (l.kind == kHGRN2)
       hgrn2_layer(l, Bsz, D, hn, out, scratch);
+    else
+      linear_attention_layer(l, Bsz, D, hn, out, scratch);
     for (int64_t k = 0; k < Bsz * D; ++k) x[k] += out[k];
   }
   for (int64_t b = 0; b < Bsz; ++b) {

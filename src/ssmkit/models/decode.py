@@ -11,7 +11,7 @@ given: ``SequenceMixer.step`` stays pure, and ``FusedDecoder.state()`` hands bac
 
 It applies (``fused_unavailable_reason`` is None) to a float32 CPU model in eval mode (or without
 dropout) whose blocks are the default pre-norm RMSNorm blocks without FFN over ``mamba``,
-``mamba2``, ``gla`` or ``hgrn2`` mixers (linear_attention and retnet: not yet), with no embedding norm, no forward hooks, CPU autocast off, and a C++ compiler at hand (the
+``mamba2``, ``gla``, ``hgrn2`` or ``linear_attention`` mixers (retnet: not yet), with no embedding norm, no forward hooks, CPU autocast off, and a C++ compiler at hand (the
 library is built once per machine, ``ops._cpp``). ``CausalLM.generate`` / ``stream`` use it
 automatically then (``fused_decode=None``), log once why not otherwise, and take
 ``fused_decode=False`` to run the step loop, ``True`` to insist (an error says why it cannot).
@@ -38,6 +38,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from ..layers.gla import GLA
 from ..layers.hgrn2 import HGRN2
+from ..layers.linear_attention import LinearAttention
 from ..layers.mamba import Mamba
 from ..layers.mamba2 import Mamba2
 from ..ops._cpp import load_library
@@ -50,7 +51,7 @@ _HERE = pathlib.Path(__file__).parent
 SOURCE = _HERE / "decode.cpp"
 HEADERS = tuple(_HERE.parent / "ops" / p for p in ("kernel_math.h", "selective_scan/step_inplace.h",
                                                    "ssd/step_inplace.h", "linear_attention/step_inplace.h"))
-_KINDS = {Mamba: 1, Mamba2: 2, GLA: 3, HGRN2: 4}  # the ``kind`` of decode.cpp
+_KINDS = {Mamba: 1, Mamba2: 2, GLA: 3, HGRN2: 4, LinearAttention: 5}  # the ``kind`` of decode.cpp
 WEIGHTS = {"float32": 0, "bfloat16": 1, "int8": 2}  # the ``fmt`` of decode.cpp's Mat
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -73,6 +74,7 @@ class _Layer(ctypes.Structure):
     _fields_ += [("r_w", _Mat), ("r_b", ctypes.c_void_p), ("onorm_w", ctypes.c_void_p), ("o_w", _Mat)]
     _fields_ += [("f_w", _Mat), ("beta", ctypes.c_double), ("q_scale", ctypes.c_double),
                  ("norm_all_w", ctypes.c_void_p)]
+    _fields_ += [(n, ctypes.c_void_p) for n in ("q_b", "k_b", "v_b", "o_b")]
 
 
 def weight_format(weights: str) -> str:
@@ -164,7 +166,7 @@ def fused_unavailable_reason(model: CausalLM) -> str | None:
             return f"block {i} is not a pre-norm RMSNorm block without FFN"
         if type(block.mixer) not in _KINDS:
             name = getattr(block.mixer, "mixer_name", None) or type(block.mixer).__name__
-            return f"layer {i} is {name}; the fused step covers mamba, mamba2, gla and hgrn2"
+            return f"layer {i} is {name}; the fused step covers mamba, mamba2, gla, hgrn2 and linear_attention"
         if block.norm.weight is None:
             return f"block {i}'s norm has no weight"
     lib = _library()
@@ -262,6 +264,12 @@ class FusedDecoder:
             layer.beta, layer.q_scale, layer.inner_eps = c.lower_bound, m._scale(), _eps(m.norm)
             layer.f_w, layer.q_w, layer.v_w = (self._mat(p.weight) for p in (m.f_proj, m.q_proj, m.i_proj))
             layer.norm_all_w, layer.o_w = h(m.norm.weight), self._mat(m.o_proj.weight)
+            return layer
+        if kind == 5:  # linear attention: its state is (S',) (B, H, K, V + 1)
+            layer.H, layer.Kh, layer.Vh, layer.inner_eps = m.n_heads, m.head_dim, m.head_dim, c.eps
+            layer.q_w, layer.k_w, layer.v_w, layer.o_w = (self._mat(p.weight) for p in
+                                                          (m.q_proj, m.k_proj, m.v_proj, m.o_proj))
+            layer.q_b, layer.k_b, layer.v_b, layer.o_b = (h(p.bias) for p in (m.q_proj, m.k_proj, m.v_proj, m.o_proj))
             return layer
         layer.E, layer.N, layer.K, layer.n_in = m.d_inner, c.d_state, c.d_conv, m.in_proj.out_features
         layer.in_w, layer.in_b = self._mat(m.in_proj.weight), h(m.in_proj.bias)
