@@ -34,6 +34,10 @@ CASES = {  # name -> (mixer, mixer_cfg, CausalLM options)
     "linear_attention": ("linear_attention", {"n_heads": 4}, {}),
     "linear_attention-no-bias": ("linear_attention", {"n_heads": 5, "bias": False, "eps": 2.0}, {}),
     "hybrid-linear": (("linear_attention", "mamba2"), {"mamba2": {"head_dim": 16}}, {}),
+    "retnet": ("retnet", {"n_heads": 4}, {}),
+    "retnet-rmsnorm-bias": ("retnet", {"n_heads": 2, "norm": "rmsnorm", "bias": True, "value_factor": 1,
+                                       "rope_base": 50.0}, {}),
+    "hybrid-retnet": (("retnet", "gla", "mamba"), {"retnet": {"n_heads": 5}}, {}),
     "head-options": ("mamba", {}, {"embed_scale": 1.7, "logit_softcap": 3.0, "tie_embeddings": False}),
 }
 
@@ -103,7 +107,8 @@ def test_the_decoder_copies_its_state_and_hands_back_copies():
     assert not torch.equal(snapshot[0][1], decoder.state()[0][1])  # the snapshot did not move with it
 
 
-@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla", "hgrn2-bound-scaled", "linear_attention"])
+@pytest.mark.parametrize("case", ["mamba", "mamba2", "gla", "hgrn2-bound-scaled", "linear_attention",
+                                  "retnet-rmsnorm-bias"])
 @torch.no_grad()
 def test_state_carries_between_the_fused_and_the_pure_step(case):
     lm = _lm(case)
@@ -128,7 +133,7 @@ def test_state_carries_between_the_fused_and_the_pure_step(case):
 
 
 @pytest.mark.parametrize("case", ["mamba", "mamba2", "hybrid", "hybrid-gla", "hybrid-hgrn2",
-                                  "hybrid-linear"])
+                                  "hybrid-linear", "hybrid-retnet"])
 def test_generate_uses_the_fused_step_and_returns_the_step_loops_tokens(case, monkeypatch):
     lm = _lm(case)
     ids = torch.randint(0, V, (3, 5), generator=torch.Generator().manual_seed(4))
@@ -156,7 +161,7 @@ def _hooked() -> CausalLM:
 FALLBACKS = {  # name -> (model, words of the reason)
     "hook": (_hooked, "hook"),
     "other mixer": (lambda: CausalLM(BackboneConfig(d_model=16, n_layers=2, mixer="s4d"), V).eval(), "s4d"),
-    "retnet": (lambda: CausalLM(BackboneConfig(d_model=16, n_layers=2, mixer="retnet"), V).eval(), "retnet"),
+    "swa": (lambda: CausalLM(BackboneConfig(d_model=16, n_layers=2, mixer="swa"), V).eval(), "swa"),
     "float64": (lambda: _lm("mamba").double(), "float32"),
     "ffn": (lambda: _lm("mamba", ffn_mult=2), "FFN"),
     "post-norm": (lambda: _lm("mamba", residual="post"), "pre-norm"),
@@ -227,7 +232,7 @@ def test_bad_input_gets_clear_errors():
 
 
 PACKED = ("in_proj", "x_proj", "dt_proj", "out_proj", "q_proj", "k_proj", "v_proj", "gate_down", "gate_up",
-          "r_proj", "o_proj", "f_proj", "i_proj")  # every matrix the fused decode reads per token
+          "r_proj", "o_proj", "f_proj", "i_proj", "g_proj")  # every matrix the fused decode reads per token
 
 
 def _stored_as(lm: CausalLM, weights: str) -> CausalLM:
@@ -248,7 +253,7 @@ def _stored_as(lm: CausalLM, weights: str) -> CausalLM:
 
 @pytest.mark.parametrize("weights", ["bfloat16", "int8"])
 @pytest.mark.parametrize("case", ["mamba", "mamba2", "gla-gate-bias", "hgrn2-bound-scaled", "linear_attention",
-                                  "head-options"])
+                                  "retnet", "head-options"])
 @torch.no_grad()
 def test_weight_storage_equals_the_step_loop_on_the_stored_values(case, weights):
     """bf16 / int8 storage changes the weights' values only: the fused decode then equals the float32

@@ -37,7 +37,7 @@ using ssmkit::load_lanes;
 using ssmkit::silu;
 using ssmkit::softplus;
 
-constexpr int64_t kMamba = 1, kMamba2 = 2, kGLA = 3, kHGRN2 = 4, kLinearAttention = 5;
+constexpr int64_t kMamba = 1, kMamba2 = 2, kGLA = 3, kHGRN2 = 4, kLinearAttention = 5, kRetNet = 6;
 constexpr int64_t kF32 = 0, kBF16 = 1, kI8 = 2;  // Mat::fmt
 
 struct Mat {
@@ -47,7 +47,7 @@ struct Mat {
 };
 
 struct Layer {
-  int64_t kind;                 // kMamba, kMamba2, kGLA, kHGRN2 or kLinearAttention
+  int64_t kind;                 // kMamba, kMamba2, kGLA, kHGRN2, kLinearAttention or kRetNet
   int64_t E, N, R, K, H, P, G;  // R: mamba's dt_rank; H, P, G: mamba2's heads, head dim, groups
   int64_t n_in;                 // in_proj's outputs: 2E (mamba) or E + C + H (mamba2)
   int64_t C;                    // conv channels: E (mamba) or E + 2GN (mamba2)
@@ -86,6 +86,13 @@ struct Layer {
   // linear attention (layers/linear_attention.py) uses H, Kh = Vh, q_w, k_w, v_w, o_w, inner_eps
   // (the denominator's eps), and the projections' biases (each null without):
   const float *q_b, *k_b, *v_b, *o_b;
+  // RetNet (layers/retnet.py) uses H, Kh, Vh, q/k/v/o (weights, biases), r_w / r_b (its g_proj),
+  // q_scale (Kh^-1/2), inner_eps (the norm's eps), onorm_w, and:
+  const double* inv_freq;       // RoPE's frequencies (Kh / 2,), float64 as the layer computes them
+  const float* log_decay_hk;    // log gamma_h repeated over each head's Kh keys (H, Kh)
+  float* offset;                // (B,) tokens seen: the position, advanced by one per step
+  int64_t group_norm;           // 1: LayerNorm per head then onorm_w (H Vh) and gn_b; 0: RMSNorm per head
+  const float* gn_b;            // (H Vh,)
 };
 
 constexpr int64_t kRows = 4;  // weight rows per dot-product block
@@ -239,6 +246,7 @@ int64_t layer_workspace(const Layer& l, int64_t Bsz) {
   if (l.kind == kGLA) return Bsz * (3 * l.H * l.Kh + 3 * l.H * l.Vh + l.rank);
   if (l.kind == kHGRN2) return Bsz * (3 * l.H * l.Kh + 2 * l.H * l.Vh);
   if (l.kind == kLinearAttention) return Bsz * (2 * l.H * l.Kh + 3 * l.H * (l.Vh + 1));
+  if (l.kind == kRetNet) return Bsz * (2 * l.H * l.Kh + 3 * l.H * l.Vh);
   return Bsz * (l.n_in + l.C + l.H + l.E);
 }
 
@@ -402,6 +410,65 @@ void linear_attention_layer(const Layer& l, int64_t Bsz, int64_t D, const float*
   gemv(Bsz, D, HV, l.o_w, l.o_b, v, HV, out);
 }
 
+// x (H, K) rotated in place by RoPE at position pos: pairs (i, i + K/2), angles in float64 then
+// cos / sin rounded to float (as layers/attention.py's rope).
+void rope_inplace(int64_t H, int64_t K, const double* inv_freq, double pos, float* x) {
+  const int64_t half = K / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const double ang = pos * inv_freq[i];
+    const float c = static_cast<float>(std::cos(ang)), s = static_cast<float>(std::sin(ang));
+    for (int64_t h = 0; h < H; ++h) {
+      float* xh = x + h * K;
+      const float x1 = xh[i], x2 = xh[i + half];
+      xh[i] = x1 * c - x2 * s;
+      xh[i + half] = x2 * c + x1 * s;
+    }
+  }
+}
+
+// hn (Bsz, D) -> out (Bsz, D), RetNet's multi-scale retention (layers/retnet.py).
+void retnet_layer(const Layer& l, int64_t Bsz, int64_t D, const float* hn, float* out, float* work) {
+  const int64_t H = l.H, K = l.Kh, V = l.Vh, HK = H * K, HV = H * V;
+  float* q = work;            // (Bsz, HK)
+  float* k = q + Bsz * HK;    // (Bsz, HK)
+  float* v = k + Bsz * HK;    // (Bsz, HV)
+  float* o = v + Bsz * HV;    // (Bsz, HV)
+  float* g = o + Bsz * HV;    // (Bsz, HV)
+  gemv(Bsz, HK, D, l.q_w, l.q_b, hn, D, q);
+  gemv(Bsz, HK, D, l.k_w, l.k_b, hn, D, k);
+  gemv(Bsz, HV, D, l.v_w, l.v_b, hn, D, v);
+  gemv(Bsz, HV, D, l.r_w, l.r_b, hn, D, g);
+  for (int64_t b = 0; b < Bsz; ++b) {
+    const double pos = std::nearbyint(static_cast<double>(l.offset[b]));
+    rope_inplace(H, K, l.inv_freq, pos, q + b * HK);
+    rope_inplace(H, K, l.inv_freq, pos, k + b * HK);
+    float* state = l.ssm_state + b * HK * V;
+    at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+      ssmkit::linear_attention_step_inplace(h0, h1, K, V, q + b * HK, k + b * HK, v + b * HV,
+                                            l.log_decay_hk, static_cast<float>(l.q_scale), state,
+                                            o + b * HV);
+    });
+    l.offset[b] += 1.0f;
+    const float eps = static_cast<float>(l.inner_eps);
+    for (int64_t h = 0; h < H; ++h) {
+      float* oh = o + b * HV + h * V;
+      if (l.group_norm) {  // LayerNorm over the head's V values, then the per-channel affine map
+        float mean = 0.0f, var = 0.0f;
+        for (int64_t j = 0; j < V; ++j) mean += oh[j];
+        mean /= static_cast<float>(V);
+        for (int64_t j = 0; j < V; ++j) var += (oh[j] - mean) * (oh[j] - mean);
+        const float inv = 1.0f / std::sqrt(var / static_cast<float>(V) + eps);
+        for (int64_t j = 0; j < V; ++j)
+          oh[j] = (oh[j] - mean) * inv * l.onorm_w[h * V + j] + l.gn_b[h * V + j];
+      } else {
+        rms_norm(V, oh, l.onorm_w, l.inner_eps, oh);
+      }
+    }
+  }
+  for (int64_t i = 0; i < Bsz * HV; ++i) o[i] *= silu(g[i]);
+  gemv(Bsz, D, HV, l.o_w, l.o_b, o, HV, out);
+}
+
 }  // namespace
 
 extern "C" int64_t ssmkit_decode_workspace(int64_t n_layers, const Layer* layers, int64_t Bsz,
@@ -436,8 +503,10 @@ extern "C" int64_t ssmkit_decode_step_f32(int64_t Bsz, int64_t D, int64_t V, int
       gla_layer(l, Bsz, D, hn, out, scratch);
     else if (l.kind == kHGRN2)
       hgrn2_layer(l, Bsz, D, hn, out, scratch);
-    else
+    else if (l.kind == kLinearAttention)
       linear_attention_layer(l, Bsz, D, hn, out, scratch);
+    else
+      retnet_layer(l, Bsz, D, hn, out, scratch);
     for (int64_t k = 0; k < Bsz * D; ++k) x[k] += out[k];
   }
   for (int64_t b = 0; b < Bsz; ++b) {

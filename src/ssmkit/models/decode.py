@@ -11,7 +11,7 @@ given: ``SequenceMixer.step`` stays pure, and ``FusedDecoder.state()`` hands bac
 
 It applies (``fused_unavailable_reason`` is None) to a float32 CPU model in eval mode (or without
 dropout) whose blocks are the default pre-norm RMSNorm blocks without FFN over ``mamba``,
-``mamba2``, ``gla``, ``hgrn2`` or ``linear_attention`` mixers (retnet: not yet), with no embedding norm, no forward hooks, CPU autocast off, and a C++ compiler at hand (the
+``mamba2``, ``gla``, ``hgrn2``, ``linear_attention`` or ``retnet`` mixers, with no embedding norm, no forward hooks, CPU autocast off, and a C++ compiler at hand (the
 library is built once per machine, ``ops._cpp``). ``CausalLM.generate`` / ``stream`` use it
 automatically then (``fused_decode=None``), log once why not otherwise, and take
 ``fused_decode=False`` to run the step loop, ``True`` to insist (an error says why it cannot).
@@ -39,6 +39,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from ..layers.gla import GLA
 from ..layers.hgrn2 import HGRN2
 from ..layers.linear_attention import LinearAttention
+from ..layers.retnet import RetNet
 from ..layers.mamba import Mamba
 from ..layers.mamba2 import Mamba2
 from ..ops._cpp import load_library
@@ -51,7 +52,7 @@ _HERE = pathlib.Path(__file__).parent
 SOURCE = _HERE / "decode.cpp"
 HEADERS = tuple(_HERE.parent / "ops" / p for p in ("kernel_math.h", "selective_scan/step_inplace.h",
                                                    "ssd/step_inplace.h", "linear_attention/step_inplace.h"))
-_KINDS = {Mamba: 1, Mamba2: 2, GLA: 3, HGRN2: 4, LinearAttention: 5}  # the ``kind`` of decode.cpp
+_KINDS = {Mamba: 1, Mamba2: 2, GLA: 3, HGRN2: 4, LinearAttention: 5, RetNet: 6}  # the ``kind`` of decode.cpp
 WEIGHTS = {"float32": 0, "bfloat16": 1, "int8": 2}  # the ``fmt`` of decode.cpp's Mat
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -74,7 +75,8 @@ class _Layer(ctypes.Structure):
     _fields_ += [("r_w", _Mat), ("r_b", ctypes.c_void_p), ("onorm_w", ctypes.c_void_p), ("o_w", _Mat)]
     _fields_ += [("f_w", _Mat), ("beta", ctypes.c_double), ("q_scale", ctypes.c_double),
                  ("norm_all_w", ctypes.c_void_p)]
-    _fields_ += [(n, ctypes.c_void_p) for n in ("q_b", "k_b", "v_b", "o_b")]
+    _fields_ += [(n, ctypes.c_void_p) for n in ("q_b", "k_b", "v_b", "o_b", "inv_freq", "log_decay_hk", "offset")]
+    _fields_ += [("group_norm", ctypes.c_int64), ("gn_b", ctypes.c_void_p)]
 
 
 def weight_format(weights: str) -> str:
@@ -166,7 +168,8 @@ def fused_unavailable_reason(model: CausalLM) -> str | None:
             return f"block {i} is not a pre-norm RMSNorm block without FFN"
         if type(block.mixer) not in _KINDS:
             name = getattr(block.mixer, "mixer_name", None) or type(block.mixer).__name__
-            return f"layer {i} is {name}; the fused step covers mamba, mamba2, gla, hgrn2 and linear_attention"
+            return (f"layer {i} is {name}; the fused step covers mamba, mamba2, gla, hgrn2, linear_attention "
+                    "and retnet")
         if block.norm.weight is None:
             return f"block {i}'s norm has no weight"
     lib = _library()
@@ -248,7 +251,8 @@ class FusedDecoder:
         c = m.config
         h = self._hold
         kind = _KINDS[type(m)]
-        layer = _Layer(kind=kind, norm_eps=_eps(block.norm), norm_w=h(block.norm.weight), ssm_state=_ptr(state[-1]))
+        layer = _Layer(kind=kind, norm_eps=_eps(block.norm), norm_w=h(block.norm.weight),
+                       ssm_state=_ptr(state[0] if kind == 6 else state[-1]))
         if kind == 3:  # GLA: its state is (S,)
             layer.H, layer.Kh, layer.Vh, layer.rank = m.n_heads, m.key_dim, m.value_dim, c.gate_low_rank
             layer.inv_tau, layer.inner_eps = 1.0 / c.gate_temperature, _eps(m.norm)
@@ -270,6 +274,22 @@ class FusedDecoder:
             layer.q_w, layer.k_w, layer.v_w, layer.o_w = (self._mat(p.weight) for p in
                                                           (m.q_proj, m.k_proj, m.v_proj, m.o_proj))
             layer.q_b, layer.k_b, layer.v_b, layer.o_b = (h(p.bias) for p in (m.q_proj, m.k_proj, m.v_proj, m.o_proj))
+            return layer
+        if kind == 6:  # RetNet: its state is (S, offset), both advanced in place
+            H, K = m.n_heads, m.key_dim
+            layer.H, layer.Kh, layer.Vh, layer.q_scale, layer.inner_eps = H, K, m.value_dim, K**-0.5, c.norm_eps
+            layer.q_w, layer.k_w, layer.v_w, layer.r_w, layer.o_w = (
+                self._mat(p.weight) for p in (m.q_proj, m.k_proj, m.v_proj, m.g_proj, m.o_proj))
+            layer.q_b, layer.k_b, layer.v_b, layer.r_b, layer.o_b = (
+                h(p.bias) for p in (m.q_proj, m.k_proj, m.v_proj, m.g_proj, m.o_proj))
+            # as attention.rope computes them (float64), and log gamma per key of each head
+            layer.inv_freq = h(c.rope_base ** (-torch.arange(0, K // 2, dtype=torch.float64) * 2 / K))
+            with torch.no_grad():
+                layer.log_decay_hk = h(m.log_decay().float()[:, None].expand(H, K))
+            layer.offset = _ptr(state[1])
+            norm = m.group_norm if c.norm == "groupnorm" else m.rms_norm
+            layer.group_norm, layer.onorm_w = int(c.norm == "groupnorm"), h(norm.weight)
+            layer.gn_b = h(norm.bias) if c.norm == "groupnorm" else None
             return layer
         layer.E, layer.N, layer.K, layer.n_in = m.d_inner, c.d_state, c.d_conv, m.in_proj.out_features
         layer.in_w, layer.in_b = self._mat(m.in_proj.weight), h(m.in_proj.bias)
