@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 
 _HERE = pathlib.Path(__file__).parent
 SOURCE = _HERE / "decode.cpp"
-HEADERS = tuple(_HERE.parent / "ops" / p for p in ("kernel_math.h", "selective_scan/step_inplace.h",
-                                                   "ssd/step_inplace.h", "linear_attention/step_inplace.h"))
+HEADERS = (_HERE / "decode_common.h", _HERE / "decode_mixers.h",
+           *(_HERE.parent / "ops" / p for p in ("kernel_math.h", "selective_scan/step_inplace.h",
+                                                "ssd/step_inplace.h", "linear_attention/step_inplace.h")))
 _KINDS = {Mamba: 1, Mamba2: 2, GLA: 3, HGRN2: 4, LinearAttention: 5, RetNet: 6}  # the ``kind`` of decode.cpp
 WEIGHTS = {"float32": 0, "bfloat16": 1, "int8": 2}  # the ``fmt`` of decode.cpp's Mat
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16"}
