@@ -4,25 +4,28 @@ The pure step loop (``CausalLM.step``) costs a few hundred small PyTorch ops per
 matrix-vector product through MKL that reads the weights at well under the machine's bandwidth;
 at B = 1 a token's floor is reading every weight once. ``FusedDecoder`` runs the embedding, each
 block (RMSNorm, mixer, residual), the final norm and the LM head in one C++ call per token
-(``decode.cpp``; the recurrences are the ops' in-place steps, ``ops/<op>/step_inplace.h`` of
-selective_scan, ssd and linear_attention), reading the model's own weight tensors and writing states,
-activations and logits into buffers allocated once. The decoder owns a copy of the state it was
+(``decode.cpp`` with ``decode_common.h`` and ``decode_mixers.h``; the recurrences are the ops'
+in-place steps, ``ops/<op>/step_inplace.h`` of selective_scan, ssd and linear_attention), reading
+the model's own weight tensors and writing states, activations and logits into buffers allocated
+once. The decoder owns a copy of the state it was
 given: ``SequenceMixer.step`` stays pure, and ``FusedDecoder.state()`` hands back a copy.
 
 It applies (``fused_unavailable_reason`` is None) to a float32 CPU model in eval mode (or without
 dropout) whose blocks are the default pre-norm RMSNorm blocks without FFN over ``mamba``,
-``mamba2``, ``gla``, ``hgrn2``, ``linear_attention`` or ``retnet`` mixers, with no embedding norm, no forward hooks, CPU autocast off, and a C++ compiler at hand (the
-library is built once per machine, ``ops._cpp``). ``CausalLM.generate`` / ``stream`` use it
-automatically then (``fused_decode=None``), log once why not otherwise, and take
-``fused_decode=False`` to run the step loop, ``True`` to insist (an error says why it cannot).
+``mamba2``, ``gla``, ``hgrn2``, ``linear_attention`` or ``retnet`` mixers, with no embedding
+norm, no forward hooks, CPU autocast off, and a C++ compiler at hand (the library is built once
+per machine, ``ops._cpp``). ``CausalLM.generate`` / ``stream`` use it automatically then
+(``fused_decode=None``), log once why not otherwise, and take ``fused_decode=False`` to run the
+step loop, ``True`` to insist (an error says why it cannot). Inference only: the logits carry no
+autograd graph.
 
 Weight-only storage for inference (``weights``, or ``CausalLM.to_inference(weights=...)``): the
 matrices read every token (the projections and the LM head) stored as ``"bfloat16"`` (rounded to
 nearest even) or ``"int8"`` (symmetric, one float32 scale per output row: max |w| / 127), halving
 or quartering the bytes a token reads (a tied embedding is the head's matrix: its lookup reads
 the stored row); everything else (norms, conv, A, D, an untied embedding, states, activations and
-every sum) stays float32. The packed copies are made once per parameter
-and kept while its values do not change (``_packed``). The prefill (the parallel forward) runs in
+every sum) stays float32. The packed copies are made once per parameter and kept while its
+values do not change (``_packed``). The prefill (the parallel forward) runs in
 float32 either way. docs/performance.md has the measured logit error and greedy agreement.
 """
 from __future__ import annotations
