@@ -158,15 +158,31 @@ def test_generate_suite_matches_transformers_tokens(capsys):
     out = run_bench(capsys, "--suite", "generate", "--layers", "2", "--d-model", "16", "--vocab", "50",
                     "--prompt-length", "5", "--new-tokens", "4", "--repeats", "1")
     rows = {r["model"]: r for r in table(out)}
-    assert set(rows) == {f"{k} {n}" for k in ("mamba", "mamba2") for n in ("ssmkit", "transformers")}
+    names = ("ssmkit", "ssmkit step loop", "transformers", "ssmkit bfloat16", "ssmkit int8")
+    assert set(rows) == {f"{k} {n}" for k in ("mamba", "mamba2") for n in names}
     for kind in ("mamba", "mamba2"):
         assert rows[f"{kind} transformers"]["same tokens"] == "yes"
+        assert rows[f"{kind} ssmkit step loop"]["same tokens"] == "yes"
         ours = rows[f"{kind} ssmkit"]
         assert float(ours["tokens/s"]) > 0 and float(ours["floor tokens/s"]) > 0
         ratio = float(ours["tokens/s"]) / float(rows[f"{kind} transformers"]["tokens/s"])
         assert abs(float(ours["/ transformers"]) - ratio) <= 0.01 * ratio + 0.01
+        # decode tokens/s is "-" when the one-token call happened to take as long (tiny shapes: noise)
+        cells = ours["decode tokens/s"], rows[f"{kind} transformers"]["decode tokens/s"]
+        if "-" in cells:
+            assert ours["decode / transformers"] == "-"
+        else:
+            decode = float(cells[0]) / float(cells[1])
+            assert abs(float(ours["decode / transformers"]) - decode) <= 0.01 * decode + 0.01
+        for weights in ("bfloat16", "int8"):  # weight-only storage: fewer bytes, logits near float32's
+            row = rows[f"{kind} ssmkit {weights}"]
+            assert float(row["weight MB"]) < 0.6 * float(ours["weight MB"])
+            assert 0 < float(row["logit error"]) < 0.1 and 0 <= float(row["argmax agreement"]) <= 1
+            assert row["same tokens"] in ("yes", "NO")
     record = json.loads(Path("results/bench-generate.json").read_text())
-    assert record["batch"] == 1 and record["d_model"] == 16 and len(record["rows"]) == 4
+    assert record["batch"] == 1 and record["d_model"] == 16 and len(record["rows"]) == 10
+    for r in record["rows"]:  # decode tokens/s: the whole call's less the one-token call's
+        assert r["decode_tokens_per_s"] is None or r["decode_tokens_per_s"] > 0
 
 
 def test_generate_suite_skips_what_cannot_fit(capsys):

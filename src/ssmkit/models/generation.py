@@ -14,9 +14,15 @@ of a token does not grow with the context for recurrent mixers (the state has a 
    is finished: it receives ``pad_token_id`` from then on (default: the first eos id), and the
    loop ends when every row is finished (``generate`` then returns fewer than max_new_tokens).
 Prompts of different lengths are left-padded with ``mask`` (B, L) marking the real tokens.
+
+The steps after the prefill run fused on the CPU when the model allows (``models.decode``: one
+compiled call per token, state in preallocated buffers; same tokens, logits equal to float32
+rounding); ``fused_decode=False`` runs ``model.step`` instead, ``True`` raises when it cannot run,
+``None`` (the default) falls back to ``model.step`` and logs why once.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -24,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ..config import check
+from ..log import log_once
 
 if TYPE_CHECKING:
     from .lm import CausalLM
@@ -77,6 +84,7 @@ def stream(
     pad_token_id: int | None = None,
     repetition_penalty: float = 1.0,
     stopping_criteria: StoppingCriteria | None = None,
+    fused_decode: bool | None = None,
 ) -> Iterator[Tensor]:
     """An iterator of the next token of every row (B,), until ``max_new_tokens`` or every row is
     finished; the arguments are checked here, before the first token."""
@@ -99,15 +107,33 @@ def stream(
     if stopping_criteria is not None and pad is None:
         raise ValueError("stopping_criteria needs pad_token_id (or eos_token_id): the token a finished row "
                          "receives while the others continue")
+    check(fused_decode in (None, True, False), "fused_decode", f"must be None, True or False, got {fused_decode!r}")
+    fused = fused_decode
+    if fused_decode is not False:
+        from .decode import fused_unavailable_reason
+
+        reason = fused_unavailable_reason(model)
+        if reason is not None and fused_decode:
+            raise ValueError(f"fused_decode=True but the fused CPU decode cannot run this model: {reason}")
+        if reason is not None:
+            weights = getattr(model, "inference_weights", "float32")
+            log_once(f"generate: the fused CPU decode does not apply ({reason}); running model.step per token"
+                     + (f" with float32 weights (inference_weights={weights!r} applies to the fused decode only)"
+                        if weights != "float32" else ""), logging.WARNING if weights != "float32" else logging.INFO)
+        fused = reason is None
     return _loop(model, input_ids, max_new_tokens, mask, temperature, top_k, top_p, generator, eos, pad,
-                 repetition_penalty, stopping_criteria)
+                 repetition_penalty, stopping_criteria, fused)
 
 
 @torch.no_grad()  # on a generator function torch turns grad off around each resumption only
 def _loop(model, input_ids, max_new_tokens, mask, temperature, top_k, top_p, generator, eos, pad,
-          repetition_penalty, stopping_criteria) -> Iterator[Tensor]:
+          repetition_penalty, stopping_criteria, fused) -> Iterator[Tensor]:
     V = model.vocab_size
     logits, state = model(input_ids, mask=mask, return_state=True)
+    if fused:
+        from .decode import FusedDecoder
+
+        decoder = FusedDecoder(model, state)
     B = input_ids.shape[0]
     if mask is None:
         last = logits[:, -1]
@@ -136,7 +162,10 @@ def _loop(model, input_ids, max_new_tokens, mask, temperature, top_k, top_p, gen
         if (eos or stopping_criteria is not None) and bool(done.all()):
             return
         if i + 1 < max_new_tokens:
-            last, state = model.step(token, state)
+            if fused:
+                last = decoder.step(token)
+            else:
+                last, state = model.step(token, state)
 
 
 def _seen_of_real(input_ids: Tensor, mask: Tensor | None, V: int) -> Tensor:

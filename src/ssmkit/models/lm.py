@@ -1,7 +1,8 @@
 """Causal language model over any backbone, with recurrent generation.
 
 ``generate`` runs the prompt through the parallel ``forward`` once (prefill), then one ``step``
-per new token, so its cost per token does not grow with the context (for recurrent mixers).
+per new token, so its cost per token does not grow with the context (for recurrent mixers); on
+the CPU that step runs fused where it can (``models.decode``).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(backbone.d_model, vocab_size, bias=False)
         if tie_embeddings:
             self.lm_head.weight = self.embedding.weight
+        self.inference_weights = "float32"  # the fused decode's weight storage (to_inference)
 
     @property
     def tied(self) -> bool:
@@ -75,6 +77,17 @@ class CausalLM(nn.Module):
         h, state = self.backbone.step(self._embed(token), state)
         return self._logits(h), state
 
+    def to_inference(self, weights: str = "bfloat16") -> CausalLM:
+        """Eval mode, and the storage of the weights the fused CPU decode reads every token:
+        ``"float32"``, ``"bfloat16"`` / ``"bf16"`` or ``"int8"`` (weight-only: activations and sums stay
+        float32; ``models.decode``). The parameters themselves stay float32 (the prefill, training,
+        saving and ``step`` use them); generation falls back to ``step`` in float32, and says so,
+        where the fused decode cannot run. Returns the model."""
+        from .decode import weight_format
+
+        self.inference_weights = weight_format(weights)
+        return self.eval()
+
     def head_options(self) -> dict:
         """The constructor's keyword options besides the backbone, the vocabulary and the tying
         (what ``save_pretrained`` writes beside them)."""
@@ -96,7 +109,9 @@ class CausalLM(nn.Module):
         reaches ``top_p`` (nucleus). ``mask`` (B, L) marks real prompt tokens: prompts of
         different lengths are left-padded (the new tokens follow the last real token of each row).
         ``options``: ``eos_token_id`` (int or list), ``pad_token_id``, ``repetition_penalty``,
-        ``stopping_criteria`` (ids (B, L + t) -> (B,) bool); ``models.generation`` has the rules.
+        ``stopping_criteria`` (ids (B, L + t) -> (B,) bool), ``fused_decode`` (None: the fused CPU
+        step of ``models.decode`` where it applies, else ``step``; False: always ``step``; True: fused
+        or an error); ``models.generation`` has the rules.
         """
         tokens = list(self.stream(input_ids, max_new_tokens, mask, temperature, top_k, top_p, generator, **options))
         return torch.cat([input_ids, *(t[:, None] for t in tokens)], dim=1)

@@ -1,8 +1,7 @@
 """Compiled CPU mode of the selective scan: a C++ kernel built at first use, cached per machine.
 
-``import ssmkit`` never compiles anything: the build runs on the first call of this mode (or of
-``cpp_unavailable_reason``), once per machine and torch version, into
-``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/ssmkit/torch_extensions``. The kernel
+``import ssmkit`` never compiles anything: the build (``ops._cpp``) runs on the first call of this
+mode (or of ``cpp_unavailable_reason``), once per machine and torch version. The kernel
 (``selective_scan.cpp``) reads the (B, L, D) tensors in place, vectorized across blocks of
 channels. Its backward is a reverse scan that recomputes states chunk by chunk from the
 states saved every ``CHUNK`` steps, so training memory is O(B D N L / CHUNK), not O(B L D N).
@@ -11,75 +10,28 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import logging
-import os
 import pathlib
-import re
-import shutil
-import sys
 
 import torch
 from torch import Tensor
 
+from .._cpp import load_library
 from .step import discretized_step
 from .validate import check_inputs
 
-log = logging.getLogger(__name__)
-
 SOURCE = pathlib.Path(__file__).with_name("selective_scan.cpp")
+HEADERS = (pathlib.Path(__file__).parent.parent / "kernel_math.h",)
 CHUNK = 64  # steps between the states saved for the backward (recomputed from there)
 BLOCK = 16  # channels per vectorized block in the backward, W in the kernel
 DTYPES = {torch.float32: "f32", torch.float64: "f64"}
-# Vector ISA flags per torch's own CPU capability, so the build suits this machine and the cache
-# directory (named after the capability) is never shared with a machine lacking the ISA.
-_ISA_FLAGS = {
-    "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
-    "AVX2": ["-mavx2", "-mfma"],
-}
-
-
-def _build_directory(tag: str) -> pathlib.Path:
-    default = pathlib.Path.home() / ".cache" / "ssmkit" / "torch_extensions"
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or default
-    py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    torch_version = torch.__version__.replace("+", "_")
-    return pathlib.Path(root) / f"{py}_torch{torch_version}" / tag
 
 
 @functools.cache
 def _library() -> ctypes.CDLL | str:
     """The loaded kernel library, or the reason it cannot be had (built and logged once)."""
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
-        return f"no C++ compiler: {compiler!r} is not on PATH (install g++ or set CXX)"
-    from torch.utils import cpp_extension  # only when building: it imports setuptools
-
-    if not cpp_extension.is_ninja_available():
-        return "ninja is not installed (pip install ninja), torch.utils.cpp_extension needs it"
-    isa = torch.backends.cpu.get_cpu_capability()
-    # The source hash in the name: a changed kernel never meets a stale build in the cache.
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:10]
-    name = "ssmkit_selective_scan_" + re.sub(r"\W", "_", isa.lower()) + "_" + digest
-    directory = _build_directory(name)
-    if not (directory / f"{name}.so").exists():
-        log.info("selective_scan: building the C++ kernel in %s (once per machine, seconds)", directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        cpp_extension.load(
-            name=name,
-            sources=[str(SOURCE)],
-            # -fno-trapping-math lets the compiler vectorize the clamps and selects in vexp.
-            extra_cflags=["-O3", "-fopenmp", "-fno-trapping-math", *_ISA_FLAGS.get(isa, [])],
-            extra_ldflags=["-fopenmp"],
-            build_directory=str(directory),
-            is_python_module=False,
-        )
-        lib = ctypes.CDLL(str(directory / f"{name}.so"))
-    except Exception as err:  # a broken toolchain must not break the pure-PyTorch modes
-        log.warning("selective_scan: building the C++ kernel in %s failed:\n%s", directory, err)
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        return f"building the C++ kernel failed ({first_line}); the full error is logged"
+    lib = load_library("ssmkit_selective_scan", SOURCE, HEADERS)
+    if isinstance(lib, str):
+        return lib
     for suffix in DTYPES.values():
         # (sizes..., pointers...) as declared by SSMKIT_SS_EXPORTS in the source
         getattr(lib, f"ssmkit_ss_forward_{suffix}").argtypes = [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 11

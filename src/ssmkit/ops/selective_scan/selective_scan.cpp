@@ -21,6 +21,8 @@
 // memory.
 #include <ATen/Parallel.h>
 
+#include "../kernel_math.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -36,37 +38,8 @@ namespace {
 // task, which stay in L2 only when narrow (wide measured slower there).
 constexpr int64_t kWide = 64, kNarrow = 16;
 
-// exp for float that the compiler can vectorize (no libm call): x = k ln2 + r with |r| <= ln2/2,
-// exp(r) by the Cephes degree-6 polynomial (about 1 ulp), 2^k written into the exponent bits.
-// exp(0) is exactly 1, so a step with dt = 0 leaves the state bit-for-bit unchanged; results
-// below about 1e-38 flush to 0.
-inline float vexp(float x) {
-  float xc = x < -87.0f ? -87.0f : x;
-  xc = xc > 88.0f ? 88.0f : xc;
-  float k = xc * 1.44269504088896341f + 12582912.0f;  // adding 1.5 * 2^23 rounds to an integer
-  k -= 12582912.0f;
-  float r = xc - k * 0.693359375f;
-  r = r - k * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return x < -87.0f ? 0.0f : p * scale;
-}
-
-// float64 is for checks, where accuracy matters more than speed.
-inline double vexp(double x) { return std::exp(x); }
-
-template <typename T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + vexp(-x));
-}
+using ssmkit::sigmoid;
+using ssmkit::vexp;
 
 struct Dims {
   int64_t B, D, L, N, G, K;
