@@ -117,3 +117,27 @@ def test_a_mixer_without_projections_says_so(monkeypatch):
     line = [x for x in format_rows(rows, "attention", projections=True).splitlines() if x.startswith("| vpt ")][0]
     assert "no projections (no nn.Linear)" in line
     assert rows_json(rows)["rows"][1]["fwd_over_proj"] is None
+
+
+def test_a_row_recalibrates_its_memory_prediction_on_the_lengths_it_ran():
+    """Saved bytes that grow as L^2 up to a chunk of 256 and as 256 L beyond (mLSTM-like): the
+    quadratic through the probes (64, 128, 256) overshoots 32x at 8,192; after the row ran at 1,024
+    the fit through the longest points predicts 8,192 exactly (the suite skipped mLSTM at 16k
+    predicting 156 GB before this)."""
+    from ssmkit.benchmarks.measure import CellPredictor, saved_bytes
+
+    def build(L: int):
+        x = torch.randn(L, requires_grad=True)
+        T = min(L, 256)
+
+        def run():
+            a = x.view(-1, T)
+            return (a[:, :, None] * a[:, None, :]).exp().sum()  # exp saves its (L / T, T, T) output
+        return run
+
+    true = saved_bytes(build(8192))
+    assert true == 4 * 8192 * 256 + 4 * 8192  # the exp's output and x (mul's saved inputs)
+    predictor = CellPredictor(build, grows=False)
+    assert predictor.saved(8192) > 3 * true  # the probes alone: far too high
+    predictor.calibrate(1024)
+    assert predictor.saved(8192) == pytest.approx(true, rel=1e-9)

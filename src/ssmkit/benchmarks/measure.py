@@ -131,10 +131,15 @@ def quadratic_fit(points: list[tuple[int, float]]) -> Callable[[int], float]:
 
 def row_bytes(forward: Callable[[int], Callable[[], object]], exclude: set[int]) -> Callable[[int], float]:
     """Predicted bytes of one row at length L: ``forward(L)`` builds a training forward of one row,
-    whose saved tensors are measured at ``PROBE_LENGTHS`` and fitted (module doc). A fit that bends
-    down (concave: padding to powers of two, fixed buffers) is not trusted beyond the probes: the
-    prediction is at least the straight line through the two longest probes."""
-    points = [(L, float(saved_bytes(forward(L), exclude))) for L in PROBE_LENGTHS]
+    whose saved tensors are measured at ``PROBE_LENGTHS`` and fitted (``fit_bytes``)."""
+    return fit_bytes([(L, float(saved_bytes(forward(L), exclude))) for L in PROBE_LENGTHS])
+
+
+def fit_bytes(points: list[tuple[int, float]]) -> Callable[[int], float]:
+    """The quadratic through the three longest (L, bytes) points (module doc). A fit that bends
+    down (concave: padding to powers of two, fixed buffers) is not trusted beyond them: the
+    prediction is at least the straight line through the two longest."""
+    points = sorted(points)[-3:]
     fit = quadratic_fit(points)
     (x1, y1), (x2, y2) = points[-2:]
     return lambda L: max(fit(L), y2 + (y2 - y1) * (L - x2) / (x2 - x1))
@@ -172,7 +177,7 @@ class CellPredictor:
     """Memory and time predictions of one benchmark row (a mixer or an op at growing lengths).
 
     Memory: the bytes saved for backward by ``build(L)`` (a training call at length L), fitted at
-    ``PROBE_LENGTHS`` (``row_bytes``); forward + backward is predicted as ``BACKWARD_FACTOR`` times
+    ``PROBE_LENGTHS`` and at the lengths ``calibrate`` measured (``fit_bytes``); forward + backward is predicted as ``BACKWARD_FACTOR`` times
     that (the gradients mirror the saved activations, plus transients) and a forward alone as the
     saved bytes (an upper bound: without autograd nothing is kept). Time: from the last measured
     length of the same row (``predicted_seconds``), None before the first."""
@@ -181,9 +186,18 @@ class CellPredictor:
 
     def __init__(self, build: Callable[[int], Callable[[], object]], grows: bool,
                  exclude: set[int] = frozenset()) -> None:
-        self.saved = row_bytes(build, exclude)
+        self.build, self.exclude = build, exclude
+        self.points = [(L, float(saved_bytes(build(L), exclude))) for L in PROBE_LENGTHS]
+        self.saved = fit_bytes(self.points)
         self.grows = grows
         self.last: tuple[int, float] | None = None  # (length, seconds) last measured
+
+    def calibrate(self, length: int) -> None:
+        """Measure the saved bytes at ``length`` (a row that ran there) and refit on the longest
+        points: the short probes can sit below a family's chunk, where its memory still grows
+        quadratically (mLSTM's (T, T) chunks), and a quadratic from them overshoots 10-100x."""
+        self.points.append((length, float(saved_bytes(self.build(length), self.exclude))))
+        self.saved = fit_bytes(self.points)
 
     def bytes(self, length: int, backward: bool) -> float:
         return (self.BACKWARD_FACTOR if backward else 1.0) * self.saved(length)

@@ -80,7 +80,7 @@ class _MixerRows:
 
     def __init__(self, name: str, lengths: list[int], batch: int, d_model: int, **cfg: Any) -> None:
         torch.manual_seed(0)
-        self.name, self.batch, self.d_model = name, batch, d_model
+        self.name, self.batch, self.d_model, self.longest = name, batch, d_model, max(lengths)
         self.mixer = create_mixer(name, d_model, **sized_for(name, max(lengths), **cfg))
         params = {p.untyped_storage().data_ptr() for p in self.mixer.parameters()}
 
@@ -106,6 +106,8 @@ class _MixerRows:
         xg = x.clone().requires_grad_(True)
         bwd = best_time(lambda: self.mixer(xg).sum().backward(), repeats) if backward else None
         self.predict.measured(L, bwd if backward else fwd)
+        if L < self.longest:  # what autograd keeps at this length predicts the longer ones
+            self.predict.calibrate(L)
         row = BenchRow(self.name, L, fwd, bwd, state, peak, predicted)
         if projections:
             names = [n for n, _, _ in projection_fns(self.mixer)]
