@@ -13,7 +13,8 @@ import time
 import torch
 
 import ssmkit
-from ssmkit.benchmarks.projections import projection_fns
+from ssmkit.benchmarks.projections import time_projections
+from ssmkit.benchmarks.timing import best_time
 from ssmkit.runtime import tune_allocator
 
 tune_allocator()
@@ -26,13 +27,7 @@ xg = x.clone().requires_grad_()
 
 
 def best(f) -> float:
-    f()
-    out = float("inf")
-    for _ in range(reps):
-        t0 = time.thread_time()
-        f()
-        out = min(out, time.thread_time() - t0)
-    return out
+    return best_time(f, reps, time.thread_time)
 
 
 def forward() -> None:
@@ -40,20 +35,8 @@ def forward() -> None:
         m(x)
 
 
-projs = projection_fns(m)
-buf = torch.randn(B, L, max(w for _, w, _ in projs))
-leaves = [buf[..., :w].detach().requires_grad_() for _, w, _ in projs]
-
-
-def projections() -> None:
-    with torch.no_grad():
-        for _, w, f in projs:
-            f(buf[..., :w])
-
-
 f = best(forward)
 b = best(lambda: m(xg).sum().backward())
-p = best(projections)
-q = best(lambda: sum(f(v).sum() for (_, _, f), v in zip(projs, leaves)).backward())
+p, q = time_projections(m, B, L, reps, clock=time.thread_time)
 print(f"{label} {name} L={L} B={B} D={D}: fwd {f:.4f} fwd+bwd {b:.4f} proj {p:.4f} proj fwd+bwd {q:.4f} | "
       f"fwd/proj {f / p:.2f} fwd+bwd/proj fwd+bwd {b / q:.2f} fwd+bwd/fwd {b / f:.2f}")

@@ -13,7 +13,8 @@ from ssmkit.training import CheckpointError, TrainConfig, fit, latest_checkpoint
 from ssmkit.training import sharded_checkpoint
 from ssmkit.training.checkpoint import BEST, MODEL, OPTIMIZER, SHARDED_FORMAT, read_state
 
-from .test_checkpoint import Interrupted, InterruptedTask
+from .test_checkpoint import Interrupted, InterruptedTask, _train
+from .test_checkpoint import _assert_same_weights as _assert_same
 from .tiny import TinyTask, resume_config, tiny_model
 
 pytest.importorskip("safetensors", reason="checkpoints are safetensors files")
@@ -22,19 +23,6 @@ pytest.importorskip("safetensors", reason="checkpoints are safetensors files")
 def sharded_config(folder, **extra) -> TrainConfig:
     """resume_config under parallel=fsdp: in one process its checkpoints are sharded (one shard file)."""
     return dataclasses.replace(resume_config(folder), parallel="fsdp", **extra)
-
-
-def _train(task, cfg, resume=False, init_seed=0):
-    model = tiny_model(task, dropout=0.1, seed=init_seed)  # dropout: the RNG state must resume too
-    result = fit(task, model, cfg, log=lambda s: None, resume=resume)
-    result.pop("train_seconds")
-    return model, result
-
-
-def _assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), f"{name} differs"
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ floor here (``projection_fns`` returns an empty list and the row says so).
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
@@ -50,9 +51,11 @@ def projection_fns(mixer: nn.Module) -> list[Projection]:
 
 
 def time_projections(mixer: nn.Module, batch: int, length: int, repeats: int = 1,
-                     backward: bool = True) -> tuple[float | None, float | None]:
+                     backward: bool = True, clock: Callable[[], float] = time.perf_counter
+                     ) -> tuple[float | None, float | None]:
     """(forward s, forward + backward s) of all of ``mixer``'s projections applied to random
-    (batch, length, in) inputs, best of ``repeats``; (None, None) when it has none.
+    (batch, length, in) inputs, best of ``repeats`` by ``clock`` (``timing.best_time``); (None,
+    None) when it has none.
 
     One (batch, length, widest in) buffer serves every projection (a narrower input is a
     column slice of it, read in place by the matmul); in the backward each input is a leaf of its
@@ -68,7 +71,7 @@ def time_projections(mixer: nn.Module, batch: int, length: int, repeats: int = 1
             for (_, _, fn), x in zip(projs, views):
                 fn(x)
 
-    fwd = best_time(forward, repeats)
+    fwd = best_time(forward, repeats, clock)
     if not backward:
         return fwd, None
     leaves = [v.detach().requires_grad_(True) for v in views]
@@ -76,7 +79,7 @@ def time_projections(mixer: nn.Module, batch: int, length: int, repeats: int = 1
     def forward_backward() -> None:
         sum(fn(x).sum() for (_, _, fn), x in zip(projs, leaves)).backward()
 
-    bwd = best_time(forward_backward, repeats)
+    bwd = best_time(forward_backward, repeats, clock)
     for x in leaves:
         x.grad = None
     mixer.zero_grad(set_to_none=True)
